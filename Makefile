@@ -1,0 +1,91 @@
+# sdps build.  Objects go to $(BUILD) so several builds (gcc, clang,
+# sanitizers) can live side by side: make BUILD=build/clang CC=clang
+CC	?= cc
+BUILD	?= build
+CFLAGS	?= -O2 -g
+SAN	?=
+PREFIX	?= /usr/local
+DESTDIR	?=
+PY	?= /usr/bin/python3
+
+WARN	 = -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes \
+	   -Wmissing-prototypes
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) $(CFLAGS) $(SAN) -MMD -MP
+LDLIBS	 = -llmdb -lsodium -linih -lpthread
+
+# Every src/sdps*.c is a program's thin main(); the rest is libsdps.a.
+MAIN_SRC = $(wildcard src/sdps*.c)
+LIB_SRC	 = $(filter-out $(MAIN_SRC),$(wildcard src/*.c))
+LIB_OBJ	 = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
+BINS	 = $(MAIN_SRC:src/%.c=$(BUILD)/%)
+TOOL_SRC = $(wildcard tools/*.c)
+TOOLS	 = $(TOOL_SRC:tools/%.c=$(BUILD)/tools/%)
+UNIT_SRC = $(wildcard tests/unit/test_*.c)
+UNITS	 = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+LIB	 = $(BUILD)/libsdps.a
+
+.PHONY: all deps test test-run unit integration check install clean run fuzz bench
+all: $(BINS) $(TOOLS) $(UNITS)
+
+$(BUILD)/obj/%.o: src/%.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%: $(BUILD)/obj/%.o $(LIB)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+$(BUILD)/tools/%: tools/%.c $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(LIB) $(LDLIBS) -lcmocka
+
+deps:
+	@tools/deps.sh
+
+test: deps
+	$(MAKE) test-run
+
+test-run: all
+	$(MAKE) unit integration
+
+unit: $(UNITS)
+	@set -e; for t in $(UNITS); do echo "== $$t"; $$t; done
+
+integration: $(BINS) $(TOOLS)
+	SDPS_BIN=$(abspath $(BUILD)) $(PY) -m pytest -x -q tests/integration
+
+# The same tests under ASan+UBSan, in their own build directory.
+check: deps
+	$(MAKE) BUILD=build/san CFLAGS="-O1 -g -fno-omit-frame-pointer" \
+	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test-run
+
+run: all
+	@tools/demo.sh $(abspath $(BUILD))
+
+fuzz:
+	@tools/fuzz.sh
+
+install: $(BINS)
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)/etc/sdps \
+	    $(DESTDIR)/lib/systemd/system $(DESTDIR)/usr/lib/sysusers.d \
+	    $(DESTDIR)/usr/lib/tmpfiles.d
+	install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/sbin/
+	test -e $(DESTDIR)/etc/sdps/sdps.conf || \
+	    install -m 644 config/sdps.conf $(DESTDIR)/etc/sdps/sdps.conf
+	install -m 644 systemd/*.service systemd/*.timer \
+	    $(DESTDIR)/lib/systemd/system/ 2>/dev/null || \
+	    install -m 644 systemd/*.service $(DESTDIR)/lib/systemd/system/
+	install -m 644 systemd/sdps.sysusers $(DESTDIR)/usr/lib/sysusers.d/sdps.conf
+	install -m 644 systemd/sdps.tmpfiles $(DESTDIR)/usr/lib/tmpfiles.d/sdps.conf
+
+clean:
+	rm -rf build
+
+-include $(LIB_OBJ:.o=.d) $(MAIN_SRC:src/%.c=$(BUILD)/obj/%.d)

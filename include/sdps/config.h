@@ -1,0 +1,85 @@
+/* config: the one INI file (libinih), parsed and validated into a struct. */
+#ifndef SDPS_CONFIG_H
+#define SDPS_CONFIG_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define CONFIG_DEFAULT_PATH	"/etc/sdps/sdps.conf"
+#define CONFIG_LISTEN_MAX	8
+#define CONFIG_PUNT_MAX		16
+#define CONFIG_NAME_MAX		32	/* punt names: [a-z0-9_-], 1..32 */
+#define CONFIG_ADDR_MAX		256	/* "host:port", "[v6]:port" or a unix path */
+
+struct config_punt {
+	char	 name[CONFIG_NAME_MAX + 1];
+	char	 path[PATH_MAX];
+};
+
+enum config_hash_cost {
+	CONFIG_HASH_MIN,		/* tests only: libsodium's minimum */
+	CONFIG_HASH_INTERACTIVE,	/* default: 64 MiB, about 0.1 s */
+	CONFIG_HASH_MODERATE
+};
+
+struct config {
+	char	 file[PATH_MAX];	/* the file this was loaded from */
+
+	/* [server] */
+	char	 listen[CONFIG_LISTEN_MAX][CONFIG_ADDR_MAX];
+	int	 nlisten;
+	char	 lmtp_listen[CONFIG_LISTEN_MAX][CONFIG_ADDR_MAX];
+	int	 nlmtp_listen;
+	char	 user[64];		/* "" = do not drop privileges */
+	char	 run_dir[PATH_MAX];
+	unsigned min_spare, max_spare, max_workers;
+	unsigned max_sessions_per_worker;
+	unsigned idle_timeout_s;	/* autologout, default 600 */
+	unsigned send_timeout_s;	/* peer not reading, default 60 */
+	unsigned auth_fail_delay_ms;
+	unsigned auth_max_failures;
+	unsigned auth_max_parallel;	/* argon2id hashes at once */
+	unsigned auth_cache_ttl_s;	/* 0 = no auth cache */
+	unsigned auth_cache_entries;
+	unsigned max_bad_commands;
+	unsigned shutdown_grace_s;
+
+	/* [auth] */
+	char	 auth_path[PATH_MAX];
+	uint64_t auth_map_size;		/* octets */
+	enum config_hash_cost hash_cost;
+
+	/* [store] */
+	uint64_t store_map_size;	/* octets, per punt */
+	unsigned claim_lease_s;		/* an older SMTP claim is abandoned */
+	uint64_t max_message_octets;
+
+	/* [expire] */
+	unsigned expire_days;
+	char	 sendmail[PATH_MAX];	/* "" = write bounces to outbox */
+	char	 outbox[PATH_MAX];
+
+	/* [punt NAME], in file order (the merge order for ties) */
+	struct config_punt punts[CONFIG_PUNT_MAX];
+	int	 npunts;
+};
+
+/* Fill cf with every documented default (no punts). */
+void	config_defaults(struct config *cf);
+
+/*
+ * Load path over the defaults.  Unknown sections or keys, bad values,
+ * duplicate punts and a missing file are errors; err then holds one line
+ * "file:line: reason" (line 0 when the error is not about one line).
+ * Returns 0, or -1 and cf is undefined.
+ */
+int	config_load(const char *path, struct config *cf, char *err,
+	    size_t errlen);
+
+/* The punt called name, or NULL. */
+const struct config_punt *config_punt_find(const struct config *cf,
+	    const char *name);
+
+#endif

@@ -1,0 +1,145 @@
+/*
+ * scoreboard: RUN_DIR/scoreboard, a shared mmap'd file: a header and one
+ * slot per worker (DESIGN.md §4).  The master creates it before forking;
+ * workers write only their own slot, inside a seqlock, so sdps-ctl (which
+ * maps it read-only) never sees a torn slot.  Who writes what is noted
+ * per field.
+ */
+#ifndef SDPS_SCOREBOARD_H
+#define SDPS_SCOREBOARD_H
+
+#include <sys/types.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sdps/config.h"
+#include "sdps/util.h"
+
+#define SB_MAGIC	0x53445053u	/* "SDPS" */
+#define SB_VERSION	1
+#define SB_PEER_MAX	64
+#define SB_MAILDROP_MAX	(UTIL_ADDR_MAX + 1)
+#define SB_CMD_MAX	16
+
+enum sb_state {
+	SB_FREE = 0,	/* no worker */
+	SB_STARTING,	/* forked, opening environments */
+	SB_IDLE,	/* waiting in accept */
+	SB_AUTH,	/* POP3 AUTHORIZATION */
+	SB_TRANS,	/* POP3 TRANSACTION */
+	SB_UPDATE,	/* POP3 UPDATE (removing) */
+	SB_LMTP,	/* serving an LMTP client */
+	SB_EXITING
+};
+
+struct sb_slot {
+	/* Master: set at fork, cleared at reap. */
+	_Atomic pid_t	 pid;
+	uint64_t	 generation;	/* config generation it was forked for */
+	/* Master sets to ask an idle worker to exit (spare policy). */
+	_Atomic uint32_t please_exit;
+	/* Worker, under the auth mutex: 1 while hashing a password. */
+	uint32_t	 hashing;
+
+	/* Worker, inside sb_slot_write_begin/end. */
+	_Atomic uint32_t seq;		/* odd while being written */
+	uint32_t	 state;		/* enum sb_state */
+	uint64_t	 session_id;	/* 0 when no session */
+	char		 peer[SB_PEER_MAX];
+	char		 maildrop[SB_MAILDROP_MAX];	/* after login */
+	char		 command[SB_CMD_MAX];	/* current or last keyword */
+	uint64_t	 started_us;	/* session (connection) start */
+	uint64_t	 login_us;	/* 0 before login */
+	uint64_t	 last_us;	/* last command */
+	uint64_t	 sessions_served;
+	uint64_t	 retr, top, dele;	/* this session */
+	uint64_t	 octets_out;		/* this session */
+	uint32_t	 punts_used;	/* bit i = config punt i in the session */
+};
+
+struct sb_punt_health {
+	char		 name[CONFIG_NAME_MAX + 1];
+	/* Any worker: 1 reachable, 0 not, at checked_us. */
+	_Atomic uint32_t ok;
+	_Atomic uint64_t checked_us;
+};
+
+struct sb_header {
+	/* Master, at creation. */
+	uint32_t	 magic, version;
+	pid_t		 master_pid;
+	uint64_t	 start_us;
+	uint32_t	 nslots;
+	uint32_t	 npunts;
+	struct sb_punt_health punts[CONFIG_PUNT_MAX];
+	/* Master: bumped on each successful reload. */
+	_Atomic uint64_t generation;
+	/* Master: set when a worker died; the next worker to start runs
+	 * store_reader_check on every punt and clears it. */
+	_Atomic uint32_t reader_check;
+	/* Master: set on SIGTERM; workers stop accepting. */
+	_Atomic uint32_t stopping;
+	/* Master: bumped by "sdps-ctl auth flush" (via SIGUSR1 to master). */
+	_Atomic uint64_t auth_cache_epoch;
+	/* Workers: totals, atomically added. */
+	_Atomic uint64_t next_session_id;
+	_Atomic uint64_t total_sessions, total_auth_failures;
+	_Atomic uint64_t total_retrieved, total_deleted, total_octets_out;
+	_Atomic uint64_t total_lmtp_msgs;
+	/* Robust, process-shared: serialises accept() across workers. */
+	pthread_mutex_t	 accept_mutex;
+	/* Robust, process-shared: guards the slots' hashing fields. */
+	pthread_mutex_t	 auth_mutex;
+};
+
+struct scoreboard {
+	struct sb_header *hdr;
+	struct sb_slot	*slots;		/* hdr->nslots of them */
+	size_t		 map_len;
+	bool		 readonly;
+};
+
+/*
+ * Master: create RUN_DIR/scoreboard for nslots workers and the config's
+ * punts, initialise the mutexes, map it shared.  Returns 0 or -1 (logged).
+ */
+int	sb_create(const char *run_dir, unsigned nslots, const struct config *cf,
+	    struct scoreboard *sb);
+
+/* sdps-ctl: map an existing scoreboard read-only.  0, or -1 with errno
+ * (ENOENT: no daemon has run with this run_dir). */
+int	sb_open_ro(const char *run_dir, struct scoreboard *sb);
+
+void	sb_close(struct scoreboard *sb);
+
+/* Worker: bracket every write to its own slot's worker fields. */
+void	sb_slot_write_begin(struct sb_slot *slot);
+void	sb_slot_write_end(struct sb_slot *slot);
+
+/* Reader: a consistent copy of slot (retries while a write is going on). */
+void	sb_slot_read(const struct sb_slot *slot, struct sb_slot *copy);
+
+/* Take/drop the accept mutex; a dead holder's lock is recovered. 0/-1. */
+int	sb_accept_lock(struct scoreboard *sb);
+void	sb_accept_unlock(struct scoreboard *sb);
+
+/*
+ * Enter the set of at most max workers hashing a password, waiting up to
+ * wait_ms for room.  0 entered, -1 still full.  Slots of dead workers do
+ * not count (the master clears them at reap).
+ */
+int	sb_auth_enter(struct scoreboard *sb, struct sb_slot *slot, unsigned max,
+	    unsigned wait_ms);
+void	sb_auth_leave(struct scoreboard *sb, struct sb_slot *slot);
+
+/* A new non-zero session id, unique for this scoreboard. */
+uint64_t sb_session_id(struct scoreboard *sb);
+
+/* "idle", "trans", ... for enum sb_state. */
+const char *sb_state_name(uint32_t state);
+
+#endif

@@ -1,0 +1,15 @@
+/* session: one POP3 session (RFC 1939 + SDPS) on an accepted socket. */
+#ifndef SDPS_SESSION_H
+#define SDPS_SESSION_H
+
+#include "sdps/worker.h"
+
+/*
+ * Serve the POP3 session on fd (already accepted; the caller closes it)
+ * from the greeting to the end: QUIT, drop, timeout, too many bad
+ * commands, or *w->kill_session.  Updates w->slot.  RD flags are committed
+ * and locks released before this returns, however the session ends.
+ */
+void	session_run(struct worker_ctx *w, int fd, const char *peer);
+
+#endif

@@ -1,0 +1,219 @@
+/*
+ * store: one punt = one directory with an LMDB index and a spool of
+ * wire-format message files (DESIGN.md §3).  Only store.c and auth.c
+ * include <lmdb.h>; LMDB error codes never leave this module.
+ *
+ * Process rules: open a punt in the process that uses it, after fork().
+ * No function holds a read transaction after it returns.  Every function
+ * may be called by one thread at a time per struct store.
+ */
+#ifndef SDPS_STORE_H
+#define SDPS_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sdps/util.h"
+
+struct store;
+
+/* Outcomes the protocols must tell apart (STYLE.md §4.2). */
+enum store_res {
+	STORE_OK,
+	STORE_GONE,	/* no such message (removed by SMTP or POP3, or never
+			 * existed): POP3 answers with the dummy message */
+	STORE_BUSY,	/* claimed by a live SMTP agent */
+	STORE_TEMPFAIL,	/* I/O error, disk or map full, punt unavailable */
+	STORE_PERMFAIL	/* corrupt record, unknown format version */
+};
+
+/* Message flags (msg record). */
+#define STORE_F_READ		0x01	/* RETR finished sending (RD) */
+#define STORE_F_IN_DELIVERY	0x02	/* claimed by an SMTP agent */
+#define STORE_F_POP_DELETED	0x04	/* POP3 QUIT removed it while claimed */
+
+#define STORE_UIDL_MAX		34	/* 16 + "-" + 16 + NUL */
+#define STORE_AGENT_MAX		64
+
+struct store_opts {
+	uint64_t map_size;		/* octets, LMDB map size */
+	unsigned claim_lease_s;		/* claims older than this are stale */
+};
+
+/* A message record, copied out of the index; free with store_msg_free. */
+struct store_msg {
+	uint64_t id;
+	uint64_t arrival_us;
+	uint64_t octets;	/* what LIST/STAT/RETR count: unstuffed, CRLF,
+				 * the Return-Path line included */
+	uint64_t stored_octets;	/* size of the wire-format file */
+	uint32_t flags;		/* STORE_F_* */
+	uint64_t claim_us;	/* claim time, with STORE_F_IN_DELIVERY */
+	char	 host[UTIL_HOST_MAX + 1];
+	char	 agent[STORE_AGENT_MAX + 1];
+	char	*sender;	/* "" is the null sender */
+	char   **rcpts;		/* lowercased local parts at host */
+	size_t	 nrcpts;
+	void	*mem_;		/* private: backing storage */
+};
+
+/* One row of a maildrop listing: fixed size, no pointers. */
+struct store_entry {
+	uint64_t id;
+	uint64_t arrival_us;
+	uint64_t octets;
+	uint32_t flags;
+};
+
+/* What store_put needs besides the data. */
+struct store_envelope {
+	const char	 *host;		/* normalized (util_host_normalize) */
+	const char	 *sender;	/* normalized; "" = null sender */
+	const char *const *rcpts;	/* normalized local parts at host */
+	size_t		  nrcpts;	/* >= 1 */
+};
+
+struct store_stat {
+	uint64_t msgs, hosts, octets, stored_octets;
+	uint64_t read, in_delivery, pop_deleted;
+	uint64_t next_id;
+	uint64_t map_used, map_size;	/* octets */
+};
+
+struct store_fsck {
+	uint64_t msgs_checked;
+	uint64_t orphan_files;		/* file without a record */
+	uint64_t missing_files;		/* record without a file */
+	uint64_t size_mismatches;	/* file size != stored_octets */
+	uint64_t bad_records;		/* undecodable, or host index wrong */
+	uint64_t tmp_files;		/* leftovers in tmp/ */
+	uint64_t repaired;
+};
+
+/* Called once per problem found by store_fsck, with a one-line report. */
+typedef void store_report_fn(const char *line, void *arg);
+
+/*
+ * Visit each message; return non-zero from the callback to stop.  The
+ * callback runs inside a read transaction: it must not call any other
+ * store function and should be quick.
+ */
+typedef int store_walk_fn(const struct store_msg *m, void *arg);
+
+/*
+ * Create a punt at path (directories index/, spool/, tmp/ and the meta
+ * record with a fresh random punt_uid).  If the punt exists with the same
+ * name it is left alone and this succeeds.  Returns 0, or -1 with err.
+ */
+int	store_create(const char *path, const char *name, uint64_t map_size,
+	    char *err, size_t errlen);
+
+/*
+ * Open an existing punt; runs mdb_reader_check.  Fails (NULL, err set) if
+ * the directory, index or meta record is missing or its name differs.
+ */
+struct store *store_open(const char *path, const char *name,
+	    const struct store_opts *opts, char *err, size_t errlen);
+void	store_close(struct store *st);
+
+const char *store_name(const struct store *st);
+uint64_t store_uid(const struct store *st);
+
+/* UIDL string for id: hex(punt_uid) "-" hex(id). */
+void	store_uidl(const struct store *st, uint64_t id, char *buf);
+
+/*
+ * Cheap health check, no disk write: the punt directory is still there,
+ * is the one that was opened, and its spool is accessible.
+ */
+bool	store_is_available(struct store *st);
+
+/* Clear stale reader slots (after a process using the punt died). */
+void	store_reader_check(struct store *st);
+
+/*
+ * Store one message durably: write the wire-format data (CRLF, dot-stuffed,
+ * no terminating "." line) to tmp/, fsync, rename into spool/, fsync the
+ * directory, then commit the index record.  body_octets is the unstuffed
+ * CRLF size; the stored client size adds the Return-Path line.  Returns
+ * STORE_OK only after the commit (id set), STORE_TEMPFAIL on any I/O or
+ * space trouble (nothing left behind but, at worst, an orphan file for
+ * fsck).
+ */
+enum store_res store_put(struct store *st, const struct store_envelope *env,
+	    const void *wire, size_t wire_len, uint64_t body_octets,
+	    uint64_t *id, char *err, size_t errlen);
+
+/*
+ * Maildrop listing for host, or only the messages with a recipient equal
+ * to user (case-insensitive) when user is not NULL.  POP_DELETED messages
+ * are left out.  *out is a malloc'd array in id order (the caller frees
+ * it); the read transaction has ended when this returns.  Returns 0 or -1.
+ */
+int	store_list(struct store *st, const char *host, const char *user,
+	    struct store_entry **out, size_t *n);
+
+/* Copy one record out.  STORE_GONE if there is none. */
+enum store_res store_msg_get(struct store *st, uint64_t id,
+	    struct store_msg *m);
+void	store_msg_free(struct store_msg *m);
+
+/*
+ * Open the message file for sending.  m (may be NULL) receives the
+ * record.  STORE_GONE if the record is gone or POP_DELETED; STORE_TEMPFAIL
+ * if the record exists but the file cannot be opened.  *fd is the caller's.
+ */
+enum store_res store_msg_open(struct store *st, uint64_t id, int *fd,
+	    struct store_msg *m);
+
+/* Set READ on every id (missing ids are skipped), in one commit. */
+int	store_mark_read(struct store *st, const uint64_t *ids, size_t n);
+
+/*
+ * POP3 QUIT removal of ids, in one commit, then unlink the files.  With
+ * user NULL the whole message goes; with a user, only that recipient, and
+ * the message when none is left.  A message under a live SMTP claim gets
+ * POP_DELETED instead and goes when the claim ends.  A missing id counts
+ * as removed.  Returns STORE_OK, or STORE_TEMPFAIL and nothing changed.
+ */
+enum store_res store_remove(struct store *st, const uint64_t *ids, size_t n,
+	    const char *user);
+
+/*
+ * SMTP agent markers.  claim: STORE_OK, STORE_GONE (missing or
+ * POP_DELETED), STORE_BUSY (a live claim exists; a stale one is taken).
+ * done: removes the message (STORE_GONE if missing).  release: clears
+ * the claim, and removes the message if POP_DELETED (STORE_GONE if
+ * missing).  Each is one commit.
+ */
+enum store_res store_claim(struct store *st, uint64_t id, const char *agent);
+enum store_res store_done(struct store *st, uint64_t id);
+enum store_res store_release(struct store *st, uint64_t id);
+
+/*
+ * Expiry removal of one message regardless of user, skipping (STORE_BUSY)
+ * one under a live claim.  STORE_GONE if missing.
+ */
+enum store_res store_expire(struct store *st, uint64_t id);
+
+/* Walk every message, or only host's when host is not NULL. Returns 0/-1. */
+int	store_walk(struct store *st, const char *host, store_walk_fn *fn,
+	    void *arg);
+
+/* Hosts with at least one message, in order; callback as store_walk. */
+int	store_hosts(struct store *st, int (*fn)(const char *host,
+	    uint64_t msgs, void *arg), void *arg);
+
+int	store_stat(struct store *st, struct store_stat *out);
+
+/*
+ * Compare index and spool.  With repair: remove orphan and tmp files,
+ * drop records whose file is missing, rebuild host index entries.
+ * Returns 0 when consistent (after repair, if asked), 1 when problems
+ * remain, -1 on error.
+ */
+int	store_fsck(struct store *st, bool repair, struct store_fsck *out,
+	    store_report_fn *report, void *arg);
+
+#endif

@@ -1,0 +1,47 @@
+/*
+ * wire: turn an incoming message into the stored wire format: CRLF line
+ * ends (bare LF and bare CR become CRLF), dot-stuffing applied, a final
+ * CRLF added if missing, and no terminating "." line.
+ */
+#ifndef SDPS_WIRE_H
+#define SDPS_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum wire_res {
+	WIRE_OK,
+	WIRE_NUL,		/* a NUL octet in the message */
+	WIRE_NO_HEADER,		/* does not start with a header field */
+	WIRE_TOO_BIG,		/* over max_octets */
+	WIRE_NOMEM
+};
+
+struct wire {
+	char	*buf;		/* wire-format data, malloc'd */
+	size_t	 len, cap;
+	uint64_t body_octets;	/* unstuffed CRLF size (what POP3 counts) */
+	uint64_t max_octets;	/* limit on body_octets; 0 = none */
+	/* private parser state */
+	int	 st_bol, st_cr, st_hdr;
+	uint64_t st_lines;
+};
+
+/* Start a conversion; max_octets 0 means no limit. */
+void	wire_init(struct wire *w, uint64_t max_octets);
+
+/*
+ * Feed raw input (any line ends).  Returns WIRE_OK or the first error;
+ * after an error the struct only needs wire_free.
+ */
+enum wire_res wire_feed(struct wire *w, const void *data, size_t len);
+
+/* End of input: final CRLF, header check.  Returns WIRE_OK or an error. */
+enum wire_res wire_finish(struct wire *w);
+
+void	wire_free(struct wire *w);
+
+/* A short English reason for res. */
+const char *wire_strerror(enum wire_res res);
+
+#endif

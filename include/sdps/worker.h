@@ -1,0 +1,52 @@
+/*
+ * worker: a pre-forked worker process: after-fork setup, the accept loop,
+ * recycling.  Only the master calls worker_main; sessions get a
+ * struct worker_ctx.
+ */
+#ifndef SDPS_WORKER_H
+#define SDPS_WORKER_H
+
+#include <signal.h>
+
+#include "sdps/config.h"
+#include "sdps/scoreboard.h"
+
+struct auth;
+struct store;
+
+/* What a session may use.  Everything is owned by the worker. */
+struct worker_ctx {
+	const struct config	*cf;
+	struct scoreboard	*sb;
+	struct sb_slot		*slot;
+	struct auth		*auth;
+	/* Config punt i, opened once per worker; NULL when it could not be
+	 * opened (worker_punt retries). */
+	struct store		*punts[CONFIG_PUNT_MAX];
+	/* Set by SIGUSR2 (sdps-ctl kill): end the session at once, without
+	 * UPDATE.  The worker clears it between sessions. */
+	volatile sig_atomic_t	*kill_session;
+	/* Set by SIGTERM: finish the session, then exit. */
+	volatile sig_atomic_t	*terminate;
+};
+
+/*
+ * Punt i if it is usable now: opens it if it was not open, reopens it if
+ * store_is_available says the directory changed, and records the result
+ * in the scoreboard's punt health.  NULL if unavailable (logged).
+ */
+struct store *worker_punt(struct worker_ctx *w, int i);
+
+/*
+ * Master, in the child right after fork(): run a worker on the listening
+ * sockets (pop3_fds, then lmtp_fds) with scoreboard slot slot_idx.
+ * Never returns; exit status per STYLE.md §4.7 (0 recycled,
+ * WORKER_EX_SICK, WORKER_EX_FATAL).
+ */
+#define WORKER_EX_SICK	70
+#define WORKER_EX_FATAL	78
+void	worker_main(const struct config *cf, struct scoreboard *sb,
+	    int slot_idx, const int *pop3_fds, int npop3, const int *lmtp_fds,
+	    int nlmtp) __attribute__((noreturn));
+
+#endif
