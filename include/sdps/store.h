@@ -64,6 +64,11 @@ struct store_entry {
 	uint64_t arrival_us;
 	uint64_t octets;
 	uint32_t flags;
+	uint32_t env;	/* offset of the envelope in the listing's env arena:
+			 * sender NUL, then every recipient local part NUL,
+			 * then an empty string (only when an arena is asked
+			 * for; *ENV answers from it even after SMTP took the
+			 * message) */
 };
 
 /* What store_put needs besides the data. */
@@ -149,10 +154,12 @@ enum store_res store_put(struct store *st, const struct store_envelope *env,
  * Maildrop listing for host, or only the messages with a recipient equal
  * to user (case-insensitive) when user is not NULL.  POP_DELETED messages
  * are left out.  *out is a malloc'd array in id order (the caller frees
- * it); the read transaction has ended when this returns.  Returns 0 or -1.
+ * it).  If env is not NULL, *env receives a malloc'd arena holding every
+ * listed message's envelope (see struct store_entry.env; caller frees).
+ * The read transaction has ended when this returns.  Returns 0 or -1.
  */
 int	store_list(struct store *st, const char *host, const char *user,
-	    struct store_entry **out, size_t *n);
+	    struct store_entry **out, size_t *n, char **env);
 
 /* Copy one record out.  STORE_GONE if there is none. */
 enum store_res store_msg_get(struct store *st, uint64_t id,
