@@ -1,0 +1,15 @@
+/* lmtp: one LMTP session (RFC 2033) on an accepted socket, storing mail
+ * into the punts like sdps-deliver does. */
+#ifndef SDPS_LMTP_H
+#define SDPS_LMTP_H
+
+#include "sdps/worker.h"
+
+/*
+ * Serve the LMTP session on fd (already accepted; the caller closes it)
+ * until QUIT, drop, idle timeout or *w->kill_session.  A message is
+ * stored durably, once per host, before its 250 replies are sent.
+ */
+void	lmtp_run(struct worker_ctx *w, int fd, const char *peer);
+
+#endif
