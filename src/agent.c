@@ -1,0 +1,518 @@
+/* agent: push a host's spooled mail to its SMTP server (sdps-smtp). */
+
+#include <sys/types.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <netdb.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "sdps/agent.h"
+#include "sdps/bounce.h"
+#include "sdps/dsn.h"
+#include "sdps/log.h"
+#include "sdps/store.h"
+#include "sdps/util.h"
+
+#define SMTP_TIMEOUT_S	300	/* RFC 5321 §4.5.3.2 asks for minutes */
+#define REPLY_MAX	1024
+
+struct smtp {
+	int	 fd;
+	char	 rbuf[8192];
+	size_t	 rlen, roff;
+	bool	 pipelining, size;
+	char	 peer[CONFIG_ADDR_MAX];
+};
+
+/* One queued message of the merged maildrop. */
+struct item {
+	struct store	*st;
+	int		 punt;
+	uint64_t	 id, arrival_us;
+};
+
+enum rcpt_fate { FATE_PENDING, FATE_OK, FATE_TEMP, FATE_PERM };
+
+static int
+smtp_connect(struct smtp *s, const char *target)
+{
+	struct addrinfo	 hints, *res, *ai;
+	struct timeval	 tv = { SMTP_TIMEOUT_S, 0 };
+	char		 host[CONFIG_ADDR_MAX], *port;
+	int		 rc;
+
+	snprintf(host, sizeof(host), "%s", target);
+	if ((port = strrchr(host, ':')) == NULL) {
+		log_warnx("smtp %s: no port in target", target);
+		return -1;
+	}
+	*port++ = '\0';
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = '\0';
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	if ((rc = getaddrinfo(host, port, &hints, &res)) != 0) {
+		log_warnx("smtp %s: getaddrinfo: %s", target, gai_strerror(rc));
+		return -1;
+	}
+	s->fd = -1;
+	for (ai = res; ai != NULL && s->fd == -1; ai = ai->ai_next) {
+		if ((s->fd = socket(ai->ai_family, ai->ai_socktype |
+		    SOCK_CLOEXEC, 0)) == -1)
+			continue;
+		setsockopt(s->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		setsockopt(s->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		if (connect(s->fd, ai->ai_addr, ai->ai_addrlen) == -1) {
+			close(s->fd);
+			s->fd = -1;
+		}
+	}
+	freeaddrinfo(res);
+	if (s->fd == -1) {
+		log_warn("smtp %s: connect", target);
+		return -1;
+	}
+	snprintf(s->peer, sizeof(s->peer), "%s", target);
+	s->rlen = s->roff = 0;
+	return 0;
+}
+
+static int
+smtp_getline(struct smtp *s, char *line, size_t len)
+{
+	size_t	 o = 0;
+	ssize_t	 got;
+	char	 c;
+
+	for (;;) {
+		if (s->roff == s->rlen) {
+			got = read(s->fd, s->rbuf, sizeof(s->rbuf));
+			if (got == -1 && errno == EINTR)
+				continue;
+			if (got <= 0)
+				return -1;
+			s->rlen = (size_t)got;
+			s->roff = 0;
+		}
+		c = s->rbuf[s->roff++];
+		if (c == '\n')
+			break;
+		if (c != '\r' && o + 1 < len)
+			line[o++] = c;
+	}
+	line[o] = '\0';
+	return 0;
+}
+
+/*
+ * Read one (possibly multi-line) reply.  Returns the code, or -1 when the
+ * connection failed.  text gets the last line; ehlo (may be NULL) is
+ * called for every line's text so EHLO keywords can be noted.
+ */
+static int
+smtp_reply(struct smtp *s, char *text, size_t len,
+    void (*ehlo)(struct smtp *, const char *))
+{
+	char	 line[REPLY_MAX];
+
+	for (;;) {
+		if (smtp_getline(s, line, sizeof(line)) == -1)
+			return -1;
+		if (strlen(line) < 3 || line[0] < '2' || line[0] > '5')
+			return -1;
+		if (ehlo != NULL && strlen(line) > 4)
+			ehlo(s, line + 4);
+		if (line[3] != '-') {
+			snprintf(text, len, "%s", line);
+			return atoi(line);
+		}
+	}
+}
+
+static void
+note_ehlo(struct smtp *s, const char *kw)
+{
+	if (strcasecmp(kw, "PIPELINING") == 0)
+		s->pipelining = true;
+	else if (strncasecmp(kw, "SIZE", 4) == 0 &&
+	    (kw[4] == '\0' || kw[4] == ' '))
+		s->size = true;
+}
+
+static int smtp_send(struct smtp *, const char *, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int
+smtp_send(struct smtp *s, const char *fmt, ...)
+{
+	char	 buf[2 * UTIL_ADDR_MAX + 64];
+	va_list	 ap;
+	int	 n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(buf))
+		return -1;
+	return util_write_all(s->fd, buf, (size_t)n);
+}
+
+static int
+smtp_hello(struct smtp *s)
+{
+	char	 text[REPLY_MAX], me[256];
+
+	if (gethostname(me, sizeof(me)) == -1)
+		snprintf(me, sizeof(me), "localhost");
+	me[sizeof(me) - 1] = '\0';
+	if (smtp_reply(s, text, sizeof(text), NULL) != 220) {
+		log_warnx("smtp %s: greeting: %s", s->peer, text);
+		return -1;
+	}
+	if (smtp_send(s, "EHLO %s\r\n", me) == -1 ||
+	    smtp_reply(s, text, sizeof(text), note_ehlo) != 250) {
+		/* RFC 5321 §3.2: fall back to HELO for an old server. */
+		s->pipelining = s->size = false;
+		if (smtp_send(s, "HELO %s\r\n", me) == -1 ||
+		    smtp_reply(s, text, sizeof(text), NULL) != 250) {
+			log_warnx("smtp %s: EHLO/HELO: %s", s->peer, text);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int
+send_file(struct smtp *s, int fd, uint64_t len)
+{
+	off_t	 off = 0;
+	ssize_t	 n;
+
+	while ((uint64_t)off < len) {
+		n = sendfile(s->fd, fd, &off, (size_t)(len - (uint64_t)off));
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+	}
+	return util_write_all(s->fd, ".\r\n", 3);
+}
+
+static enum rcpt_fate
+fate_of(int code)
+{
+	if (code >= 200 && code < 300)
+		return FATE_OK;
+	if (code >= 500)
+		return FATE_PERM;
+	return FATE_TEMP;
+}
+
+/*
+ * One SMTP transaction for m.  fates[i] ends as FATE_OK, FATE_TEMP or FATE_PERM
+ * for each recipient, diag[i] holding the server's text for failures.
+ * Returns -1 when the connection broke.
+ */
+static int
+transact(struct smtp *s, const struct store_msg *m, int fd,
+    enum rcpt_fate *fates, char (*diag)[REPLY_MAX])
+{
+	char	 text[REPLY_MAX], size[32] = "";
+	size_t	 i, accepted = 0;
+	int	 code, mail;
+
+	if (s->size)
+		snprintf(size, sizeof(size), " SIZE=%llu",
+		    (unsigned long long)m->stored_octets);
+	if (smtp_send(s, "MAIL FROM:<%s>%s\r\n", m->sender, size) == -1)
+		return -1;
+	if (!s->pipelining && (mail = smtp_reply(s, text, sizeof(text),
+	    NULL)) != 250) {
+		if (mail == -1)
+			return -1;
+		goto mail_failed;
+	}
+	for (i = 0; i < m->nrcpts; i++) {
+		if (smtp_send(s, "RCPT TO:<%s@%s>\r\n", m->rcpts[i], m->host)
+		    == -1)
+			return -1;
+		if (!s->pipelining) {
+			if ((code = smtp_reply(s, text, sizeof(text), NULL))
+			    == -1)
+				return -1;
+			fates[i] = fate_of(code);
+			snprintf(diag[i], REPLY_MAX, "%s", text);
+			accepted += fates[i] == FATE_OK;
+		}
+	}
+	if (s->pipelining) {
+		/* RFC 2920: the whole group goes out, replies come in order. */
+		if (smtp_send(s, "DATA\r\n") == -1 ||
+		    (mail = smtp_reply(s, text, sizeof(text), NULL)) == -1)
+			return -1;
+		for (i = 0; i < m->nrcpts; i++) {
+			if ((code = smtp_reply(s, diag[i], REPLY_MAX, NULL))
+			    == -1)
+				return -1;
+			fates[i] = mail == 250 ? fate_of(code) : FATE_PENDING;
+			accepted += fates[i] == FATE_OK;
+		}
+		if ((code = smtp_reply(s, text, sizeof(text), NULL)) == -1)
+			return -1;
+		if (mail != 250) {
+			if (code == 354 && (send_file(s, -1, 0) == -1 ||
+			    smtp_reply(s, text, sizeof(text), NULL) == -1))
+				return -1;
+			goto mail_failed;
+		}
+		if (code == 354 && accepted == 0) {
+			/* A server that says 354 with no recipient gets an
+			 * empty message it will refuse. */
+			if (util_write_all(s->fd, ".\r\n", 3) == -1 ||
+			    smtp_reply(s, text, sizeof(text), NULL) == -1)
+				return -1;
+			goto rset;
+		}
+	} else {
+		if (accepted == 0)
+			goto rset;
+		if (smtp_send(s, "DATA\r\n") == -1 ||
+		    (code = smtp_reply(s, text, sizeof(text), NULL)) == -1)
+			return -1;
+	}
+	if (accepted == 0)
+		goto rset;
+	if (code != 354) {
+		for (i = 0; i < m->nrcpts; i++)
+			if (fates[i] == FATE_OK) {
+				fates[i] = fate_of(code);
+				snprintf(diag[i], REPLY_MAX, "%s", text);
+			}
+		goto rset;
+	}
+	if (send_file(s, fd, m->stored_octets) == -1 ||
+	    (code = smtp_reply(s, text, sizeof(text), NULL)) == -1)
+		return -1;
+	if (code != 250)
+		for (i = 0; i < m->nrcpts; i++)
+			if (fates[i] == FATE_OK) {
+				fates[i] = fate_of(code);
+				snprintf(diag[i], REPLY_MAX, "%s", text);
+			}
+	return 0;
+
+mail_failed:
+	for (i = 0; i < m->nrcpts; i++) {
+		fates[i] = fate_of(mail);
+		snprintf(diag[i], REPLY_MAX, "%s", text);
+	}
+rset:
+	if (smtp_send(s, "RSET\r\n") == -1 ||
+	    smtp_reply(s, text, sizeof(text), NULL) == -1)
+		return -1;
+	return 0;
+}
+
+/* Bounce the permanently failed recipients; a failed bounce defers them. */
+static void
+bounce_failed(const struct config *cf, struct store *st,
+    const struct store_msg *m, enum rcpt_fate *fates,
+    char (*diag)[REPLY_MAX])
+{
+	struct dsn_rcpt	*r;
+	char		**addrs;
+	size_t		 i, n = 0;
+
+	r = calloc(m->nrcpts, sizeof(*r));
+	addrs = calloc(m->nrcpts, sizeof(*addrs));
+	if (r == NULL || addrs == NULL)
+		goto fail;
+	for (i = 0; i < m->nrcpts; i++) {
+		if (fates[i] != FATE_PERM)
+			continue;
+		if (asprintf(&addrs[n], "%s@%s", m->rcpts[i], m->host) == -1) {
+			addrs[n] = NULL;
+			goto fail;
+		}
+		r[n].addr = addrs[n];
+		r[n].status = "5.0.0";
+		r[n].diag = diag[i];
+		n++;
+	}
+	if (bounce_msg(cf, st, m, r, n, "Your message could not be "
+	    "delivered to the following recipients; the receiving server "
+	    "refused it permanently.") == 0)
+		goto out;
+fail:
+	log_warnx("smtp: %s:%llu: bounce failed, deferring", store_name(st),
+	    (unsigned long long)m->id);
+	for (i = 0; i < m->nrcpts; i++)
+		if (fates[i] == FATE_PERM)
+			fates[i] = FATE_TEMP;
+out:
+	if (addrs != NULL)
+		for (i = 0; i < n; i++)
+			free(addrs[i]);
+	free(addrs);
+	free(r);
+}
+
+/*
+ * Settle a claimed message after its transaction.  When every recipient
+ * is finished (delivered or bounced) it goes with store_done; otherwise
+ * the finished recipients are removed one by one and the claim released,
+ * so a later run only retries the ones that failed temporarily.
+ */
+static void
+settle(struct store *st, const struct store_msg *m, const enum rcpt_fate *f,
+    struct agent_stats *stats)
+{
+	size_t	 i, left = 0, perm = 0;
+
+	for (i = 0; i < m->nrcpts; i++) {
+		left += f[i] == FATE_TEMP || f[i] == FATE_PENDING;
+		perm += f[i] == FATE_PERM;
+	}
+	if (perm > 0)
+		stats->bounced++;
+	if (left == 0) {
+		if (store_done(st, m->id) == STORE_OK && perm == 0)
+			stats->sent++;
+		return;
+	}
+	for (i = 0; i < m->nrcpts; i++)
+		if (f[i] == FATE_OK || f[i] == FATE_PERM)
+			store_remove(st, &m->id, 1, m->rcpts[i]);
+	store_release(st, m->id);
+	stats->deferred++;
+}
+
+static int
+item_cmp(const void *a, const void *b)
+{
+	const struct item *x = a, *y = b;
+
+	if (x->arrival_us != y->arrival_us)
+		return x->arrival_us < y->arrival_us ? -1 : 1;
+	if (x->punt != y->punt)
+		return x->punt < y->punt ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Claim, send and settle one message.  -1 when the connection broke. */
+static int
+deliver_one(const struct config *cf, struct smtp *s, const struct item *it,
+    const char *agent, struct agent_stats *stats)
+{
+	struct store_msg  m;
+	enum rcpt_fate	 *fates;
+	char		(*diag)[REPLY_MAX];
+	int		  fd, rc = 0;
+
+	if (store_claim(it->st, it->id, agent) != STORE_OK) {
+		stats->skipped++;	/* POP3 took it, or another agent */
+		return 0;
+	}
+	if (store_msg_open(it->st, it->id, &fd, &m) != STORE_OK) {
+		store_release(it->st, it->id);
+		stats->deferred++;
+		return 0;
+	}
+	fates = calloc(m.nrcpts, sizeof(*fates));
+	diag = calloc(m.nrcpts, sizeof(*diag));
+	if (fates == NULL || diag == NULL) {
+		store_release(it->st, it->id);
+		stats->deferred++;
+	} else if ((rc = transact(s, &m, fd, fates, diag)) == -1) {
+		log_warnx("smtp %s: connection lost at %s:%llu", s->peer,
+		    store_name(it->st), (unsigned long long)it->id);
+		store_release(it->st, it->id);
+		stats->deferred++;
+	} else {
+		bounce_failed(cf, it->st, &m, fates, diag);
+		settle(it->st, &m, fates, stats);
+	}
+	free(fates);
+	free(diag);
+	close(fd);
+	store_msg_free(&m);
+	return rc;
+}
+
+int
+agent_deliver_host(const struct config *cf, const char *host,
+    const char *target, struct agent_stats *stats)
+{
+	struct store		*punts[CONFIG_PUNT_MAX] = { NULL };
+	struct store_opts	 opts;
+	struct store_entry	*e;
+	struct item		*items = NULL, *ni;
+	struct smtp		 s;
+	char			 err[256], agent[STORE_AGENT_MAX], text[REPLY_MAX];
+	size_t			 n, i, nitems = 0;
+	int			 p, rc = -1;
+
+	memset(stats, 0, sizeof(*stats));
+	memset(&s, 0, sizeof(s));
+	s.fd = -1;
+	snprintf(agent, sizeof(agent), "sdps-smtp[%ld]", (long)getpid());
+	opts.map_size = cf->store_map_size;
+	opts.claim_lease_s = cf->claim_lease_s;
+	for (p = 0; p < cf->npunts; p++) {
+		if ((punts[p] = store_open(cf->punts[p].path,
+		    cf->punts[p].name, &opts, err, sizeof(err))) == NULL) {
+			log_warnx("punt %s: %s", cf->punts[p].name, err);
+			continue;
+		}
+		if (store_list(punts[p], host, NULL, &e, &n, NULL) == -1)
+			continue;
+		if (n > 0 && (ni = reallocarray(items, nitems + n,
+		    sizeof(*items))) == NULL) {
+			free(e);
+			goto out;
+		} else if (n > 0)
+			items = ni;
+		for (i = 0; i < n; i++) {
+			items[nitems].st = punts[p];
+			items[nitems].punt = p;
+			items[nitems].id = e[i].id;
+			items[nitems].arrival_us = e[i].arrival_us;
+			nitems++;
+		}
+		free(e);
+	}
+	if (nitems == 0) {
+		rc = 0;
+		goto out;
+	}
+	qsort(items, nitems, sizeof(*items), item_cmp);
+	if (smtp_connect(&s, target) == -1 || smtp_hello(&s) == -1)
+		goto out;
+	for (i = 0; i < nitems; i++)
+		if (deliver_one(cf, &s, &items[i], agent, stats) == -1)
+			goto out;
+	if (smtp_send(&s, "QUIT\r\n") == 0)
+		smtp_reply(&s, text, sizeof(text), NULL);
+	rc = 0;
+out:
+	if (s.fd != -1)
+		close(s.fd);
+	free(items);
+	for (p = 0; p < cf->npunts; p++)
+		if (punts[p] != NULL)
+			store_close(punts[p]);
+	return rc;
+}
