@@ -1,0 +1,495 @@
+"""Run a real sdpsd for the integration tests, and talk POP3 to it.
+
+Built on harness.py (config, punts, hosts, sdps-ctl, sdps-deliver): a
+Daemon owns a harness.Spool, adds the [server] keys a daemon needs (a free
+127.0.0.1 port, no privilege drop, few spares, short auth delay), starts
+`sdpsd -c CONF -f` with stderr in a log file, and waits until it serves.
+
+    from daemon import Daemon, Pop3, daemon   # `daemon` is a fixture
+
+    def test_x(daemon):
+        daemon.add_host("fred.example.net", "pw1", "pw2")
+        daemon.deliver_ok(harness.simple_message(), "a@fred.example.net")
+        with daemon.login("fred.example.net", "pw1") as p:
+            assert p.stat() == (1, daemon.spool_ls()[0]["size"])
+
+Every wait here is a bounded poll for a state change; nothing measures
+time to decide pass or fail.
+"""
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+import harness
+
+HOST = "fred.example.net"
+PW1 = "first secret"
+PW2 = "second secret with spaces"
+
+
+class WaitTimeout(AssertionError):
+    pass
+
+
+def wait_for(pred, timeout=20.0, interval=0.02, what="condition"):
+    """Poll pred() until it returns a true value; return that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise WaitTimeout("timed out waiting for %s" % what)
+        time.sleep(interval)
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); it is dead for our purposes.
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read()
+        return st[st.rindex(")") + 2] != "Z"
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def children_of(ppid):
+    """Pids whose parent is ppid (live, not zombies), from /proc."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                st = f.read()
+        except OSError:
+            continue
+        rest = st[st.rindex(")") + 2:].split()
+        if rest[0] != "Z" and int(rest[1]) == ppid:
+            out.append(int(d))
+    return sorted(out)
+
+
+def parse_kv(line):
+    """key=value pairs of a log line as a dict (values without spaces)."""
+    return dict(m.groups() for m in re.finditer(r'(\w[\w.-]*)=(\S*)', line))
+
+
+# ---------------------------------------------------------------- POP3 --
+
+class Pop3Error(AssertionError):
+    pass
+
+
+class Pop3:
+    """A tiny raw POP3 client: exact bytes, no hidden state.
+
+    Replies are returned as bytes/str so tests can compare byte-exact.
+    """
+
+    def __init__(self, host="127.0.0.1", port=110, timeout=20.0,
+                 greeting=True):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.buf = b""
+        self.raw = b""          # everything received, for exact checks
+        self.greeting = self.line() if greeting else None
+
+    # -- I/O --
+    def send_raw(self, data):
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        self.sock.sendall(data)
+
+    def send(self, line):
+        if isinstance(line, str):
+            line = line.encode("latin-1")
+        self.send_raw(line + b"\r\n")
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed by server")
+        self.buf += chunk
+        self.raw += chunk
+
+    def line_bytes(self):
+        """One line as sent, CRLF included."""
+        while True:
+            i = self.buf.find(b"\n")
+            if i >= 0:
+                ln, self.buf = self.buf[:i + 1], self.buf[i + 1:]
+                return ln
+            self._fill()
+
+    def line(self):
+        """One line as str, without its CRLF."""
+        ln = self.line_bytes()
+        if not ln.endswith(b"\r\n"):
+            raise Pop3Error("line not ended by CRLF: %r" % ln)
+        return ln[:-2].decode("latin-1")
+
+    def multi_body(self):
+        """After a +OK status line: the body lines, dot-unstuffed, as
+        bytes without CRLF (the terminating "." is consumed)."""
+        lines = []
+        while True:
+            ln = self.line_bytes()
+            if not ln.endswith(b"\r\n"):
+                raise Pop3Error("line not ended by CRLF: %r" % ln)
+            ln = ln[:-2]
+            if ln == b".":
+                return lines
+            if ln.startswith(b"."):
+                ln = ln[1:]
+            lines.append(ln)
+
+    def closed(self, timeout=20.0):
+        """True once the server has closed the connection (EOF);
+        anything received meanwhile is kept in self.buf."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+                self.raw += chunk
+        except (socket.timeout, TimeoutError):
+            return False
+        except ConnectionResetError:
+            return True
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- commands --
+    def cmd(self, line):
+        """Send a command, return its single status line."""
+        self.send(line)
+        return self.line()
+
+    def ok(self, line):
+        r = self.cmd(line)
+        if not r.startswith("+OK"):
+            raise Pop3Error("%s: expected +OK, got %r" % (line, r))
+        return r
+
+    def err(self, line):
+        r = self.cmd(line)
+        if not r.startswith("-ERR"):
+            raise Pop3Error("%s: expected -ERR, got %r" % (line, r))
+        return r
+
+    def multi(self, line):
+        """Send a multi-line command: (status line, body lines or None)."""
+        r = self.cmd(line)
+        if r.startswith("+OK"):
+            return r, self.multi_body()
+        return r, None
+
+    def multi_ok(self, line):
+        r, body = self.multi(line)
+        if body is None:
+            raise Pop3Error("%s: expected +OK, got %r" % (line, r))
+        return body
+
+    def user_pass(self, user, pw):
+        self.ok("USER " + user)
+        return self.cmd("PASS " + pw)
+
+    def login(self, user, pw):
+        self.ok("USER " + user)
+        return self.ok("PASS " + pw)
+
+    def stat(self):
+        r = self.ok("STAT").split()
+        return int(r[1]), int(r[2])
+
+    def list(self):
+        """{msn: size} from LIST."""
+        return {int(a): int(b) for a, b in
+                (ln.split() for ln in self.multi_ok("LIST"))}
+
+    def uidl(self):
+        """{msn: uid} from UIDL."""
+        out = {}
+        for ln in self.multi_ok("UIDL"):
+            a, b = ln.decode("latin-1").split(" ", 1)
+            out[int(a)] = b
+        return out
+
+    def retr(self, n):
+        """The message as the client sees it: unstuffed, CRLF lines."""
+        return b"".join(ln + b"\r\n" for ln in self.multi_ok("RETR %s" % n))
+
+    def top(self, n, lines):
+        return b"".join(ln + b"\r\n"
+                        for ln in self.multi_ok("TOP %s %s" % (n, lines)))
+
+    def env(self, n):
+        """*ENV n body lines as str."""
+        return [ln.decode("latin-1") for ln in self.multi_ok("*ENV %s" % n)]
+
+    def quit(self):
+        r = self.cmd("QUIT")
+        return r
+
+
+# -------------------------------------------------------------- daemon --
+
+DEFAULT_SERVER = {
+    "user": "",
+    "min_spare": 2,
+    "max_spare": 4,
+    "max_workers": 16,
+    "auth_fail_delay_ms": 50,
+}
+
+
+class Daemon:
+    """A harness.Spool plus a running sdpsd on it."""
+
+    def __init__(self, npunts=2, server=None, overrides=None,
+                 punt_paths=None, hosts=((HOST, PW1, PW2),), start=True):
+        self.port = free_port()
+        self.server = dict(DEFAULT_SERVER)
+        self.server["listen"] = "127.0.0.1:%d" % self.port
+        self.server.update(server or {})
+        self.extra = dict(overrides or {})
+        self.spool = harness.Spool(npunts=npunts,
+                                   overrides=self._overrides(),
+                                   punt_paths=punt_paths)
+        self.root = self.spool.root
+        self.conf = self.spool.conf
+        self.run_dir = os.path.join(self.root, "run")
+        self.pidfile = os.path.join(self.run_dir, "sdpsd.pid")
+        self.logpath = os.path.join(self.root, "sdpsd.log")
+        self.proc = None
+        self._log = None
+        for h in hosts or ():
+            self.add_host(*h)
+        if start:
+            self.start()
+
+    def _overrides(self):
+        ov = {k: dict(v) for k, v in self.extra.items()}
+        ov.setdefault("server", {}).update(self.server)
+        for k, v in list(ov["server"].items()):
+            if v is None:
+                ov["server"][k] = None
+        return ov
+
+    def rewrite_config(self, server=None, overrides=None, raw=None):
+        """Write a new config (for SIGHUP).  raw: write this text instead."""
+        if raw is not None:
+            with open(self.conf, "w") as f:
+                f.write(raw)
+            return
+        self.server.update(server or {})
+        for sec, keys in (overrides or {}).items():
+            self.extra.setdefault(sec, {}).update(keys)
+        self.spool.rewrite_config(self._overrides(),
+                                  punt_paths=self.spool.punt_paths)
+
+    # -- spool pass-throughs --
+    def __getattr__(self, name):
+        # ctl, ctl_ok, ctl_json, add_host, deliver, deliver_ok, spool_ls...
+        if name in ("spool",):
+            raise AttributeError(name)
+        return getattr(self.spool, name)
+
+    # -- process --
+    def start(self, timeout=30.0):
+        try:
+            os.unlink(self.pidfile)
+        except FileNotFoundError:
+            pass
+        self._log = open(self.logpath, "ab")
+        self.proc = subprocess.Popen(
+            [harness.binary("sdpsd"), "-c", self.conf, "-f"],
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log)
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout=30.0):
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError("sdpsd exited with %s; log:\n%s"
+                                     % (self.proc.returncode, self.log()))
+            if not os.path.exists(self.pidfile):
+                return False
+            try:
+                with Pop3(port=self.port, timeout=5) as p:
+                    ok = p.greeting.startswith("+OK")
+                    p.send("QUIT")
+                    return ok
+            except (OSError, EOFError, Pop3Error):
+                return False
+        wait_for(ready, timeout, 0.05, "sdpsd to serve on port %d"
+                 % self.port)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def workers(self):
+        """Pids of the master's live children."""
+        return children_of(self.proc.pid)
+
+    def wait_workers(self, n=1, timeout=20.0):
+        return wait_for(lambda: len(self.workers()) >= n and self.workers(),
+                        timeout, what="%d workers" % n)
+
+    def wait_exit(self, timeout=30.0):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise WaitTimeout("sdpsd did not exit within %ss" % timeout)
+
+    def stop(self, timeout=30.0):
+        """SIGTERM the master and wait; kill leftovers.  Exit status."""
+        if self.proc is None:
+            return None
+        kids = self.workers()
+        rc = self.proc.poll()
+        if rc is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                rc = self.proc.wait()
+        for k in kids:
+            if pid_alive(k):
+                with contextlib.suppress(OSError):
+                    os.kill(k, signal.SIGKILL)
+        if self._log:
+            self._log.close()
+            self._log = None
+        return rc
+
+    def cleanup(self):
+        self.stop()
+        self.spool.cleanup()
+
+    # -- log --
+    def log(self):
+        try:
+            with open(self.logpath, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_lines(self, pattern=None):
+        lines = self.log().splitlines()
+        if pattern is None:
+            return lines
+        rx = re.compile(pattern)
+        return [ln for ln in lines if rx.search(ln)]
+
+    def wait_log(self, pattern, count=1, timeout=20.0):
+        """Wait until pattern (a regex) matches count log lines."""
+        return wait_for(lambda: len(self.log_lines(pattern)) >= count
+                        and self.log_lines(pattern), timeout,
+                        what="log /%s/ x%d" % (pattern, count))
+
+    def session_events(self, event=None):
+        """key=value dicts of the session log lines (those with sid=)."""
+        out = []
+        for ln in self.log_lines(r"\bsid="):
+            kv = parse_kv(ln)
+            if event is None or kv.get("event") == event:
+                out.append(kv)
+        return out
+
+    # -- POP3 --
+    def connect(self, **kw):
+        p = Pop3(port=self.port, **kw)
+        assert p.greeting.startswith("+OK"), p.greeting
+        return p
+
+    def login(self, user=HOST, pw=PW1):
+        p = self.connect()
+        p.login(user, pw)
+        return p
+
+    # -- sdps-ctl about the daemon --
+    def sessions(self):
+        """sdps-ctl sessions --json as a list of dicts."""
+        j = self.spool.ctl_json("sessions")
+        if isinstance(j, dict):
+            j = j.get("sessions", [])
+        return j
+
+    def status(self):
+        return self.spool.ctl_json("status")
+
+    def wait_sessions(self, pred, timeout=20.0, what="sessions"):
+        return wait_for(lambda: pred(self.sessions()), timeout, what=what)
+
+    def ids_by_uidl(self):
+        """{uidl: (punt, id)} from sdps-ctl spool ls --json."""
+        out = {}
+        for m in self.spool.spool_ls():
+            out[m["uidl"]] = (m["punt"], m["id"])
+        return out
+
+
+@pytest.fixture
+def daemon():
+    d = Daemon()
+    yield d
+    d.cleanup()
+
+
+@pytest.fixture
+def daemon1():
+    d = Daemon(npunts=1)
+    yield d
+    d.cleanup()
+
+
+def msg_bytes(text):
+    """What a client sees of a stored message body: CRLF lines."""
+    if isinstance(text, str):
+        text = text.encode()
+    text = text.replace(b"\r\n", b"\n")
+    if not text.endswith(b"\n"):
+        text += b"\n"
+    return text.replace(b"\n", b"\r\n")
