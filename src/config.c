@@ -1,0 +1,593 @@
+/*
+ * config: read the one INI file with libinih, check every value, and say
+ * "file:line: reason" for the first thing that is wrong.
+ */
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <netinet/in.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ini.h>
+
+#include "sdps/config.h"
+#include "sdps/util.h"
+
+#define MIB	(1024ULL * 1024)
+
+enum sect { S_NONE, S_SERVER, S_AUTH, S_STORE, S_EXPIRE, S_PUNT };
+
+enum ktype {
+	K_UINT,		/* unsigned, within [min, max] */
+	K_MB,		/* uint64_t octets, written in MiB */
+	K_U64,		/* uint64_t, within [min, max] */
+	K_PATH,		/* absolute path */
+	K_USER,		/* user name or "" */
+	K_CMD,		/* command line starting with an absolute path, or "" */
+	K_LISTEN,	/* repeatable address */
+	K_LMTP,		/* repeatable address or unix socket path */
+	K_COST		/* hash cost name */
+};
+
+struct key {
+	enum sect	 sect;
+	const char	*name;
+	enum ktype	 type;
+	size_t		 off;
+	uint64_t	 min, max;
+};
+
+#define CF(f)	offsetof(struct config, f)
+
+static const struct key keys[] = {
+	{ S_SERVER, "listen",		K_LISTEN, 0, 0, 0 },
+	{ S_SERVER, "lmtp_listen",	K_LMTP,	0, 0, 0 },
+	{ S_SERVER, "user",		K_USER,	CF(user), 0, 0 },
+	{ S_SERVER, "run_dir",		K_PATH,	CF(run_dir), 0, 0 },
+	{ S_SERVER, "min_spare",	K_UINT,	CF(min_spare), 0, 100000 },
+	{ S_SERVER, "max_spare",	K_UINT,	CF(max_spare), 1, 100000 },
+	{ S_SERVER, "max_workers",	K_UINT,	CF(max_workers), 1, 100000 },
+	{ S_SERVER, "max_sessions_per_worker", K_UINT,
+	    CF(max_sessions_per_worker), 1, 100000000 },
+	{ S_SERVER, "idle_timeout",	K_UINT,	CF(idle_timeout_s), 1, 86400 },
+	{ S_SERVER, "send_timeout",	K_UINT,	CF(send_timeout_s), 1, 86400 },
+	{ S_SERVER, "auth_fail_delay_ms", K_UINT,
+	    CF(auth_fail_delay_ms), 0, 60000 },
+	{ S_SERVER, "auth_max_failures", K_UINT,
+	    CF(auth_max_failures), 1, 1000 },
+	{ S_SERVER, "auth_max_parallel", K_UINT,
+	    CF(auth_max_parallel), 1, 1024 },
+	{ S_SERVER, "auth_cache_ttl",	K_UINT,	CF(auth_cache_ttl_s), 0, 86400 },
+	{ S_SERVER, "auth_cache_entries", K_UINT,
+	    CF(auth_cache_entries), 1, 10000000 },
+	{ S_SERVER, "max_bad_commands",	K_UINT,
+	    CF(max_bad_commands), 1, 100000 },
+	{ S_SERVER, "shutdown_grace",	K_UINT,	CF(shutdown_grace_s), 0, 86400 },
+	{ S_AUTH, "path",		K_PATH,	CF(auth_path), 0, 0 },
+	{ S_AUTH, "map_size_mb",	K_MB,	CF(auth_map_size), 1, 1048576 },
+	{ S_AUTH, "hash_cost",		K_COST,	0, 0, 0 },
+	{ S_STORE, "map_size_mb",	K_MB,	CF(store_map_size), 1, 1048576 },
+	{ S_STORE, "claim_lease",	K_UINT,	CF(claim_lease_s), 1, 31536000 },
+	{ S_STORE, "max_message_size",	K_U64,
+	    CF(max_message_octets), 1, 4294967295ULL },
+	{ S_EXPIRE, "days",		K_UINT,	CF(expire_days), 1, 36500 },
+	{ S_EXPIRE, "sendmail",		K_CMD,	CF(sendmail), 0, 0 },
+	{ S_EXPIRE, "outbox",		K_PATH,	CF(outbox), 0, 0 },
+};
+
+struct parse {
+	struct config	*cf;
+	FILE		*fp;
+	char		*buf;		/* the reader's getline buffer */
+	size_t		 bufsz;
+	int		 lineno;	/* line the reader handed out last */
+	enum sect	 sect;
+	int		 punt;		/* index in cf->punts when S_PUNT */
+	int		 punt_line[CONFIG_PUNT_MAX];
+	bool		 punt_has_path[CONFIG_PUNT_MAX];
+	int		 key_line[NITEMS(keys)];	/* 0 = not seen */
+	int		 err_line;	/* first error, -1 = none */
+	char		 reason[256];
+};
+
+static void __attribute__((format(printf, 3, 4)))
+perr(struct parse *p, int line, const char *fmt, ...)
+{
+	va_list	 ap;
+
+	if (p->err_line != -1)
+		return;
+	p->err_line = line;
+	va_start(ap, fmt);
+	vsnprintf(p->reason, sizeof(p->reason), fmt, ap);
+	va_end(ap);
+}
+
+void
+config_defaults(struct config *cf)
+{
+	memset(cf, 0, sizeof(*cf));
+	strcpy(cf->listen[0], "127.0.0.1:1110");
+	cf->nlisten = 1;
+	strcpy(cf->user, "sdps");
+	strcpy(cf->run_dir, "/run/sdps");
+	cf->min_spare = 4;
+	cf->max_spare = 16;
+	cf->max_workers = 256;
+	cf->max_sessions_per_worker = 1000;
+	cf->idle_timeout_s = 600;
+	cf->send_timeout_s = 60;
+	cf->auth_fail_delay_ms = 1000;
+	cf->auth_max_failures = 3;
+	cf->auth_max_parallel = 2;
+	cf->auth_cache_ttl_s = 300;
+	cf->auth_cache_entries = 4096;
+	cf->max_bad_commands = 20;
+	cf->shutdown_grace_s = 30;
+	strcpy(cf->auth_path, "/var/lib/sdps/auth");
+	cf->auth_map_size = 64 * MIB;
+	cf->hash_cost = CONFIG_HASH_INTERACTIVE;
+	cf->store_map_size = 1024 * MIB;
+	cf->claim_lease_s = 3600;
+	cf->max_message_octets = 52428800;
+	cf->expire_days = 30;
+	strcpy(cf->sendmail, "/usr/sbin/sendmail -oi -f <>");
+	strcpy(cf->outbox, "/var/spool/sdps/outbox");
+}
+
+static bool
+is_punt_name(const char *s, size_t len)
+{
+	size_t	 i;
+
+	if (len < 1 || len > CONFIG_NAME_MAX)
+		return false;
+	for (i = 0; i < len; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') ||
+		    (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-'))
+			return false;
+	return true;
+}
+
+static bool
+has_ctl(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
+}
+
+static bool
+is_abs_path(const char *s, size_t max)
+{
+	return s[0] == '/' && strlen(s) < max && !has_ctl(s);
+}
+
+/* "a.b.c.d:port", "[v6]:port" or "*:port"; the port is 1..65535. */
+static bool
+is_inet_addr(const char *s)
+{
+	char		 host[INET6_ADDRSTRLEN];
+	const char	*colon, *h;
+	unsigned char	 bin[sizeof(struct in6_addr)];
+	uint64_t	 port;
+	size_t		 hlen;
+	int		 af;
+
+	if (s[0] == '[') {
+		if ((colon = strstr(s, "]:")) == NULL)
+			return false;
+		h = s + 1;
+		hlen = (size_t)(colon - h);
+		colon++;
+		af = AF_INET6;
+	} else {
+		if ((colon = strrchr(s, ':')) == NULL)
+			return false;
+		h = s;
+		hlen = (size_t)(colon - s);
+		af = AF_INET;
+	}
+	if (util_parse_u64(colon + 1, 65535, &port) == -1 || port == 0)
+		return false;
+	if (af == AF_INET && hlen == 1 && h[0] == '*')
+		return true;
+	if (hlen == 0 || hlen >= sizeof(host))
+		return false;
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+	return inet_pton(af, host, bin) == 1;
+}
+
+static void
+set_key(struct parse *p, const struct key *k, const char *value)
+{
+	struct config	*cf = p->cf;
+	char		*field = (char *)cf + k->off;
+	uint64_t	 v;
+	int		 line = p->lineno;
+
+	switch (k->type) {
+	case K_UINT:
+	case K_U64:
+	case K_MB:
+		if (util_parse_u64(value, UINT64_MAX, &v) == -1 ||
+		    v < k->min || v > k->max) {
+			perr(p, line, "%s: expected a number %llu..%llu, "
+			    "got \"%s\"", k->name, (unsigned long long)k->min,
+			    (unsigned long long)k->max, value);
+			return;
+		}
+		if (k->type == K_UINT)
+			*(unsigned *)(void *)field = (unsigned)v;
+		else if (k->type == K_U64)
+			*(uint64_t *)(void *)field = v;
+		else
+			*(uint64_t *)(void *)field = v * MIB;
+		return;
+	case K_PATH:
+		if (!is_abs_path(value, PATH_MAX)) {
+			perr(p, line, "%s: expected an absolute path, got "
+			    "\"%s\"", k->name, value);
+			return;
+		}
+		strcpy(field, value);
+		return;
+	case K_USER:
+		if (strcmp(value, "\"\"") == 0)
+			value = "";
+		if (strlen(value) >= sizeof(cf->user) ||
+		    strspn(value, "abcdefghijklmnopqrstuvwxyz"
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+		    strlen(value) || value[0] == '-') {
+			perr(p, line, "user: bad user name \"%s\"", value);
+			return;
+		}
+		strcpy(cf->user, value);
+		return;
+	case K_CMD:
+		if (strcmp(value, "\"\"") == 0)
+			value = "";
+		if (value[0] != '\0' && !is_abs_path(value, PATH_MAX)) {
+			perr(p, line, "%s: expected a command with an "
+			    "absolute path, or nothing", k->name);
+			return;
+		}
+		strcpy(field, value);
+		return;
+	case K_LISTEN:
+		if (!is_inet_addr(value) || strlen(value) >= CONFIG_ADDR_MAX) {
+			perr(p, line, "listen: bad address \"%s\" (want "
+			    "a.b.c.d:port, [v6]:port or *:port)", value);
+			return;
+		}
+		/* The first listen line replaces the built-in default. */
+		if (p->key_line[k - keys] == 0)
+			cf->nlisten = 0;
+		if (cf->nlisten == CONFIG_LISTEN_MAX) {
+			perr(p, line, "listen: more than %d addresses",
+			    CONFIG_LISTEN_MAX);
+			return;
+		}
+		strcpy(cf->listen[cf->nlisten++], value);
+		return;
+	case K_LMTP:
+		if (value[0] == '/' ? !is_abs_path(value,
+		    sizeof(((struct sockaddr_un *)0)->sun_path)) :
+		    !is_inet_addr(value) || strlen(value) >= CONFIG_ADDR_MAX) {
+			perr(p, line, "lmtp_listen: bad address \"%s\" (want "
+			    "host:port or an absolute socket path)", value);
+			return;
+		}
+		if (cf->nlmtp_listen == CONFIG_LISTEN_MAX) {
+			perr(p, line, "lmtp_listen: more than %d addresses",
+			    CONFIG_LISTEN_MAX);
+			return;
+		}
+		strcpy(cf->lmtp_listen[cf->nlmtp_listen++], value);
+		return;
+	case K_COST:
+		if (strcmp(value, "interactive") == 0)
+			cf->hash_cost = CONFIG_HASH_INTERACTIVE;
+		else if (strcmp(value, "moderate") == 0)
+			cf->hash_cost = CONFIG_HASH_MODERATE;
+		else if (strcmp(value, "min") == 0)
+			cf->hash_cost = CONFIG_HASH_MIN;
+		else
+			perr(p, line, "hash_cost: expected interactive, "
+			    "moderate or min, got \"%s\"", value);
+		return;
+	}
+}
+
+static const char *
+sect_name(enum sect s)
+{
+	switch (s) {
+	case S_NONE:	return "";
+	case S_SERVER:	return "server";
+	case S_AUTH:	return "auth";
+	case S_STORE:	return "store";
+	case S_EXPIRE:	return "expire";
+	case S_PUNT:	return "punt";
+	}
+	return "?";
+}
+
+static int
+handler(void *arg, const char *section, const char *name, const char *value)
+{
+	struct parse		*p = arg;
+	struct config_punt	*pt;
+	size_t			 i;
+
+	(void)section;	/* the reader tracked the section, unabridged */
+	if (p->err_line != -1)
+		return 0;
+	if (p->sect == S_NONE) {
+		perr(p, p->lineno, "%s: key outside a section", name);
+		return 0;
+	}
+	if (p->sect == S_PUNT) {
+		pt = &p->cf->punts[p->punt];
+		if (strcmp(name, "path") != 0) {
+			perr(p, p->lineno, "[punt %s]: unknown key \"%s\"",
+			    pt->name, name);
+			return 0;
+		}
+		if (p->punt_has_path[p->punt]) {
+			perr(p, p->lineno, "[punt %s]: duplicate key \"path\"",
+			    pt->name);
+			return 0;
+		}
+		if (!is_abs_path(value, sizeof(pt->path))) {
+			perr(p, p->lineno, "[punt %s]: path: expected an "
+			    "absolute path, got \"%s\"", pt->name, value);
+			return 0;
+		}
+		strcpy(pt->path, value);
+		p->punt_has_path[p->punt] = true;
+		return 1;
+	}
+	for (i = 0; i < NITEMS(keys); i++) {
+		if (keys[i].sect != p->sect || strcmp(keys[i].name, name) != 0)
+			continue;
+		if (p->key_line[i] != 0 && keys[i].type != K_LISTEN &&
+		    keys[i].type != K_LMTP) {
+			perr(p, p->lineno, "[%s]: duplicate key \"%s\" (first "
+			    "on line %d)", sect_name(p->sect), name,
+			    p->key_line[i]);
+			return 0;
+		}
+		set_key(p, &keys[i], value);
+		if (p->key_line[i] == 0)
+			p->key_line[i] = p->lineno;
+		return p->err_line == -1;
+	}
+	perr(p, p->lineno, "[%s]: unknown key \"%s\"", sect_name(p->sect),
+	    name);
+	return 0;
+}
+
+/*
+ * A section header as inih will see it: record which section the
+ * following keys belong to, validated on the whole name (inih would cut a
+ * long one short), and a line number for each punt.
+ */
+static void
+section(struct parse *p, const char *s)
+{
+	struct config	*cf = p->cf;
+	const char	*end, *name, *after;
+	size_t		 len;
+	int		 i;
+
+	if ((end = strchr(s, ']')) == NULL)
+		return;		/* inih reports it */
+	len = (size_t)(end - s - 1);
+	after = end + 1 + strspn(end + 1, " \t\r\n");
+	if (*after != '\0' && *after != ';' && *after != '#') {
+		perr(p, p->lineno, "junk after section header");
+		return;
+	}
+	p->sect = S_NONE;
+	if (len == 6 && strncmp(s + 1, "server", len) == 0)
+		p->sect = S_SERVER;
+	else if (len == 4 && strncmp(s + 1, "auth", len) == 0)
+		p->sect = S_AUTH;
+	else if (len == 5 && strncmp(s + 1, "store", len) == 0)
+		p->sect = S_STORE;
+	else if (len == 6 && strncmp(s + 1, "expire", len) == 0)
+		p->sect = S_EXPIRE;
+	else if (len > 5 && strncmp(s + 1, "punt ", 5) == 0) {
+		name = s + 6;
+		len -= 5;
+		if (!is_punt_name(name, len)) {
+			perr(p, p->lineno, "bad punt name \"%.*s\" (want "
+			    "[a-z0-9_-], 1..%d)", (int)len, name,
+			    CONFIG_NAME_MAX);
+			return;
+		}
+		for (i = 0; i < cf->npunts; i++)
+			if (strlen(cf->punts[i].name) == len &&
+			    strncmp(cf->punts[i].name, name, len) == 0) {
+				perr(p, p->lineno, "duplicate punt \"%.*s\" "
+				    "(first on line %d)", (int)len, name,
+				    p->punt_line[i]);
+				return;
+			}
+		if (cf->npunts == CONFIG_PUNT_MAX) {
+			perr(p, p->lineno, "more than %d punts",
+			    CONFIG_PUNT_MAX);
+			return;
+		}
+		p->punt = cf->npunts++;
+		memcpy(cf->punts[p->punt].name, name, len);
+		cf->punts[p->punt].name[len] = '\0';
+		p->punt_line[p->punt] = p->lineno;
+		p->sect = S_PUNT;
+	} else
+		perr(p, p->lineno, "unknown section [%.*s]", (int)len, s + 1);
+}
+
+/*
+ * The reader between the file and inih: it counts lines (libinih as
+ * built for Debian passes none to the handler), sees section headers
+ * first, and refuses a line inih would split.  Returning NULL after an
+ * error stops the parse there.
+ */
+static char *
+reader(char *str, int num, void *arg)
+{
+	struct parse	*p = arg;
+	const char	*s;
+	ssize_t		 n;
+
+	if (p->err_line != -1)
+		return NULL;
+	if ((n = getline(&p->buf, &p->bufsz, p->fp)) == -1)
+		return NULL;
+	p->lineno++;
+	if (memchr(p->buf, '\0', (size_t)n) != NULL) {
+		perr(p, p->lineno, "NUL in line");
+		return NULL;
+	}
+	if (n >= num - 1) {
+		perr(p, p->lineno, "line too long (at most %d octets)",
+		    num - 3);
+		return NULL;
+	}
+	s = p->buf;
+	if (p->lineno == 1 && strncmp(s, "\xef\xbb\xbf", 3) == 0)
+		s += 3;
+	s += strspn(s, " \t");
+	if (*s == '[') {
+		section(p, s);
+		if (p->err_line != -1)
+			return NULL;
+	}
+	memcpy(str, p->buf, (size_t)n + 1);
+	return str;
+}
+
+/* The line a [server] key was set on, 0 if it kept its default. */
+static int
+key_line(const struct parse *p, const char *name)
+{
+	size_t	 i;
+
+	for (i = 0; i < NITEMS(keys); i++)
+		if (keys[i].sect == S_SERVER && strcmp(keys[i].name, name) == 0)
+			return p->key_line[i];
+	return 0;
+}
+
+/* A cross-key error points at whichever of the two keys came last. */
+static int
+later(int a, int b)
+{
+	return a > b ? a : b;
+}
+
+static int
+check(struct parse *p)
+{
+	struct config	*cf = p->cf;
+	int		 i, j, line;
+
+	for (i = 0; i < cf->npunts; i++) {
+		if (!p->punt_has_path[i]) {
+			perr(p, p->punt_line[i], "[punt %s]: path is required",
+			    cf->punts[i].name);
+			return -1;
+		}
+		for (j = 0; j < i; j++)
+			if (strcmp(cf->punts[i].path, cf->punts[j].path) == 0) {
+				perr(p, p->punt_line[i], "[punt %s]: same path "
+				    "as punt %s", cf->punts[i].name,
+				    cf->punts[j].name);
+				return -1;
+			}
+	}
+	if (cf->npunts == 0) {
+		perr(p, 0, "no [punt NAME] section: at least one is required");
+		return -1;
+	}
+	if (cf->min_spare > cf->max_spare) {
+		line = later(key_line(p, "min_spare"),
+		    key_line(p, "max_spare"));
+		perr(p, line, "min_spare (%u) is over max_spare (%u)",
+		    cf->min_spare, cf->max_spare);
+		return -1;
+	}
+	if (cf->max_spare > cf->max_workers) {
+		line = later(key_line(p, "max_spare"),
+		    key_line(p, "max_workers"));
+		perr(p, line, "max_spare (%u) is over max_workers (%u)",
+		    cf->max_spare, cf->max_workers);
+		return -1;
+	}
+	return 0;
+}
+
+int
+config_load(const char *path, struct config *cf, char *err, size_t errlen)
+{
+	struct parse	 p;
+	int		 rc;
+
+	config_defaults(cf);
+	memset(&p, 0, sizeof(p));
+	p.cf = cf;
+	p.err_line = -1;
+	if (strlen(path) >= sizeof(cf->file)) {
+		snprintf(err, errlen, "%s:0: path too long", path);
+		return -1;
+	}
+	strcpy(cf->file, path);
+	if ((p.fp = fopen(path, "re")) == NULL) {
+		snprintf(err, errlen, "%s:0: %s", path, strerror(errno));
+		return -1;
+	}
+	/*
+	 * An indented line would otherwise continue the previous value, so
+	 * "  max_workers = 9" silently became part of the key above.  Only
+	 * this module uses inih, so the process-wide switch is ours.
+	 */
+	ini_allow_multiline = false;
+	rc = ini_parse_stream(reader, &p, handler, &p);
+	if (p.err_line == -1 && ferror(p.fp))
+		perr(&p, p.lineno, "read: %s", strerror(errno));
+	if (p.err_line == -1 && rc > 0)
+		perr(&p, rc, "syntax error (want [section] or key = value)");
+	else if (p.err_line == -1 && rc < 0)
+		perr(&p, 0, "cannot parse (%d)", rc);
+	fclose(p.fp);
+	free(p.buf);
+	if (p.err_line == -1)
+		(void)check(&p);
+	if (p.err_line != -1) {
+		snprintf(err, errlen, "%s:%d: %s", path, p.err_line, p.reason);
+		return -1;
+	}
+	return 0;
+}
+
+const struct config_punt *
+config_punt_find(const struct config *cf, const char *name)
+{
+	int	 i;
+
+	for (i = 0; i < cf->npunts; i++)
+		if (strcmp(cf->punts[i].name, name) == 0)
+			return &cf->punts[i];
+	return NULL;
+}
