@@ -1,0 +1,354 @@
+/*
+ * sdps-deliver: the local delivery agent an MTA calls to store one message
+ * on a punt for every recipient host (DESIGN.md §5).  Exit codes are
+ * sysexits, which MTAs understand.
+ */
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include "sdps/auth.h"
+#include "sdps/config.h"
+#include "sdps/log.h"
+#include "sdps/store.h"
+#include "sdps/util.h"
+#include "sdps/wire.h"
+
+#define READ_CHUNK	65536
+
+/* One recipient host and its deduplicated local parts. */
+struct rhost {
+	char	 host[UTIL_HOST_MAX + 1];
+	char	**users;
+	size_t	 nusers;
+};
+
+struct deliver {
+	struct config	 cf;
+	const char	*punt_arg;	/* -p, or NULL */
+	char		 sender[UTIL_SENDER_MAX + 1];
+	struct rhost	*hosts;
+	size_t		 nhosts;
+	struct store	*st[CONFIG_PUNT_MAX];	/* opened on demand */
+	bool		 st_bad[CONFIG_PUNT_MAX];	/* open failed */
+	struct wire	 w;
+	char		 why[1024];	/* what each failed punt said */
+};
+
+static void __attribute__((noreturn))
+usage(void)
+{
+	fprintf(stderr, "usage: sdps-deliver -c config [-p punt] -f sender "
+	    "recipient ...\n");
+	exit(EX_USAGE);
+}
+
+static void __attribute__((noreturn, format(printf, 2, 3)))
+die(int code, const char *fmt, ...)
+{
+	va_list	 ap;
+
+	fputs("sdps-deliver: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(code);
+}
+
+/* Remember why a punt failed, for the one line printed at the end. */
+static void __attribute__((format(printf, 2, 3)))
+why_add(struct deliver *d, const char *fmt, ...)
+{
+	va_list	 ap;
+	size_t	 len = strlen(d->why);
+
+	if (len > 0 && len + 2 < sizeof(d->why)) {
+		strcpy(d->why + len, "; ");
+		len += 2;
+	}
+	va_start(ap, fmt);
+	vsnprintf(d->why + len, sizeof(d->why) - len, fmt, ap);
+	va_end(ap);
+}
+
+static struct rhost *
+rhost_get(struct deliver *d, const char *host)
+{
+	struct rhost	*h;
+	size_t		 i;
+
+	for (i = 0; i < d->nhosts; i++)
+		if (strcmp(d->hosts[i].host, host) == 0)
+			return &d->hosts[i];
+	h = reallocarray(d->hosts, d->nhosts + 1, sizeof(*h));
+	if (h == NULL)
+		die(EX_TEMPFAIL, "out of memory");
+	d->hosts = h;
+	h = &d->hosts[d->nhosts++];
+	memset(h, 0, sizeof(*h));
+	strcpy(h->host, host);
+	return h;
+}
+
+static void
+rhost_add_user(struct rhost *h, const char *user)
+{
+	char	**u;
+	size_t	  i;
+
+	for (i = 0; i < h->nusers; i++)
+		if (strcmp(h->users[i], user) == 0)
+			return;
+	if ((u = reallocarray(h->users, h->nusers + 1, sizeof(*u))) == NULL)
+		die(EX_TEMPFAIL, "out of memory");
+	h->users = u;
+	if ((h->users[h->nusers] = strdup(user)) == NULL)
+		die(EX_TEMPFAIL, "out of memory");
+	h->nusers++;
+}
+
+/*
+ * Check every recipient's syntax and every host's existence before
+ * anything is read or written, so a rejection leaves no trace.
+ */
+static void
+check_recipients(struct deliver *d, int argc, char **argv)
+{
+	struct auth	*a;
+	struct auth_host ah;
+	char		 user[UTIL_USER_MAX + 1], host[UTIL_HOST_MAX + 1];
+	char		 err[256];
+	size_t		 i;
+	int		 k;
+
+	for (k = 0; k < argc; k++) {
+		if (util_addr_split(argv[k], user, host) == -1)
+			die(EX_DATAERR, "bad recipient address: %s", argv[k]);
+		rhost_add_user(rhost_get(d, host), user);
+	}
+	if ((a = auth_open(d->cf.auth_path, d->cf.auth_map_size, false,
+	    d->cf.hash_cost, err, sizeof(err))) == NULL)
+		die(EX_TEMPFAIL, "auth store: %s", err);
+	for (i = 0; i < d->nhosts; i++) {
+		switch (auth_host_get(a, d->hosts[i].host, &ah)) {
+		case AUTH_OK:
+			break;
+		case AUTH_FAIL:
+			auth_close(a);
+			die(EX_NOUSER, "unknown host: %s", d->hosts[i].host);
+		case AUTH_TEMPFAIL:
+			auth_close(a);
+			die(EX_TEMPFAIL, "auth store: cannot look up %s",
+			    d->hosts[i].host);
+		}
+	}
+	auth_close(a);
+}
+
+static void
+read_message(struct deliver *d)
+{
+	char		*buf;
+	ssize_t		 got;
+	enum wire_res	 res;
+
+	if ((buf = malloc(READ_CHUNK)) == NULL)
+		die(EX_TEMPFAIL, "out of memory");
+	wire_init(&d->w, d->cf.max_message_octets);
+	for (;;) {
+		got = read(STDIN_FILENO, buf, READ_CHUNK);
+		if (got == -1 && errno == EINTR)
+			continue;
+		if (got == -1)
+			die(EX_TEMPFAIL, "read message: %s", strerror(errno));
+		if (got == 0)
+			break;
+		if ((res = wire_feed(&d->w, buf, (size_t)got)) != WIRE_OK)
+			goto bad;
+	}
+	free(buf);
+	if ((res = wire_finish(&d->w)) != WIRE_OK)
+		goto bad;
+	return;
+bad:
+	die(res == WIRE_NOMEM ? EX_TEMPFAIL : EX_DATAERR, "message "
+	    "rejected: %s", wire_strerror(res));
+}
+
+/* The punt at index p, opened once; NULL (reason logged) if unusable. */
+static struct store *
+punt_get(struct deliver *d, int p)
+{
+	struct store_opts	 o;
+	char			 err[256];
+
+	if (d->st[p] != NULL || d->st_bad[p])
+		return d->st[p];
+	memset(&o, 0, sizeof(o));
+	o.map_size = d->cf.store_map_size;
+	o.claim_lease_s = d->cf.claim_lease_s;
+	d->st[p] = store_open(d->cf.punts[p].path, d->cf.punts[p].name, &o,
+	    err, sizeof(err));
+	if (d->st[p] != NULL && !store_is_available(d->st[p])) {
+		snprintf(err, sizeof(err), "not available");
+		store_close(d->st[p]);
+		d->st[p] = NULL;
+	}
+	if (d->st[p] == NULL) {
+		d->st_bad[p] = true;
+		why_add(d, "punt %s: %s", d->cf.punts[p].name, err);
+	}
+	return d->st[p];
+}
+
+/*
+ * Store the message for one host.  Without -p the punts are tried in a
+ * random order, so a punt that is down or full costs a retry, not the
+ * message.  Returns 0, or -1 when no punt took it.
+ */
+static int
+store_for_host(struct deliver *d, const struct rhost *h, int only)
+{
+	struct store_envelope	 env;
+	struct store		*st;
+	enum store_res		 res;
+	uint64_t		 id;
+	char			 err[256];
+	int			 order[CONFIG_PUNT_MAX], n, i, j, t;
+
+	env.host = h->host;
+	env.sender = d->sender;
+	env.rcpts = (const char *const *)h->users;
+	env.nrcpts = h->nusers;
+
+	if (only >= 0) {
+		order[0] = only;
+		n = 1;
+	} else {
+		n = d->cf.npunts;
+		for (i = 0; i < n; i++)
+			order[i] = i;
+		for (i = n - 1; i > 0; i--) {
+			j = (int)arc4random_uniform((uint32_t)i + 1);
+			t = order[i];
+			order[i] = order[j];
+			order[j] = t;
+		}
+	}
+	for (i = 0; i < n; i++) {
+		if ((st = punt_get(d, order[i])) == NULL)
+			continue;
+		err[0] = '\0';
+		res = store_put(st, &env, d->w.buf, d->w.len,
+		    d->w.body_octets, &id, err, sizeof(err));
+		if (res == STORE_OK)
+			return 0;
+		why_add(d, "punt %s: %s", d->cf.punts[order[i]].name,
+		    err[0] ? err : res == STORE_PERMFAIL ? "permanent failure" :
+		    "temporary failure");
+	}
+	return -1;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct deliver	 d;
+	const char	*conf = NULL, *sender = NULL;
+	char		 err[PATH_MAX + 256];
+	size_t		 i;
+	int		 ch, only = -1, p;
+
+	memset(&d, 0, sizeof(d));
+	while ((ch = getopt(argc, argv, "c:f:p:")) != -1) {
+		switch (ch) {
+		case 'c':
+			conf = optarg;
+			break;
+		case 'f':
+			sender = optarg;
+			break;
+		case 'p':
+			d.punt_arg = optarg;
+			break;
+		default:
+			usage();
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (sender == NULL || argc < 1)
+		usage();
+	if (conf == NULL)
+		conf = CONFIG_DEFAULT_PATH;
+
+	log_init("sdps-deliver", true, LOG_MAIL, false);
+	if (config_load(conf, &d.cf, err, sizeof(err)) == -1)
+		die(EX_CONFIG, "%s", err);
+	if (d.cf.npunts == 0)
+		die(EX_CONFIG, "%s:0: no punt configured", conf);
+	if (d.punt_arg != NULL) {
+		for (p = 0; p < d.cf.npunts; p++)
+			if (strcmp(d.cf.punts[p].name, d.punt_arg) == 0)
+				only = p;
+		if (only < 0)
+			die(EX_USAGE, "no such punt: %s", d.punt_arg);
+	}
+	if (util_sender_normalize(sender, d.sender) == -1)
+		die(EX_DATAERR, "bad sender address: %s", sender);
+	if (auth_global_init() == -1)
+		die(EX_TEMPFAIL, "cannot initialise libsodium");
+
+	check_recipients(&d, argc, argv);
+	read_message(&d);
+
+	/*
+	 * Before the first store, make sure there is somewhere to store: a
+	 * second host failing after the first was stored makes the MTA
+	 * retry the whole message, and the first host would get it twice.
+	 * A punt that fails later (disk full mid-way) still can cause that;
+	 * a duplicate is the lesser harm than a loss.
+	 */
+	if (only >= 0) {
+		if (punt_get(&d, only) == NULL)
+			die(EX_TEMPFAIL, "%s", d.why);
+	} else {
+		for (p = 0; p < d.cf.npunts; p++)
+			if (punt_get(&d, p) != NULL)
+				break;
+		if (p == d.cf.npunts)
+			die(EX_TEMPFAIL, "no punt available: %s", d.why);
+	}
+
+	for (i = 0; i < d.nhosts; i++) {
+		if (store_for_host(&d, &d.hosts[i], only) == -1) {
+			if (i > 0)
+				die(EX_TEMPFAIL, "cannot store for %s (stored "
+				    "for %zu other host(s) already; a retry "
+				    "repeats those): %s", d.hosts[i].host, i,
+				    d.why);
+			die(EX_TEMPFAIL, "cannot store for %s: %s",
+			    d.hosts[i].host, d.why);
+		}
+	}
+
+	for (p = 0; p < d.cf.npunts; p++)
+		if (d.st[p] != NULL)
+			store_close(d.st[p]);
+	wire_free(&d.w);
+	for (i = 0; i < d.nhosts; i++) {
+		while (d.hosts[i].nusers > 0)
+			free(d.hosts[i].users[--d.hosts[i].nusers]);
+		free(d.hosts[i].users);
+	}
+	free(d.hosts);
+	return EX_OK;
+}
