@@ -372,6 +372,39 @@ class Daemon:
         """Pids of the master's live children."""
         return children_of(self.proc.pid)
 
+    def worker_for(self, pop3, timeout=20.0):
+        """Pid of the worker serving the connection pop3 (its server-side
+        socket, found through /proc/net/tcp and the workers' fds)."""
+        cport = pop3.sock.getsockname()[1]
+
+        def find():
+            inode = None
+            with open("/proc/net/tcp") as f:
+                next(f)
+                for ln in f:
+                    fl = ln.split()
+                    lport = int(fl[1].split(":")[1], 16)
+                    rport = int(fl[2].split(":")[1], 16)
+                    if lport == self.port and rport == cport:
+                        inode = fl[9]
+            if inode is None or inode == "0":
+                return None
+            want = "socket:[%s]" % inode
+            for pid in self.workers():
+                fddir = "/proc/%d/fd" % pid
+                try:
+                    fds = os.listdir(fddir)
+                except OSError:
+                    continue
+                for fd in fds:
+                    try:
+                        if os.readlink(os.path.join(fddir, fd)) == want:
+                            return pid
+                    except OSError:
+                        pass
+            return None
+        return wait_for(find, timeout, what="worker of port %d" % cport)
+
     def wait_workers(self, n=1, timeout=20.0):
         return wait_for(lambda: len(self.workers()) >= n and self.workers(),
                         timeout, what="%d workers" % n)
@@ -448,6 +481,22 @@ class Daemon:
         p = self.connect()
         p.login(user, pw)
         return p
+
+    def login_when_free(self, user=HOST, pw=PW1, timeout=20.0):
+        """Log in, retrying while the maildrop is still locked by a
+        session that is ending (the server notices a drop a little
+        later than the client makes it)."""
+        def attempt():
+            p = self.connect()
+            p.ok("USER " + user)
+            r = p.cmd("PASS " + pw)
+            if r.startswith("+OK"):
+                return p
+            p.close()
+            if "[IN-USE]" not in r:
+                raise Pop3Error("PASS: %r" % r)
+            return None
+        return wait_for(attempt, timeout, 0.05, "maildrop %s free" % user)
 
     # -- sdps-ctl about the daemon --
     def sessions(self):
