@@ -512,12 +512,19 @@ class Daemon:
     def wait_sessions(self, pred, timeout=20.0, what="sessions"):
         return wait_for(lambda: pred(self.sessions()), timeout, what=what)
 
-    def ids_by_uidl(self):
-        """{uidl: (punt, id)} from sdps-ctl spool ls --json."""
-        out = {}
-        for m in self.spool.spool_ls():
-            out[m["uidl"]] = (m["punt"], m["id"])
-        return out
+    def messages(self, host=None, punt=None):
+        """sdps-ctl spool ls --json: the list of message dicts (punt, id,
+        uidl, host, octets, stored_octets, flags, agent, sender, rcpts)."""
+        return self.spool.spool_ls(host=host, punt=punt)["messages"]
+
+    def by_uidl(self):
+        """{uidl: message dict} from sdps-ctl spool ls --json."""
+        return {m["uidl"]: m for m in self.messages()}
+
+    def ref(self, uidl):
+        """"PUNT:ID" of the message with this UIDL, for sdps-ctl smtp."""
+        m = self.by_uidl()[uidl]
+        return "%s:%d" % (m["punt"], m["id"])
 
 
 @pytest.fixture
