@@ -1,0 +1,348 @@
+/* Unit tests for config: good files, and bad ones with the exact line. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "sdps/config.h"
+#include "sdps/util.h"
+
+static char	 dir[] = "/tmp/test_config.XXXXXX";
+static char	 file[64];
+
+static int
+setup(void **state)
+{
+	(void)state;
+	if (mkdtemp(dir) == NULL)
+		return -1;
+	snprintf(file, sizeof(file), "%s/sdps.conf", dir);
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	unlink(file);
+	return rmdir(dir);
+}
+
+static void
+write_file(const char *text)
+{
+	FILE	*fp;
+
+	assert_non_null(fp = fopen(file, "w"));
+	assert_int_equal(fputs(text, fp) >= 0, 1);
+	assert_int_equal(fclose(fp), 0);
+}
+
+static int
+load(const char *text, struct config *cf, char *err, size_t errlen)
+{
+	write_file(text);
+	return config_load(file, cf, err, errlen);
+}
+
+#define PUNT	"[punt p1]\npath = /srv/p1\n"
+
+static void
+test_defaults(void **state)
+{
+	struct config	 cf;
+	char		 err[512];
+
+	(void)state;
+	if (load(PUNT, &cf, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_string_equal(cf.file, file);
+	assert_int_equal(cf.nlisten, 1);
+	assert_string_equal(cf.listen[0], "127.0.0.1:1110");
+	assert_int_equal(cf.nlmtp_listen, 0);
+	assert_string_equal(cf.user, "sdps");
+	assert_string_equal(cf.run_dir, "/run/sdps");
+	assert_int_equal(cf.min_spare, 4);
+	assert_int_equal(cf.max_spare, 16);
+	assert_int_equal(cf.max_workers, 256);
+	assert_int_equal(cf.max_sessions_per_worker, 1000);
+	assert_int_equal(cf.idle_timeout_s, 600);
+	assert_int_equal(cf.send_timeout_s, 60);
+	assert_int_equal(cf.auth_fail_delay_ms, 1000);
+	assert_int_equal(cf.auth_max_failures, 3);
+	assert_int_equal(cf.auth_max_parallel, 2);
+	assert_int_equal(cf.auth_cache_ttl_s, 300);
+	assert_int_equal(cf.auth_cache_entries, 4096);
+	assert_int_equal(cf.max_bad_commands, 20);
+	assert_int_equal(cf.shutdown_grace_s, 30);
+	assert_string_equal(cf.auth_path, "/var/lib/sdps/auth");
+	assert_int_equal(cf.auth_map_size, 64ULL << 20);
+	assert_int_equal(cf.hash_cost, CONFIG_HASH_INTERACTIVE);
+	assert_int_equal(cf.store_map_size, 1024ULL << 20);
+	assert_int_equal(cf.claim_lease_s, 3600);
+	assert_int_equal(cf.max_message_octets, 52428800);
+	assert_int_equal(cf.expire_days, 30);
+	assert_string_equal(cf.sendmail, "/usr/sbin/sendmail -oi -f <>");
+	assert_string_equal(cf.outbox, "/var/spool/sdps/outbox");
+	assert_int_equal(cf.npunts, 1);
+	assert_string_equal(cf.punts[0].name, "p1");
+	assert_string_equal(cf.punts[0].path, "/srv/p1");
+}
+
+/* The shipped config/sdps.conf must load and say what the defaults are. */
+static void
+test_shipped(void **state)
+{
+	struct config	 cf, def;
+	char		 err[512];
+	const char	*src = getenv("SDPS_SRCDIR");
+	char		 path[512];
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/config/sdps.conf",
+	    src != NULL ? src : ".");
+	if (access(path, R_OK) != 0)
+		skip();
+	if (config_load(path, &cf, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	config_defaults(&def);
+	/* Everything but the file name and the punts is the default. */
+	strcpy(def.file, cf.file);
+	memcpy(def.punts, cf.punts, sizeof(def.punts));
+	def.npunts = cf.npunts;
+	assert_true(cf.npunts >= 1);
+	assert_memory_equal(&cf, &def, sizeof(cf));
+}
+
+static void
+test_good(void **state)
+{
+	struct config		 cf;
+	const struct config_punt *p;
+	char			 err[512];
+	const char		*text =
+	    "; comment\n"
+	    "# another\n"
+	    "[server]\n"
+	    "listen = 0.0.0.0:110\n"
+	    "listen = [::1]:1110   ; inline comment\n"
+	    "listen = *:995\n"
+	    "lmtp_listen = 127.0.0.1:24\n"
+	    "lmtp_listen = /run/sdps/lmtp.sock\n"
+	    "user =\n"
+	    "run_dir = /tmp/run\n"
+	    "min_spare = 0\n"
+	    "max_spare = 1\n"
+	    "max_workers = 1\n"
+	    "idle_timeout = 5\n"
+	    "auth_cache_ttl = 0\n"
+	    "\n"
+	    "[auth]\n"
+	    "path = /a\n"
+	    "map_size_mb = 2\n"
+	    "hash_cost = min\n"
+	    "[store]\n"
+	    "map_size_mb = 3\n"
+	    "max_message_size = 1000\n"
+	    "[expire]\n"
+	    "days = 7\n"
+	    "sendmail = \"\"\n"
+	    "outbox = /o\n"
+	    "[punt zed]\n"
+	    "path = /z\n"
+	    "  [punt a_b-9]\n"
+	    "path: /y\n";
+
+	(void)state;
+	if (load(text, &cf, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(cf.nlisten, 3);
+	assert_string_equal(cf.listen[0], "0.0.0.0:110");
+	assert_string_equal(cf.listen[1], "[::1]:1110");
+	assert_string_equal(cf.listen[2], "*:995");
+	assert_int_equal(cf.nlmtp_listen, 2);
+	assert_string_equal(cf.lmtp_listen[1], "/run/sdps/lmtp.sock");
+	assert_string_equal(cf.user, "");
+	assert_int_equal(cf.min_spare, 0);
+	assert_int_equal(cf.max_workers, 1);
+	assert_int_equal(cf.idle_timeout_s, 5);
+	assert_int_equal(cf.auth_cache_ttl_s, 0);
+	assert_int_equal(cf.auth_map_size, 2ULL << 20);
+	assert_int_equal(cf.hash_cost, CONFIG_HASH_MIN);
+	assert_int_equal(cf.store_map_size, 3ULL << 20);
+	assert_int_equal(cf.max_message_octets, 1000);
+	assert_int_equal(cf.expire_days, 7);
+	assert_string_equal(cf.sendmail, "");
+	assert_string_equal(cf.outbox, "/o");
+	assert_int_equal(cf.npunts, 2);
+	/* File order is kept: it breaks ties in merged listings. */
+	assert_string_equal(cf.punts[0].name, "zed");
+	assert_string_equal(cf.punts[1].name, "a_b-9");
+	assert_non_null(p = config_punt_find(&cf, "a_b-9"));
+	assert_string_equal(p->path, "/y");
+	assert_null(config_punt_find(&cf, "nope"));
+	assert_null(config_punt_find(&cf, "ZED"));
+}
+
+/*
+ * Each bad file must fail with "file:LINE: " and a reason holding the
+ * given fragment.
+ */
+static void
+test_bad(void **state)
+{
+	static const struct {
+		const char	*text;
+		int		 line;
+		const char	*reason;
+	} t[] = {
+		{ "[bogus]\n" PUNT, 1, "unknown section" },
+		{ PUNT "[server]\nfoo = 1\n", 4, "unknown key \"foo\"" },
+		{ PUNT "[auth]\nlisten = *:1\n", 4, "unknown key" },
+		{ "x = 1\n" PUNT, 1, "outside a section" },
+		{ PUNT "[server]\nnot a key line\n", 4, "syntax" },
+		{ PUNT "[server\n", 3, "syntax" },
+		{ PUNT "[server] junk\n", 3, "junk" },
+		{ PUNT "[server]\nmin_spare = -1\n", 4, "min_spare" },
+		{ PUNT "[server]\nmin_spare = 1x\n", 4, "min_spare" },
+		{ PUNT "[server]\nmin_spare =\n", 4, "min_spare" },
+		{ PUNT "[server]\nmax_workers = 0\n", 4, "max_workers" },
+		{ PUNT "[server]\nmax_workers = 99999999999999999999999\n", 4,
+		    "max_workers" },
+		{ PUNT "[server]\nmax_workers = 0x10\n", 4, "max_workers" },
+		{ PUNT "[server]\nidle_timeout = 0\n", 4, "idle_timeout" },
+		{ PUNT "[server]\n\nmin_spare = 20\n", 5,
+		    "min_spare (20) is over max_spare (16)" },
+		{ PUNT "[server]\nmax_workers = 8\n\nmin_spare = 1\n", 4,
+		    "max_spare (16) is over max_workers (8)" },
+		{ PUNT "[server]\nmax_spare = 2\nmax_spare = 3\n", 5,
+		    "duplicate key \"max_spare\" (first on line 4)" },
+		{ PUNT "[server]\nlisten = 1.2.3.4\n", 4, "listen" },
+		{ PUNT "[server]\nlisten = 1.2.3.4:0\n", 4, "listen" },
+		{ PUNT "[server]\nlisten = 1.2.3.4:65536\n", 4, "listen" },
+		{ PUNT "[server]\nlisten = 1.2.3:110\n", 4, "listen" },
+		{ PUNT "[server]\nlisten = ::1:110\n", 4, "listen" },
+		{ PUNT "[server]\nlisten = [1.2.3.4]:110\n", 4, "listen" },
+		{ PUNT "[server]\nlisten = localhost:110\n", 4, "listen" },
+		{ PUNT "[server]\nlmtp_listen = run/lmtp.sock\n", 4,
+		    "lmtp_listen" },
+		{ PUNT "[server]\nrun_dir = run\n", 4, "absolute" },
+		{ PUNT "[server]\nuser = a b\n", 4, "user" },
+		{ PUNT "[auth]\nhash_cost = fast\n", 4, "hash_cost" },
+		{ PUNT "[auth]\nmap_size_mb = 0\n", 4, "map_size_mb" },
+		{ PUNT "[expire]\nsendmail = sendmail -oi\n", 4, "sendmail" },
+		{ PUNT "[expire]\noutbox = \n", 4, "outbox" },
+		{ "", 0, "at least one" },
+		{ "[server]\n", 0, "at least one" },
+		{ "[punt a]\n[punt b]\npath = /b\n", 1, "path is required" },
+		{ "[punt a]\npath = /a\n[punt a]\npath = /b\n", 3,
+		    "duplicate punt \"a\" (first on line 1)" },
+		{ "[punt a]\npath = /a\n[punt b]\npath = /a\n", 3,
+		    "same path" },
+		{ "[punt a]\npath = /a\npath = /b\n", 3, "duplicate" },
+		{ "[punt a]\npath = a\n", 2, "absolute" },
+		{ "[punt a]\npath = /a\nfoo = 1\n", 3, "unknown key" },
+		{ "[punt A]\npath = /a\n", 1, "punt name" },
+		{ "[punt ../x]\npath = /a\n", 1, "punt name" },
+		{ "[punt ]\npath = /a\n", 1, "unknown section" },
+		{ "[punt aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa]\npath = /a\n", 1,
+		    "punt name" },
+		{ PUNT "[server]\nuser = sdps\n  min_spare = 1\n  user = x\n",
+		    6, "duplicate key \"user\"" },
+	};
+	struct config	 cf;
+	char		 err[512], want[128];
+	size_t		 i;
+
+	(void)state;
+	for (i = 0; i < NITEMS(t); i++) {
+		memset(err, 0, sizeof(err));
+		if (load(t[i].text, &cf, err, sizeof(err)) != -1)
+			fail_msg("row %zu: accepted", i);
+		snprintf(want, sizeof(want), "%s:%d: ", file, t[i].line);
+		if (strncmp(err, want, strlen(want)) != 0 ||
+		    strstr(err + strlen(want), t[i].reason) == NULL)
+			fail_msg("row %zu: got \"%s\", want \"%s%s\"", i, err,
+			    want, t[i].reason);
+		if (strchr(err, '\n') != NULL)
+			fail_msg("row %zu: not one line", i);
+	}
+}
+
+static void
+test_limits(void **state)
+{
+	struct config	 cf;
+	char		 err[512], *text, want[128];
+	size_t		 off, i;
+
+	(void)state;
+	/* The 17th punt is one too many. */
+	assert_non_null(text = malloc(8192));
+	off = 0;
+	for (i = 0; i <= CONFIG_PUNT_MAX; i++)
+		off += (size_t)sprintf(text + off, "[punt p%zu]\npath = /p%zu\n",
+		    i, i);
+	assert_int_equal(load(text, &cf, err, sizeof(err)), -1);
+	snprintf(want, sizeof(want), "%s:%d: more than", file,
+	    2 * CONFIG_PUNT_MAX + 1);
+	assert_true(strncmp(err, want, strlen(want)) == 0);
+
+	/* Nine listen addresses. */
+	off = (size_t)sprintf(text, PUNT "[server]\n");
+	for (i = 0; i <= CONFIG_LISTEN_MAX; i++)
+		off += (size_t)sprintf(text + off, "listen = *:%zu\n", 100 + i);
+	assert_int_equal(load(text, &cf, err, sizeof(err)), -1);
+	snprintf(want, sizeof(want), "%s:%d: listen: more than", file,
+	    4 + CONFIG_LISTEN_MAX);
+	assert_true(strncmp(err, want, strlen(want)) == 0);
+
+	/* A line inih would cut in two is refused, not misread. */
+	off = (size_t)sprintf(text, PUNT "[server]\nrun_dir = /");
+	memset(text + off, 'x', 400);
+	strcpy(text + off + 400, "\n");
+	assert_int_equal(load(text, &cf, err, sizeof(err)), -1);
+	snprintf(want, sizeof(want), "%s:4: line too long", file);
+	assert_true(strncmp(err, want, strlen(want)) == 0);
+	free(text);
+
+	/* Exactly the limits are fine. */
+	assert_int_equal(load(PUNT "[server]\nlisten = 255.255.255.255:65535\n"
+	    "max_workers = 100000\nmax_spare = 100000\nmin_spare = 100000\n",
+	    &cf, err, sizeof(err)), 0);
+	assert_int_equal(cf.max_workers, 100000);
+}
+
+static void
+test_missing_file(void **state)
+{
+	struct config	 cf;
+	char		 err[512];
+
+	(void)state;
+	assert_int_equal(config_load("/nonexistent/sdps.conf", &cf, err,
+	    sizeof(err)), -1);
+	assert_string_equal(err,
+	    "/nonexistent/sdps.conf:0: No such file or directory");
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_shipped),
+		cmocka_unit_test(test_good),
+		cmocka_unit_test(test_bad),
+		cmocka_unit_test(test_limits),
+		cmocka_unit_test(test_missing_file),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
