@@ -1,0 +1,423 @@
+/*
+ * worker: one pre-forked sdpsd worker: after-fork setup, the accept loop
+ * over the shared listeners, one session at a time, and recycling.
+ */
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+
+#include <netinet/in.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sdps/auth.h"
+#include "sdps/log.h"
+#include "sdps/session.h"
+#include "sdps/store.h"
+#include "sdps/worker.h"
+
+#define WORKER_POLL_MS		1000
+#define WORKER_FDS_MAX		(2 * CONFIG_LISTEN_MAX)
+#define WORKER_LMTP_BUSY	"421 4.3.2 LMTP not available\r\n"
+
+static volatile sig_atomic_t	 worker_terminate;
+static volatile sig_atomic_t	 worker_kill_session;
+
+/* Per process: whether punt i's last open failed, so a dead punt is
+ * logged once when it goes away, not at every session. */
+static bool			 worker_punt_down[CONFIG_PUNT_MAX];
+
+static void
+worker_sig(int signo)
+{
+	int	 saved = errno;
+
+	if (signo == SIGTERM)
+		worker_terminate = 1;
+	else if (signo == SIGUSR2)
+		worker_kill_session = 1;
+	errno = saved;
+}
+
+/*
+ * The master's handlers and blocked mask are inherited; replace them
+ * before unblocking.  No SA_RESTART: SIGUSR2 must interrupt a session
+ * blocked in read/poll so it can see *kill_session.  SIGHUP, SIGINT and
+ * SIGUSR1 are the master's business (a terminal's ^C reaches the whole
+ * process group; the master then stops the workers in order).
+ */
+static void
+worker_signals(void)
+{
+	static const int	 ignored[] = { SIGPIPE, SIGHUP, SIGINT, SIGUSR1 };
+	static const int	 dflt[] = { SIGCHLD, SIGALRM };
+	struct sigaction	 sa;
+	sigset_t		 all;
+	size_t			 i;
+
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	sa.sa_handler = SIG_IGN;
+	for (i = 0; i < NITEMS(ignored); i++)
+		sigaction(ignored[i], &sa, NULL);
+	sa.sa_handler = SIG_DFL;
+	for (i = 0; i < NITEMS(dflt); i++)
+		sigaction(dflt[i], &sa, NULL);
+	sa.sa_handler = worker_sig;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGUSR2, &sa, NULL);
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+}
+
+struct store *
+worker_punt(struct worker_ctx *w, int i)
+{
+	const struct config_punt *p;
+	struct sb_punt_health	*h = NULL;
+	struct store_opts	 opts;
+	char			 err[256];
+
+	if (i < 0 || i >= w->cf->npunts)
+		return NULL;
+	p = &w->cf->punts[i];
+	if ((uint32_t)i < w->sb->hdr->npunts &&
+	    strcmp(w->sb->hdr->punts[i].name, p->name) == 0)
+		h = &w->sb->hdr->punts[i];
+	if (w->punts[i] != NULL && !store_is_available(w->punts[i])) {
+		log_warnx("punt %s: no longer available, reopening", p->name);
+		store_close(w->punts[i]);
+		w->punts[i] = NULL;
+	}
+	if (w->punts[i] == NULL) {
+		memset(&opts, 0, sizeof(opts));
+		opts.map_size = w->cf->store_map_size;
+		opts.claim_lease_s = w->cf->claim_lease_s;
+		w->punts[i] = store_open(p->path, p->name, &opts, err,
+		    sizeof(err));
+		if (w->punts[i] == NULL) {
+			if (!worker_punt_down[i])
+				log_warnx("punt %s: %s", p->name, err);
+			worker_punt_down[i] = true;
+		} else {
+			if (worker_punt_down[i])
+				log_info("punt %s: available again", p->name);
+			worker_punt_down[i] = false;
+		}
+	}
+	if (h != NULL) {
+		atomic_store(&h->ok, w->punts[i] != NULL ? 1 : 0);
+		atomic_store(&h->checked_us, util_now_us());
+	}
+	return w->punts[i];
+}
+
+static void
+worker_auth(struct worker_ctx *w)
+{
+	static bool	 logged;
+	char		 err[256];
+
+	if (w->auth != NULL)
+		return;
+	w->auth = auth_open(w->cf->auth_path, w->cf->auth_map_size, false,
+	    w->cf->hash_cost, err, sizeof(err));
+	if (w->auth == NULL && !logged) {
+		log_warnx("auth %s: %s", w->cf->auth_path, err);
+		logged = true;
+	} else if (w->auth != NULL && logged) {
+		log_info("auth %s: available again", w->cf->auth_path);
+		logged = false;
+	}
+}
+
+/* Run the reader check the master asked for after a worker died. */
+static void
+worker_reader_check(struct worker_ctx *w)
+{
+	int	 i;
+
+	if (atomic_exchange(&w->sb->hdr->reader_check, 0) == 0)
+		return;
+	for (i = 0; i < w->cf->npunts; i++) {
+		if (w->punts[i] != NULL)
+			store_reader_check(w->punts[i]);
+	}
+}
+
+static void
+worker_peer(const struct sockaddr_storage *ss, char *buf, size_t len)
+{
+	char	 a[INET6_ADDRSTRLEN];
+
+	switch (ss->ss_family) {
+	case AF_INET:
+		if (inet_ntop(AF_INET,
+		    &((const struct sockaddr_in *)ss)->sin_addr, a,
+		    sizeof(a)) == NULL)
+			break;
+		snprintf(buf, len, "%s", a);
+		return;
+	case AF_INET6:
+		if (inet_ntop(AF_INET6,
+		    &((const struct sockaddr_in6 *)ss)->sin6_addr, a,
+		    sizeof(a)) == NULL)
+			break;
+		snprintf(buf, len, "[%s]", a);
+		return;
+	case AF_UNIX:
+		snprintf(buf, len, "unix");
+		return;
+	}
+	snprintf(buf, len, "unknown");
+}
+
+/* Slot fields for a new connection (the session refines them). */
+static void
+worker_slot_begin(struct worker_ctx *w, uint32_t state, const char *peer)
+{
+	struct sb_slot	*s = w->slot;
+	uint64_t	 now = util_now_us();
+
+	sb_slot_write_begin(s);
+	s->state = state;
+	s->session_id = sb_session_id(w->sb);
+	snprintf(s->peer, sizeof(s->peer), "%s", peer);
+	s->maildrop[0] = '\0';
+	s->command[0] = '\0';
+	s->started_us = now;
+	s->login_us = 0;
+	s->last_us = now;
+	s->retr = s->top = s->dele = s->octets_out = 0;
+	s->punts_used = 0;
+	sb_slot_write_end(s);
+}
+
+static void
+worker_slot_idle(struct worker_ctx *w, bool served)
+{
+	struct sb_slot	*s = w->slot;
+
+	sb_slot_write_begin(s);
+	s->state = SB_IDLE;
+	s->session_id = 0;
+	s->peer[0] = '\0';
+	s->maildrop[0] = '\0';
+	s->command[0] = '\0';
+	s->login_us = 0;
+	s->last_us = util_now_us();
+	s->retr = s->top = s->dele = s->octets_out = 0;
+	s->punts_used = 0;
+	if (served)
+		s->sessions_served++;
+	sb_slot_write_end(s);
+}
+
+static void
+worker_slot_state(struct sb_slot *s, uint32_t state)
+{
+	sb_slot_write_begin(s);
+	s->state = state;
+	sb_slot_write_end(s);
+}
+
+/*
+ * Until lmtp.c lands there is nobody to talk LMTP to: say so with a
+ * temporary failure so the MTA queues the mail and retries.
+ */
+static void
+worker_lmtp(struct worker_ctx *w, int fd, const char *peer)
+{
+	struct timeval	 tv = { 5, 0 };
+
+	(void)w;
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	(void)util_write_all(fd, WORKER_LMTP_BUSY,
+	    sizeof(WORKER_LMTP_BUSY) - 1);
+	log_info("lmtp: peer=%s refused: LMTP not available", peer);
+}
+
+static bool
+worker_should_exit(struct worker_ctx *w, pid_t master, const char **why)
+{
+	struct sb_header *h = w->sb->hdr;
+	unsigned	 max = w->cf->max_sessions_per_worker;
+
+	if (atomic_load(&h->stopping) || worker_terminate)
+		*why = "stopping";
+	else if (atomic_load(&w->slot->please_exit))
+		*why = "too many idle workers";
+	else if (w->slot->generation != atomic_load(&h->generation))
+		*why = "configuration reloaded";
+	else if (max != 0 && w->slot->sessions_served >= max)
+		*why = "max_sessions_per_worker reached";
+	else if (getppid() != master)
+		*why = "master gone";
+	else
+		return false;
+	return true;
+}
+
+/*
+ * Take one connection from lfd.  The listeners are non-blocking and every
+ * idle worker polls them, so several may wake for one connection; the
+ * accept mutex lets one at a time try, and the losers see EAGAIN (as
+ * Apache's SAFE_ACCEPT does with several listeners).  Returns the fd, -1
+ * for "nothing, go on", or -2 when this worker should give up (no fds).
+ */
+static int
+worker_accept(struct worker_ctx *w, int lfd, char *peer, size_t peerlen)
+{
+	struct sockaddr_storage	 ss;
+	socklen_t		 slen = sizeof(ss);
+	int			 fd, saved;
+
+	if (sb_accept_lock(w->sb) == -1)
+		return -2;
+	fd = accept4(lfd, (struct sockaddr *)&ss, &slen, SOCK_CLOEXEC);
+	saved = errno;
+	sb_accept_unlock(w->sb);
+	if (fd == -1) {
+		switch (saved) {
+		case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+		case EWOULDBLOCK:
+#endif
+		case EINTR:
+		case ECONNABORTED:
+		case EPROTO:
+			return -1;
+		case EMFILE:
+		case ENFILE:
+		case ENOBUFS:
+		case ENOMEM:
+			errno = saved;
+			log_warn("accept4");
+			return -2;
+		default:
+			errno = saved;
+			log_warn("accept4");
+			return -1;
+		}
+	}
+	memset(peer, 0, peerlen);
+	if (slen == 0)
+		ss.ss_family = AF_UNIX;
+	worker_peer(&ss, peer, peerlen);
+	return fd;
+}
+
+static void
+worker_serve(struct worker_ctx *w, int fd, bool lmtp, const char *peer)
+{
+	worker_kill_session = 0;
+	worker_slot_begin(w, lmtp ? SB_LMTP : SB_AUTH, peer);
+	if (lmtp)
+		worker_lmtp(w, fd, peer);
+	else {
+		atomic_fetch_add(&w->sb->hdr->total_sessions, 1);
+		worker_auth(w);
+		session_run(w, fd, peer);
+	}
+	close(fd);
+	worker_kill_session = 0;
+	worker_slot_idle(w, true);
+}
+
+static void __attribute__((noreturn))
+worker_exit(struct worker_ctx *w, int status)
+{
+	int	 i;
+
+	worker_slot_state(w->slot, SB_EXITING);
+	for (i = 0; i < CONFIG_PUNT_MAX; i++) {
+		if (w->punts[i] != NULL)
+			store_close(w->punts[i]);
+		w->punts[i] = NULL;
+	}
+	if (w->auth != NULL)
+		auth_close(w->auth);
+	w->auth = NULL;
+	exit(status);
+}
+
+void
+worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
+    const int *pop3_fds, int npop3, const int *lmtp_fds, int nlmtp)
+{
+	static char		 proc[32];
+	struct worker_ctx	 w;
+	struct pollfd		 pfd[WORKER_FDS_MAX];
+	char			 peer[SB_PEER_MAX];
+	const char		*why;
+	pid_t			 master;
+	int			 i, n, nfds = 0, fd;
+
+	worker_signals();
+	snprintf(proc, sizeof(proc), "worker %d", slot_idx);
+	log_setproc(proc);
+	master = sb->hdr->master_pid;
+
+	memset(&w, 0, sizeof(w));
+	w.cf = cf;
+	w.sb = sb;
+	w.slot = &sb->slots[slot_idx];
+	w.kill_session = &worker_kill_session;
+	w.terminate = &worker_terminate;
+	atomic_store(&w.slot->pid, getpid());
+
+	for (i = 0; i < npop3 && nfds < WORKER_FDS_MAX; i++, nfds++) {
+		pfd[nfds].fd = pop3_fds[i];
+		pfd[nfds].events = POLLIN;
+	}
+	for (i = 0; i < nlmtp && nfds < WORKER_FDS_MAX; i++, nfds++) {
+		pfd[nfds].fd = lmtp_fds[i];
+		pfd[nfds].events = POLLIN;
+	}
+
+	/* Environments are opened here, after fork (LMDB caveat). */
+	worker_auth(&w);
+	for (i = 0; i < cf->npunts; i++)
+		(void)worker_punt(&w, i);
+	worker_reader_check(&w);
+	worker_slot_idle(&w, false);
+	log_debug("started, generation %llu",
+	    (unsigned long long)w.slot->generation);
+
+	for (;;) {
+		if (worker_should_exit(&w, master, &why)) {
+			log_debug("exiting: %s", why);
+			worker_exit(&w, 0);
+		}
+		worker_reader_check(&w);
+		n = poll(pfd, (nfds_t)nfds, WORKER_POLL_MS);
+		if (n == -1) {
+			if (errno == EINTR)
+				continue;
+			log_warn("poll");
+			worker_exit(&w, WORKER_EX_SICK);
+		}
+		if (n == 0)
+			continue;
+		for (i = 0; i < nfds; i++) {
+			if ((pfd[i].revents & (POLLIN | POLLERR)) == 0)
+				continue;
+			fd = worker_accept(&w, pfd[i].fd, peer, sizeof(peer));
+			if (fd == -2)
+				worker_exit(&w, WORKER_EX_SICK);
+			if (fd == -1)
+				continue;
+			worker_serve(&w, fd, i >= npop3, peer);
+			/* Re-check the exit conditions between sessions. */
+			break;
+		}
+	}
+}
