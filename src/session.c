@@ -1,0 +1,1336 @@
+/*
+ * session: one POP3 session (RFC 1939 + SDPS, DESIGN.md §1, §4): the
+ * command table, the dispatcher, the handlers, and the snapshot of every
+ * reachable punt that the TRANSACTION state works on.
+ */
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "sdps/auth.h"
+#include "sdps/config.h"
+#include "sdps/lock.h"
+#include "sdps/log.h"
+#include "sdps/pop3.h"
+#include "sdps/scoreboard.h"
+#include "sdps/session.h"
+#include "sdps/store.h"
+#include "sdps/util.h"
+#include "sdps/worker.h"
+
+/* How long PASS waits for a free hashing place before [SYS/TEMP]. */
+#define AUTH_WAIT_MS	5000
+#define TOP_CHUNK	65536
+#define DATE_MAX	64
+
+enum state { ST_AUTH = 0x01, ST_TRANS = 0x02 };	/* UPDATE takes no commands */
+
+enum cmd_res {
+	CMD_OK,		/* dispatcher sends "+OK" */
+	CMD_REPLIED,	/* handler sent its own reply */
+	CMD_BAD,	/* handler sent -ERR; counts toward the bad limit */
+	CMD_CLOSE,	/* reply sent; end the session (s->how says why) */
+	CMD_IOFAIL,	/* peer gone, timed out or killed: no reply, no UPDATE */
+	CMD_SRVFAIL	/* our fault: dispatcher sends -ERR [SYS/TEMP] */
+};
+
+/* How a session ended, for the logout line. */
+enum end_how {
+	END_NONE,
+	END_QUIT,
+	END_DROP,
+	END_TIMEOUT,
+	END_KILLED,
+	END_BADCMD,
+	END_AUTHFAIL,
+	END_UPDATE_FAILED
+};
+
+#define CF_REST	0x01	/* the rest of the line is one argument (PASS) */
+
+/* A punt this session uses: its lock and its listing's envelopes. */
+struct s_punt {
+	int		 cfi;		/* config punt index */
+	struct store	*st;
+	struct lock	 lk;
+	char		*env;		/* envelope arena from store_list */
+};
+
+/*
+ * One snapshot entry.  Numbering (STYLE.md §3): msn = idx + 1 is what the
+ * client sees; id is the punt's message id.
+ */
+struct s_msg {
+	uint64_t	 id;
+	uint64_t	 arrival_us;
+	uint64_t	 octets;
+	uint32_t	 flags;		/* STORE_F_* at snapshot time */
+	uint32_t	 env;		/* offset in the punt's env arena */
+	int		 sp;		/* index into session.punts */
+	bool		 deleted;	/* DELE, until RSET */
+	bool		 read_now;	/* RETR completed: RD to commit */
+};
+
+struct session {
+	struct worker_ctx	*w;
+	const struct config	*cf;
+	struct pop3_conn	 c;
+	char			 peer[SB_PEER_MAX];
+	uint64_t		 sid;
+	unsigned		 state;
+	enum end_how		 how;
+
+	/* USER */
+	bool			 have_user;
+	char			 host[UTIL_HOST_MAX + 1];
+	char			 user[UTIL_USER_MAX + 1];	/* "" = host */
+	char			 user_arg[POP3_LINE_MAX];	/* as typed */
+	char			 maildrop[SB_MAILDROP_MAX];
+	unsigned		 auth_failures, bad_commands;
+
+	/* TRANSACTION */
+	struct s_punt		 punts[CONFIG_PUNT_MAX];
+	int			 npunts;
+	struct s_msg		*msgs;
+	size_t			 nmsgs;
+	uint64_t		 n_retr, n_top, n_dele, n_removed;
+};
+
+typedef enum cmd_res cmd_fn(struct session *, struct pop3_args *);
+
+struct cmd {
+	const char	*name;
+	unsigned int	 states;	/* ST_* where allowed */
+	unsigned int	 flags;		/* CF_* */
+	int		 min_args, max_args;
+	cmd_fn		*fn;
+};
+
+static cmd_fn cmd_user, cmd_pass, cmd_apop, cmd_capa, cmd_quit, cmd_stat,
+    cmd_list, cmd_retr, cmd_dele, cmd_noop, cmd_rset, cmd_top, cmd_uidl,
+    cmd_env;
+
+static const struct cmd cmds[] = {
+	{ "USER", ST_AUTH,		0,	 1, 1, cmd_user },
+	{ "PASS", ST_AUTH,		CF_REST, 1, 1, cmd_pass },
+	{ "APOP", ST_AUTH,		CF_REST, 0, 1, cmd_apop },  /* -ERR */
+	{ "CAPA", ST_AUTH | ST_TRANS,	0,	 0, 0, cmd_capa },
+	{ "QUIT", ST_AUTH | ST_TRANS,	0,	 0, 0, cmd_quit },
+	{ "STAT", ST_TRANS,		0,	 0, 0, cmd_stat },
+	{ "LIST", ST_TRANS,		0,	 0, 1, cmd_list },
+	{ "RETR", ST_TRANS,		0,	 1, 1, cmd_retr },
+	{ "DELE", ST_TRANS,		0,	 1, 1, cmd_dele },
+	{ "NOOP", ST_TRANS,		0,	 0, 0, cmd_noop },
+	{ "RSET", ST_TRANS,		0,	 0, 0, cmd_rset },
+	{ "TOP",  ST_TRANS,		0,	 2, 2, cmd_top },
+	{ "UIDL", ST_TRANS,		0,	 0, 1, cmd_uidl },
+	{ "*ENV", ST_TRANS,		0,	 1, 1, cmd_env },
+};
+
+static const char *
+end_name(enum end_how how)
+{
+	switch (how) {
+	case END_NONE:
+		return "none";
+	case END_QUIT:
+		return "quit";
+	case END_DROP:
+		return "drop";
+	case END_TIMEOUT:
+		return "timeout";
+	case END_KILLED:
+		return "killed";
+	case END_BADCMD:
+		return "badcmd";
+	case END_AUTHFAIL:
+		return "authfail";
+	case END_UPDATE_FAILED:
+		return "update-failed";
+	}
+	return "?";
+}
+
+/* "-ERR [code] text"; returns CMD_BAD so error paths are one line. */
+static enum cmd_res __attribute__((format(printf, 3, 4)))
+reply_err(struct session *s, const char *code, const char *fmt, ...)
+{
+	char	 text[256];
+	va_list	 ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	if (code != NULL)
+		pop3_printf(&s->c, "-ERR [%s] %s\r\n", code, text);
+	else
+		pop3_printf(&s->c, "-ERR %s\r\n", text);
+	return CMD_BAD;
+}
+
+/* "+OK text"; returns CMD_REPLIED. */
+static enum cmd_res __attribute__((format(printf, 2, 3)))
+reply_ok(struct session *s, const char *fmt, ...)
+{
+	char	 text[256];
+	va_list	 ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	pop3_printf(&s->c, "+OK %s\r\n", text);
+	return CMD_REPLIED;
+}
+
+/* Scoreboard: the worker's own slot, inside the seqlock. */
+static void
+slot_session_start(struct session *s, uint64_t now_us)
+{
+	struct sb_slot	*sl = s->w->slot;
+
+	if (sl == NULL)
+		return;
+	sb_slot_write_begin(sl);
+	sl->state = SB_AUTH;
+	sl->session_id = s->sid;
+	snprintf(sl->peer, sizeof(sl->peer), "%s", s->peer);
+	sl->maildrop[0] = '\0';
+	sl->command[0] = '\0';
+	sl->started_us = now_us;
+	sl->login_us = 0;
+	sl->last_us = now_us;
+	sl->retr = sl->top = sl->dele = 0;
+	sl->octets_out = 0;
+	sl->punts_used = 0;
+	sb_slot_write_end(sl);
+}
+
+static void
+slot_command(struct session *s, const char *name)
+{
+	struct sb_slot	*sl = s->w->slot;
+
+	if (sl == NULL)
+		return;
+	sb_slot_write_begin(sl);
+	snprintf(sl->command, sizeof(sl->command), "%s", name);
+	sl->last_us = util_now_us();
+	sb_slot_write_end(sl);
+}
+
+static void
+slot_counters(struct session *s)
+{
+	struct sb_slot	*sl = s->w->slot;
+
+	if (sl == NULL)
+		return;
+	sb_slot_write_begin(sl);
+	sl->retr = s->n_retr;
+	sl->top = s->n_top;
+	sl->dele = s->n_dele;
+	sl->octets_out = s->c.octets_out;
+	sb_slot_write_end(sl);
+}
+
+static void
+slot_state(struct session *s, enum sb_state st)
+{
+	struct sb_slot	*sl = s->w->slot;
+
+	if (sl == NULL)
+		return;
+	sb_slot_write_begin(sl);
+	sl->state = st;
+	sb_slot_write_end(sl);
+}
+
+/* The envelope of m in its punt's arena: sender, then recipients. */
+static const char *
+msg_sender(const struct session *s, const struct s_msg *m)
+{
+	const char	*env = s->punts[m->sp].env;
+
+	return env != NULL ? env + m->env : "";
+}
+
+/*
+ * The one place a message number is parsed (STYLE.md §8): each way it
+ * can be wrong gets its own reason.  0 with *idx set, or -1 with the
+ * -ERR already sent.
+ */
+static int
+session_msn(struct session *s, const char *arg, size_t *idx)
+{
+	const char	*p;
+	uint64_t	 msn = 0;
+	unsigned	 d;
+
+	if (arg[0] == '+' || arg[0] == '-') {
+		reply_err(s, NULL, "message number must not have a sign");
+		return -1;
+	}
+	for (p = arg; *p != '\0'; p++) {
+		if (*p < '0' || *p > '9') {
+			reply_err(s, NULL, "message number must be digits");
+			return -1;
+		}
+		d = (unsigned)(*p - '0');
+		if (msn > (UINT64_MAX - d) / 10) {
+			reply_err(s, NULL, "message number too large");
+			return -1;
+		}
+		msn = msn * 10 + d;
+	}
+	if (p == arg) {
+		reply_err(s, NULL, "message number missing");
+		return -1;
+	}
+	if (msn == 0) {
+		reply_err(s, NULL, "no message 0: numbers start at 1");
+		return -1;
+	}
+	if (msn > s->nmsgs) {
+		reply_err(s, NULL, "no message %" PRIu64 ": only %zu in maildrop",
+		    msn, s->nmsgs);
+		return -1;
+	}
+	if (s->msgs[msn - 1].deleted) {
+		reply_err(s, NULL, "message %" PRIu64 " already deleted", msn);
+		return -1;
+	}
+	*idx = (size_t)(msn - 1);
+	return 0;
+}
+
+static const struct cmd *
+cmd_find(const char *name)
+{
+	size_t	 i;
+
+	for (i = 0; i < NITEMS(cmds); i++)
+		if (strcasecmp(cmds[i].name, name) == 0)
+			return &cmds[i];
+	return NULL;
+}
+
+static enum cmd_res
+session_dispatch(struct session *s, char *line)
+{
+	const struct cmd	*c;
+	struct pop3_args	 a;
+	char			*kw, *rest;
+
+	if ((kw = pop3_keyword(line, &rest)) == NULL)
+		return reply_err(s, NULL, "empty command");
+	if ((c = cmd_find(kw)) == NULL)
+		return reply_err(s, NULL, "unknown command");
+	slot_command(s, c->name);
+	if ((c->states & s->state) == 0)
+		return reply_err(s, NULL, "%s not allowed %s", c->name,
+		    s->state == ST_AUTH ? "before login" : "after login");
+	if (pop3_split(rest, (c->flags & CF_REST) != 0, &a) == -1 ||
+	    a.argc < c->min_args || a.argc > c->max_args)
+		return reply_err(s, NULL, "%s: wrong number of arguments",
+		    c->name);
+	return c->fn(s, &a);
+}
+
+/* ---- AUTHORIZATION ---- */
+
+static enum cmd_res
+cmd_user(struct session *s, struct pop3_args *a)
+{
+	const char	*arg = a->argv[0], *plus;
+	char		 left[POP3_LINE_MAX];
+	size_t		 len;
+
+	s->have_user = false;
+	snprintf(s->user_arg, sizeof(s->user_arg), "%s", arg);
+	if (strchr(arg, '@') != NULL) {
+		if (util_addr_split(arg, s->user, s->host) == -1)
+			return reply_err(s, NULL, "invalid user name");
+	} else if ((plus = strrchr(arg, '+')) != NULL) {
+		/* user+host: for clients that cannot send an '@'. */
+		len = (size_t)(plus - arg);
+		if (len >= sizeof(left))
+			return reply_err(s, NULL, "invalid user name");
+		memcpy(left, arg, len);
+		left[len] = '\0';
+		if (util_user_normalize(left, s->user) == -1 ||
+		    util_host_normalize(plus + 1, s->host) == -1)
+			return reply_err(s, NULL, "invalid user name");
+	} else {
+		if (util_host_normalize(arg, s->host) == -1)
+			return reply_err(s, NULL, "invalid user name");
+		s->user[0] = '\0';
+	}
+	if (s->user[0] != '\0')
+		snprintf(s->maildrop, sizeof(s->maildrop), "%s@%s", s->user,
+		    s->host);
+	else
+		snprintf(s->maildrop, sizeof(s->maildrop), "%s", s->host);
+	s->have_user = true;
+	/* The same answer for every well-formed name: no host oracle. */
+	return reply_ok(s, "send PASS");
+}
+
+static void
+release_punts(struct session *s)
+{
+	int	 i;
+
+	for (i = 0; i < s->npunts; i++) {
+		lock_release(&s->punts[i].lk);
+		free(s->punts[i].env);
+		s->punts[i].env = NULL;
+	}
+	s->npunts = 0;
+	free(s->msgs);
+	s->msgs = NULL;
+	s->nmsgs = 0;
+}
+
+static int
+msg_cmp(const void *pa, const void *pb)
+{
+	const struct s_msg	*a = pa, *b = pb;
+
+	/* Punts are added in config order, so sp orders like cfi. */
+	if (a->arrival_us != b->arrival_us)
+		return a->arrival_us < b->arrival_us ? -1 : 1;
+	if (a->sp != b->sp)
+		return a->sp < b->sp ? -1 : 1;
+	if (a->id != b->id)
+		return a->id < b->id ? -1 : 1;
+	return 0;
+}
+
+/* Lock every reachable punt (all or nothing).  0, 1 busy, or -1. */
+static int
+lock_punts(struct session *s)
+{
+	const struct config	*cf = s->cf;
+	struct s_punt		*sp;
+	struct store		*st;
+	enum lock_res		 lr;
+	int			 i;
+
+	s->npunts = 0;
+	for (i = 0; i < cf->npunts; i++) {
+		if ((st = worker_punt(s->w, i)) == NULL) {
+			log_info("sid=%016" PRIx64 " punt=%s event=punt-skipped"
+			    " reason=unavailable", s->sid, cf->punts[i].name);
+			continue;
+		}
+		sp = &s->punts[s->npunts];
+		sp->cfi = i;
+		sp->st = st;
+		sp->env = NULL;
+		lock_init(&sp->lk);
+		lr = lock_take(cf->run_dir, cf->punts[i].name, s->host,
+		    s->user[0] != '\0' ? s->user : NULL, &sp->lk);
+		switch (lr) {
+		case LOCK_OK:
+			s->npunts++;
+			break;
+		case LOCK_BUSY:
+			lock_release(&sp->lk);
+			release_punts(s);
+			return 1;
+		case LOCK_ERR:
+			lock_release(&sp->lk);
+			log_info("sid=%016" PRIx64 " punt=%s event=punt-skipped"
+			    " reason=lock", s->sid, cf->punts[i].name);
+			break;
+		}
+	}
+	return 0;
+}
+
+/* Copy every locked punt's listing into the merged snapshot. */
+static int
+snapshot(struct session *s)
+{
+	struct store_entry	*ents;
+	struct s_msg		*m, *nm;
+	struct s_punt		*sp;
+	size_t			 n, j;
+	char			*env;
+	int			 i, k;
+
+	for (i = 0; i < s->npunts; ) {
+		sp = &s->punts[i];
+		ents = NULL;
+		env = NULL;
+		if (store_list(sp->st, s->host,
+		    s->user[0] != '\0' ? s->user : NULL, &ents, &n, &env) ==
+		    -1) {
+			log_info("sid=%016" PRIx64 " punt=%s event=punt-skipped"
+			    " reason=list", s->sid,
+			    s->cf->punts[sp->cfi].name);
+			lock_release(&sp->lk);
+			/* Close the gap; later entries keep config order. */
+			for (k = i; k + 1 < s->npunts; k++)
+				s->punts[k] = s->punts[k + 1];
+			s->npunts--;
+			continue;
+		}
+		if (n > 0) {
+			nm = reallocarray(s->msgs, s->nmsgs + n, sizeof(*nm));
+			if (nm == NULL) {
+				log_warn("session: reallocarray");
+				free(ents);
+				free(env);
+				return -1;
+			}
+			s->msgs = nm;
+		}
+		for (j = 0; j < n; j++) {
+			m = &s->msgs[s->nmsgs++];
+			memset(m, 0, sizeof(*m));
+			m->id = ents[j].id;
+			m->arrival_us = ents[j].arrival_us;
+			m->octets = ents[j].octets;
+			m->flags = ents[j].flags;
+			m->env = ents[j].env;
+			m->sp = i;
+		}
+		free(ents);
+		sp->env = env;
+		i++;
+	}
+	if (s->nmsgs > 1)
+		qsort(s->msgs, s->nmsgs, sizeof(*s->msgs), msg_cmp);
+	return 0;
+}
+
+static enum cmd_res
+session_login(struct session *s)
+{
+	struct sb_slot	*sl = s->w->slot;
+	char		 names[CONFIG_PUNT_MAX * (CONFIG_NAME_MAX + 1) + 1];
+	uint32_t	 used = 0;
+	size_t		 off = 0;
+	int		 i, rc;
+
+	s->have_user = false;
+	if ((rc = lock_punts(s)) == 1) {
+		log_info("sid=%016" PRIx64 " peer=%s event=in-use maildrop=%s",
+		    s->sid, s->peer, s->maildrop);
+		reply_err(s, "IN-USE", "maildrop in use");
+		return CMD_REPLIED;
+	}
+	if (rc == -1 || snapshot(s) == -1) {
+		release_punts(s);
+		return CMD_SRVFAIL;
+	}
+	if (s->npunts == 0) {
+		release_punts(s);
+		log_info("sid=%016" PRIx64 " peer=%s event=no-punt maildrop=%s",
+		    s->sid, s->peer, s->maildrop);
+		reply_err(s, "SYS/TEMP", "no spool reachable, try later");
+		return CMD_REPLIED;
+	}
+	names[0] = '\0';
+	for (i = 0; i < s->npunts; i++) {
+		used |= 1u << s->punts[i].cfi;
+		off += (size_t)snprintf(names + off, sizeof(names) - off,
+		    "%s%s", i > 0 ? "," : "",
+		    s->cf->punts[s->punts[i].cfi].name);
+	}
+	s->state = ST_TRANS;
+	if (sl != NULL) {
+		sb_slot_write_begin(sl);
+		sl->state = SB_TRANS;
+		snprintf(sl->maildrop, sizeof(sl->maildrop), "%s", s->maildrop);
+		sl->login_us = util_now_us();
+		sl->punts_used = used;
+		sb_slot_write_end(sl);
+	}
+	log_info("sid=%016" PRIx64 " peer=%s event=login maildrop=%s punts=%s"
+	    " msgs=%zu", s->sid, s->peer, s->maildrop, names, s->nmsgs);
+	return reply_ok(s, "maildrop has %zu messages", s->nmsgs);
+}
+
+static enum cmd_res
+auth_failed(struct session *s)
+{
+	struct auth_host	 h;
+
+	s->auth_failures++;
+	if (s->w->sb != NULL)
+		atomic_fetch_add(&s->w->sb->hdr->total_auth_failures, 1);
+	/* People type passwords into USER: name it only for a real host. */
+	if (auth_host_get(s->w->auth, s->host, &h) == AUTH_OK)
+		log_info("sid=%016" PRIx64 " peer=%s event=auth-fail user=%s",
+		    s->sid, s->peer, s->user_arg);
+	else
+		log_info("sid=%016" PRIx64 " peer=%s event=auth-fail",
+		    s->sid, s->peer);
+	if (pop3_flush(&s->c) == -1)
+		return CMD_IOFAIL;
+	if (pop3_sleep_ms(&s->c, s->cf->auth_fail_delay_ms) != POP3_OK) {
+		s->how = END_KILLED;
+		return CMD_IOFAIL;
+	}
+	reply_err(s, "AUTH", "invalid user name or password");
+	if (s->cf->auth_max_failures > 0 &&
+	    s->auth_failures >= s->cf->auth_max_failures) {
+		s->how = END_AUTHFAIL;
+		return CMD_CLOSE;
+	}
+	return CMD_REPLIED;
+}
+
+static enum cmd_res
+cmd_pass(struct session *s, struct pop3_args *a)
+{
+	struct worker_ctx	*w = s->w;
+	char			*pw = a->argv[0];
+	size_t			 pwlen = strlen(pw);
+	enum auth_res		 ar;
+	bool			 gated;
+
+	if (!s->have_user) {
+		auth_wipe(pw, pwlen);
+		return reply_err(s, NULL, "USER first");
+	}
+	gated = w->sb != NULL && w->slot != NULL;
+	if (gated && sb_auth_enter(w->sb, w->slot, s->cf->auth_max_parallel,
+	    AUTH_WAIT_MS) == -1) {
+		auth_wipe(pw, pwlen);
+		s->have_user = false;
+		log_info("sid=%016" PRIx64 " peer=%s event=auth-busy",
+		    s->sid, s->peer);
+		reply_err(s, "SYS/TEMP", "server busy, try again later");
+		return CMD_REPLIED;
+	}
+	ar = auth_verify(w->auth, s->host, pw, NULL);
+	if (gated)
+		sb_auth_leave(w->sb, w->slot);
+	auth_wipe(pw, pwlen);
+	switch (ar) {
+	case AUTH_OK:
+		return session_login(s);
+	case AUTH_FAIL:
+		s->have_user = false;
+		return auth_failed(s);
+	case AUTH_TEMPFAIL:
+		s->have_user = false;
+		reply_err(s, "SYS/TEMP", "authentication unavailable, try later");
+		return CMD_REPLIED;
+	}
+	return CMD_SRVFAIL;
+}
+
+static enum cmd_res
+cmd_apop(struct session *s, struct pop3_args *a)
+{
+	(void)a;
+	return reply_err(s, NULL, "APOP not supported, use USER and PASS");
+}
+
+static enum cmd_res
+cmd_capa(struct session *s, struct pop3_args *a)
+{
+	(void)a;
+	/* RFC 2449 §6; EXPIRE is the expiry policy in days. */
+	pop3_printf(&s->c, "+OK capability list follows\r\n"
+	    "TOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n"
+	    "PIPELINING\r\nEXPIRE %u\r\nIMPLEMENTATION sdps\r\nX-SDPS\r\n"
+	    ".\r\n", s->cf->expire_days);
+	return CMD_REPLIED;
+}
+
+/* ---- TRANSACTION ---- */
+
+static enum cmd_res
+cmd_stat(struct session *s, struct pop3_args *a)
+{
+	uint64_t	 octets = 0;
+	size_t		 i, count = 0;
+
+	(void)a;
+	for (i = 0; i < s->nmsgs; i++)
+		if (!s->msgs[i].deleted) {
+			count++;
+			octets += s->msgs[i].octets;
+		}
+	return reply_ok(s, "%zu %" PRIu64, count, octets);
+}
+
+static enum cmd_res
+cmd_list(struct session *s, struct pop3_args *a)
+{
+	uint64_t	 octets = 0;
+	size_t		 i, idx, count = 0;
+
+	if (a->argc == 1) {
+		if (session_msn(s, a->argv[0], &idx) == -1)
+			return CMD_BAD;
+		return reply_ok(s, "%zu %" PRIu64, idx + 1,
+		    s->msgs[idx].octets);
+	}
+	for (i = 0; i < s->nmsgs; i++)
+		if (!s->msgs[i].deleted) {
+			count++;
+			octets += s->msgs[i].octets;
+		}
+	reply_ok(s, "%zu messages (%" PRIu64 " octets)", count, octets);
+	for (i = 0; i < s->nmsgs; i++)
+		if (!s->msgs[i].deleted)
+			pop3_printf(&s->c, "%zu %" PRIu64 "\r\n", i + 1,
+			    s->msgs[i].octets);
+	pop3_ml_end(&s->c);
+	return CMD_REPLIED;
+}
+
+static enum cmd_res
+cmd_uidl(struct session *s, struct pop3_args *a)
+{
+	char		 uidl[STORE_UIDL_MAX];
+	struct s_msg	*m;
+	size_t		 i, idx;
+
+	if (a->argc == 1) {
+		if (session_msn(s, a->argv[0], &idx) == -1)
+			return CMD_BAD;
+		m = &s->msgs[idx];
+		store_uidl(s->punts[m->sp].st, m->id, uidl);
+		return reply_ok(s, "%zu %s", idx + 1, uidl);
+	}
+	reply_ok(s, "unique-id listing follows");
+	for (i = 0; i < s->nmsgs; i++) {
+		m = &s->msgs[i];
+		if (m->deleted)
+			continue;
+		store_uidl(s->punts[m->sp].st, m->id, uidl);
+		pop3_printf(&s->c, "%zu %s\r\n", i + 1, uidl);
+	}
+	pop3_ml_end(&s->c);
+	return CMD_REPLIED;
+}
+
+static enum cmd_res
+cmd_dele(struct session *s, struct pop3_args *a)
+{
+	size_t	 idx;
+
+	if (session_msn(s, a->argv[0], &idx) == -1)
+		return CMD_BAD;
+	s->msgs[idx].deleted = true;
+	s->n_dele++;
+	return reply_ok(s, "message %zu deleted", idx + 1);
+}
+
+static enum cmd_res
+cmd_noop(struct session *s, struct pop3_args *a)
+{
+	(void)s;
+	(void)a;
+	return CMD_OK;
+}
+
+static enum cmd_res
+cmd_rset(struct session *s, struct pop3_args *a)
+{
+	uint64_t	 octets = 0;
+	size_t		 i;
+
+	(void)a;
+	/* RD stays: the message was read, whatever is deleted. */
+	for (i = 0; i < s->nmsgs; i++) {
+		s->msgs[i].deleted = false;
+		octets += s->msgs[i].octets;
+	}
+	return reply_ok(s, "maildrop has %zu messages (%" PRIu64 " octets)",
+	    s->nmsgs, octets);
+}
+
+/*
+ * Open m's file.  0 with *fd, 1 if SMTP (or anyone) removed it, or -1
+ * with the -ERR sent.
+ */
+static int
+msg_open(struct session *s, const struct s_msg *m, int *fd)
+{
+	struct s_punt	*sp = &s->punts[m->sp];
+
+	if (!store_is_available(sp->st)) {
+		reply_err(s, "SYS/TEMP", "spool %s unavailable, try later",
+		    s->cf->punts[sp->cfi].name);
+		return -1;
+	}
+	switch (store_msg_open(sp->st, m->id, fd, NULL)) {
+	case STORE_OK:
+		return 0;
+	case STORE_GONE:
+		return 1;
+	case STORE_BUSY:
+	case STORE_TEMPFAIL:
+		break;
+	case STORE_PERMFAIL:
+		reply_err(s, "SYS/PERM", "message unreadable");
+		return -1;
+	}
+	reply_err(s, "SYS/TEMP", "message unavailable, try later");
+	return -1;
+}
+
+/*
+ * The message RETR and TOP send in place of one that SMTP delivered
+ * while this session still listed it (DESIGN.md §1.3).  RFC 1939 wants
+ * LIST to give the exact size RETR will send, and clients (fetchmail)
+ * compare the two, so the body is padded to the listed octets whenever
+ * the notice fits in that size.  The text is unstuffed, CRLF; *len is
+ * its size.  NULL if out of memory.
+ */
+static char *
+dummy_build(struct session *s, const struct s_msg *m, size_t *len)
+{
+	struct s_punt	*sp = &s->punts[m->sp];
+	const char	*sender = msg_sender(s, m), *rcpt;
+	char		 now[DATE_MAX], arr[DATE_MAX], uidl[STORE_UIDL_MAX];
+	char		 me[256], to[UTIL_ADDR_MAX + 1], *buf, *p;
+	size_t		 base, total, left, n;
+	int		 rc;
+
+	if (gethostname(me, sizeof(me)) == -1 || me[0] == '\0')
+		snprintf(me, sizeof(me), "localhost");
+	me[sizeof(me) - 1] = '\0';
+	rcpt = sender + strlen(sender) + 1;
+	if (s->user[0] != '\0')
+		snprintf(to, sizeof(to), "%s@%s", s->user, s->host);
+	else if (sp->env != NULL && *rcpt != '\0')
+		snprintf(to, sizeof(to), "%s@%s", rcpt, s->host);
+	else
+		snprintf(to, sizeof(to), "postmaster@%s", s->host);
+	store_uidl(sp->st, m->id, uidl);
+	util_rfc5322_date(util_now_us(), now, sizeof(now));
+	util_rfc5322_date(m->arrival_us, arr, sizeof(arr));
+	rc = asprintf(&buf,
+	    "Return-Path: <>\r\n"
+	    "Date: %s\r\n"
+	    "From: Mail Delivery System <postmaster@%s>\r\n"
+	    "To: <%s>\r\n"
+	    "Subject: Message already delivered by SMTP\r\n"
+	    "Message-ID: <sdps-dummy.%s.%" PRIu64 "@%s>\r\n"
+	    "MIME-Version: 1.0\r\n"
+	    "Content-Type: text/plain; charset=us-ascii\r\n"
+	    "Auto-Submitted: auto-generated\r\n"
+	    "\r\n"
+	    "The message %s from <%s>, which arrived %s,\r\n"
+	    "was listed when this POP3 session began, but it has since\r\n"
+	    "been delivered to you by SMTP and removed from the spool.\r\n"
+	    "Nothing is lost; this notice stands in its place.\r\n",
+	    now, me, to, uidl, util_now_us(), me, uidl, sender, arr);
+	if (rc < 0)
+		return NULL;
+	base = (size_t)rc;
+	total = base;
+	/* Padding lines cost 2..78 octets each; a remainder of 1 cannot
+	 * be padded, nor can a listed size under the notice's own. */
+	if (m->octets > base + 1 && m->octets - base < SIZE_MAX / 2)
+		total = (size_t)m->octets;
+	if (total > base) {
+		if ((p = realloc(buf, total + 1)) == NULL) {
+			free(buf);
+			return NULL;
+		}
+		buf = p;
+		p = buf + base;
+		left = total - base;
+		while (left > 0) {
+			n = left > 78 ? (left - 78 == 1 ? 77 : 78) : left;
+			memset(p, 'x', n - 2);
+			if (n - 2 >= 8)
+				memcpy(p, "padding ", 8);
+			memcpy(p + n - 2, "\r\n", 2);
+			p += n;
+			left -= n;
+		}
+		*p = '\0';
+	}
+	*len = total;
+	return buf;
+}
+
+/*
+ * TOP's cut of a message: the header block, the blank line, then body
+ * lines while any are left.  top_feed returns how many octets of the
+ * chunk to send; t->done is set once the cut is complete.
+ */
+struct top_cut {
+	uint64_t	 body_left;
+	bool		 in_header;
+	bool		 line_empty;
+	bool		 done;
+};
+
+static void
+top_init(struct top_cut *t, uint64_t lines)
+{
+	t->body_left = lines;
+	t->in_header = true;
+	t->line_empty = true;
+	t->done = false;
+}
+
+static size_t
+top_feed(struct top_cut *t, const char *p, size_t len)
+{
+	size_t	 i;
+
+	for (i = 0; i < len && !t->done; i++) {
+		if (p[i] == '\n') {
+			if (t->in_header) {
+				if (t->line_empty) {
+					t->in_header = false;
+					t->done = t->body_left == 0;
+				}
+			} else if (--t->body_left == 0)
+				t->done = true;
+			t->line_empty = true;
+		} else if (p[i] != '\r')
+			t->line_empty = false;
+	}
+	return i;
+}
+
+/* Send the dummy for m, whole (RETR) or cut (TOP, lines >= 0). */
+static enum cmd_res
+send_dummy(struct session *s, const struct s_msg *m, bool top,
+    uint64_t lines)
+{
+	struct top_cut	 t;
+	char		*buf;
+	size_t		 len;
+
+	if ((buf = dummy_build(s, m, &len)) == NULL) {
+		log_warn("session: dummy message");
+		return CMD_SRVFAIL;
+	}
+	if (top) {
+		top_init(&t, lines);
+		len = top_feed(&t, buf, len);
+		reply_ok(s, "top of message follows");
+	} else
+		reply_ok(s, "%zu octets", len);
+	pop3_ml_text(&s->c, buf, len);
+	pop3_ml_end(&s->c);
+	free(buf);
+	log_info("sid=%016" PRIx64 " event=dummy punt=%s id=%" PRIu64,
+	    s->sid, s->cf->punts[s->punts[m->sp].cfi].name, m->id);
+	return s->c.werr == POP3_OK ? CMD_REPLIED : CMD_IOFAIL;
+}
+
+static enum cmd_res
+cmd_retr(struct session *s, struct pop3_args *a)
+{
+	struct s_msg	*m;
+	struct stat	 sb;
+	size_t		 idx;
+	int		 fd, rc;
+
+	if (session_msn(s, a->argv[0], &idx) == -1)
+		return CMD_BAD;
+	m = &s->msgs[idx];
+	if ((rc = msg_open(s, m, &fd)) == -1)
+		return CMD_REPLIED;
+	if (rc == 1)
+		return send_dummy(s, m, false, 0);
+	if (fstat(fd, &sb) == -1) {
+		log_warn("session: fstat");
+		close(fd);
+		reply_err(s, "SYS/TEMP", "message unavailable, try later");
+		return CMD_REPLIED;
+	}
+	pop3_cork(&s->c, true);
+	reply_ok(s, "%" PRIu64 " octets", m->octets);
+	pop3_printf(&s->c, "Return-Path: <%s>\r\n", msg_sender(s, m));
+	/* The stored file is already CRLF and dot-stuffed. */
+	rc = pop3_sendfile(&s->c, fd, 0, (size_t)sb.st_size);
+	close(fd);
+	if (rc == -1)
+		return CMD_IOFAIL;
+	pop3_ml_end(&s->c);
+	pop3_cork(&s->c, false);
+	if (s->c.werr != POP3_OK)
+		return CMD_IOFAIL;
+	/* Handed to the kernel in full: RD (DESIGN.md §3). */
+	m->read_now = true;
+	s->n_retr++;
+	if (s->w->sb != NULL)
+		atomic_fetch_add(&s->w->sb->hdr->total_retrieved, 1);
+	return CMD_REPLIED;
+}
+
+static enum cmd_res
+cmd_top(struct session *s, struct pop3_args *a)
+{
+	struct top_cut	 t;
+	struct s_msg	*m;
+	char		*buf;
+	uint64_t	 lines;
+	ssize_t		 n;
+	size_t		 idx, out;
+	int		 fd, rc;
+	char		 last = '\n';
+
+	if (session_msn(s, a->argv[0], &idx) == -1)
+		return CMD_BAD;
+	if (util_parse_u64(a->argv[1], UINT64_MAX, &lines) == -1)
+		return reply_err(s, NULL, "line count must be digits");
+	m = &s->msgs[idx];
+	if ((rc = msg_open(s, m, &fd)) == -1)
+		return CMD_REPLIED;
+	s->n_top++;
+	if (rc == 1)
+		return send_dummy(s, m, true, lines);
+	if ((buf = malloc(TOP_CHUNK)) == NULL) {
+		close(fd);
+		return CMD_SRVFAIL;
+	}
+	reply_ok(s, "top of message follows");
+	pop3_printf(&s->c, "Return-Path: <%s>\r\n", msg_sender(s, m));
+	top_init(&t, lines);
+	while (!t.done) {
+		if ((n = read(fd, buf, TOP_CHUNK)) == -1) {
+			if (errno == EINTR)
+				continue;
+			/* Mid-reply: the only honest way out is to drop. */
+			log_warn("session: top: read");
+			free(buf);
+			close(fd);
+			return CMD_IOFAIL;
+		}
+		if (n == 0)
+			break;
+		out = top_feed(&t, buf, (size_t)n);
+		if (out > 0) {
+			last = buf[out - 1];
+			if (pop3_write(&s->c, buf, out) == -1)
+				break;
+		}
+	}
+	free(buf);
+	close(fd);
+	if (last != '\n')
+		pop3_write(&s->c, "\r\n", 2);
+	pop3_ml_end(&s->c);
+	return s->c.werr == POP3_OK ? CMD_REPLIED : CMD_IOFAIL;
+}
+
+static enum cmd_res
+cmd_env(struct session *s, struct pop3_args *a)
+{
+	char		 uidl[STORE_UIDL_MAX], date[DATE_MAX], line[512];
+	const char	*sender, *rcpt;
+	struct s_msg	*m;
+	struct s_punt	*sp;
+	size_t		 idx;
+	int		 n;
+
+	if (session_msn(s, a->argv[0], &idx) == -1)
+		return CMD_BAD;
+	m = &s->msgs[idx];
+	sp = &s->punts[m->sp];
+	/*
+	 * Always a multi-line +OK for a listed number, also after SMTP took
+	 * the message: fetchmail never checks for -ERR here, so the answer
+	 * comes from the snapshot.
+	 */
+	reply_ok(s, "envelope follows");
+	pop3_ml_line(&s->c, "RD",
+	    (m->flags & STORE_F_READ) != 0 || m->read_now ? 2 : 0);
+	store_uidl(sp->st, m->id, uidl);
+	util_rfc5322_date(m->arrival_us, date, sizeof(date));
+	n = snprintf(line, sizeof(line), "%s %s %s",
+	    s->cf->punts[sp->cfi].name, uidl, date);
+	pop3_ml_line(&s->c, line, (size_t)n);
+	sender = msg_sender(s, m);
+	pop3_ml_line(&s->c, sender, strlen(sender));
+	if (sp->env != NULL) {
+		for (rcpt = sender + strlen(sender) + 1; *rcpt != '\0';
+		    rcpt += strlen(rcpt) + 1) {
+			if (s->user[0] != '\0' &&
+			    strcasecmp(rcpt, s->user) != 0)
+				continue;
+			n = snprintf(line, sizeof(line), "%s@%s", rcpt,
+			    s->host);
+			if (n > 0 && (size_t)n < sizeof(line))
+				pop3_ml_line(&s->c, line, (size_t)n);
+		}
+	}
+	pop3_ml_end(&s->c);
+	return CMD_REPLIED;
+}
+
+/* ---- UPDATE and the end of a session ---- */
+
+/*
+ * Commit the RD flags of messages sent in full, one commit per punt.
+ * Runs before the locks go, however the session ends, so the next
+ * session sees them; a session that only looked writes nothing.
+ */
+static void
+commit_rd(struct session *s)
+{
+	uint64_t	*ids;
+	size_t		 i, n;
+	int		 p;
+
+	if (s->nmsgs == 0 ||
+	    (ids = calloc(s->nmsgs, sizeof(*ids))) == NULL)
+		return;
+	for (p = 0; p < s->npunts; p++) {
+		n = 0;
+		for (i = 0; i < s->nmsgs; i++)
+			if (s->msgs[i].sp == p && s->msgs[i].read_now &&
+			    (s->msgs[i].flags & STORE_F_READ) == 0)
+				ids[n++] = s->msgs[i].id;
+		if (n == 0)
+			continue;
+		if (store_mark_read(s->punts[p].st, ids, n) == -1) {
+			log_warnx("sid=%016" PRIx64 " punt=%s event=rd-failed"
+			    " msgs=%zu", s->sid,
+			    s->cf->punts[s->punts[p].cfi].name, n);
+			continue;
+		}
+		for (i = 0; i < s->nmsgs; i++)
+			if (s->msgs[i].sp == p && s->msgs[i].read_now)
+				s->msgs[i].flags |= STORE_F_READ;
+	}
+	free(ids);
+}
+
+/* RFC 1939 §6: remove the deleted messages.  Returns how many remain. */
+static size_t
+update_remove(struct session *s)
+{
+	uint64_t	*ids;
+	size_t		 i, n, failed = 0;
+	int		 p;
+
+	if (s->nmsgs == 0)
+		return 0;
+	if ((ids = calloc(s->nmsgs, sizeof(*ids))) == NULL) {
+		for (i = 0; i < s->nmsgs; i++)
+			failed += s->msgs[i].deleted;
+		return failed;
+	}
+	for (p = 0; p < s->npunts; p++) {
+		n = 0;
+		for (i = 0; i < s->nmsgs; i++)
+			if (s->msgs[i].sp == p && s->msgs[i].deleted)
+				ids[n++] = s->msgs[i].id;
+		if (n == 0)
+			continue;
+		if (store_remove(s->punts[p].st, ids, n,
+		    s->user[0] != '\0' ? s->user : NULL) != STORE_OK) {
+			log_warnx("sid=%016" PRIx64 " punt=%s event=remove-failed"
+			    " msgs=%zu", s->sid,
+			    s->cf->punts[s->punts[p].cfi].name, n);
+			failed += n;
+			continue;
+		}
+		s->n_removed += n;
+		if (s->w->sb != NULL)
+			atomic_fetch_add(&s->w->sb->hdr->total_deleted, n);
+	}
+	free(ids);
+	return failed;
+}
+
+static enum cmd_res
+cmd_quit(struct session *s, struct pop3_args *a)
+{
+	size_t	 failed;
+
+	(void)a;
+	if (s->state == ST_AUTH) {
+		s->how = END_QUIT;
+		reply_ok(s, "sdps signing off");
+		return CMD_CLOSE;
+	}
+	slot_state(s, SB_UPDATE);
+	commit_rd(s);
+	if ((failed = update_remove(s)) > 0) {
+		s->how = END_UPDATE_FAILED;
+		reply_err(s, "SYS/TEMP", "%zu messages not removed", failed);
+	} else {
+		s->how = END_QUIT;
+		reply_ok(s, "sdps signing off (%" PRIu64 " messages removed)",
+		    s->n_removed);
+	}
+	return CMD_CLOSE;
+}
+
+static enum end_how
+how_from_io(enum pop3_res r)
+{
+	switch (r) {
+	case POP3_TIMEOUT:
+		return END_TIMEOUT;
+	case POP3_KILLED:
+		return END_KILLED;
+	case POP3_OK:
+	case POP3_TOO_LONG:
+	case POP3_NUL:
+	case POP3_EOF:
+	case POP3_ERR:
+		break;
+	}
+	return END_DROP;
+}
+
+static void
+session_end(struct session *s)
+{
+	struct sb_slot	*sl = s->w->slot;
+
+	/* A drop, timeout or kill deletes nothing (RFC 1939 §6) but RD
+	 * still counts; all before the locks go. */
+	commit_rd(s);
+	release_punts(s);
+	/* Only now the last reply: a client that reconnects at once after
+	 * QUIT must not find its own locks still held. */
+	pop3_flush(&s->c);
+	if (s->w->sb != NULL)
+		atomic_fetch_add(&s->w->sb->hdr->total_octets_out,
+		    s->c.octets_out);
+	log_info("sid=%016" PRIx64 " peer=%s event=logout maildrop=%s"
+	    " top=%" PRIu64 " retr=%" PRIu64 " dele=%" PRIu64
+	    " removed=%" PRIu64 " octets=%" PRIu64 " end=%s", s->sid,
+	    s->peer, s->state == ST_TRANS ? s->maildrop : "-", s->n_top,
+	    s->n_retr, s->n_dele, s->n_removed, s->c.octets_out,
+	    end_name(s->how));
+	if (sl != NULL) {
+		sb_slot_write_begin(sl);
+		sl->retr = s->n_retr;
+		sl->top = s->n_top;
+		sl->dele = s->n_dele;
+		sl->octets_out = s->c.octets_out;
+		sl->state = SB_IDLE;
+		sl->session_id = 0;
+		sl->maildrop[0] = '\0';
+		sl->command[0] = '\0';
+		sl->login_us = 0;
+		sl->punts_used = 0;
+		sb_slot_write_end(sl);
+	}
+}
+
+/* One line in, one reply out; false when the session is over. */
+static bool
+session_step(struct session *s)
+{
+	enum pop3_res	 r;
+	enum cmd_res	 res = CMD_REPLIED;
+	char		*line;
+	size_t		 len = 0;
+
+	r = pop3_read_line(&s->c, &line, &len);
+	switch (r) {
+	case POP3_OK:
+		res = session_dispatch(s, line);
+		/* The line may have held a password. */
+		explicit_bzero(line, len);
+		break;
+	case POP3_TOO_LONG:
+		res = reply_err(s, NULL, "line too long");
+		break;
+	case POP3_NUL:
+		res = reply_err(s, NULL, "NUL octet in command");
+		break;
+	case POP3_EOF:
+	case POP3_TIMEOUT:
+	case POP3_KILLED:
+	case POP3_ERR:
+		/* RFC 1939 §3: an autologout closes without a reply. */
+		s->how = how_from_io(r);
+		return false;
+	}
+	switch (res) {
+	case CMD_OK:
+		pop3_write(&s->c, "+OK\r\n", 5);
+		break;
+	case CMD_REPLIED:
+		break;
+	case CMD_BAD:
+		s->bad_commands++;
+		if (s->cf->max_bad_commands > 0 &&
+		    s->bad_commands >= s->cf->max_bad_commands) {
+			log_info("sid=%016" PRIx64 " peer=%s event=badcmd-limit",
+			    s->sid, s->peer);
+			s->how = END_BADCMD;
+		}
+		break;
+	case CMD_CLOSE:
+		break;
+	case CMD_IOFAIL:
+		if (s->how == END_NONE)
+			s->how = how_from_io(s->c.werr);
+		break;
+	case CMD_SRVFAIL:
+		log_warnx("sid=%016" PRIx64 " event=server-failure", s->sid);
+		reply_err(s, "SYS/TEMP", "internal error, try later");
+		break;
+	}
+	slot_counters(s);
+	if (s->how == END_NONE && s->c.werr != POP3_OK)
+		s->how = how_from_io(s->c.werr);
+	if (s->how == END_NONE && s->w->kill_session != NULL &&
+	    *s->w->kill_session != 0)
+		s->how = END_KILLED;
+	return s->how == END_NONE;
+}
+
+void
+session_run(struct worker_ctx *w, int fd, const char *peer)
+{
+	struct session		*s;
+	struct sigaction	 sa;
+	uint64_t		 now_us = util_now_us();
+
+	/* sendfile(2) cannot say MSG_NOSIGNAL; a client hanging up during
+	 * RETR must end the session, not the worker. */
+	if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+		signal(SIGPIPE, SIG_IGN);
+	if ((s = calloc(1, sizeof(*s))) == NULL) {
+		log_warn("session: calloc");
+		return;
+	}
+	s->w = w;
+	s->cf = w->cf;
+	s->state = ST_AUTH;
+	s->how = END_NONE;
+	snprintf(s->peer, sizeof(s->peer), "%s", peer != NULL ? peer : "-");
+	s->sid = w->sb != NULL ? sb_session_id(w->sb) : now_us;
+	if (pop3_init(&s->c, fd, POP3_LINE_MAX, s->cf->idle_timeout_s,
+	    s->cf->send_timeout_s, w->kill_session) == -1) {
+		free(s);
+		return;
+	}
+	if (w->sb != NULL)
+		atomic_fetch_add(&w->sb->hdr->total_sessions, 1);
+	slot_session_start(s, now_us);
+	log_info("sid=%016" PRIx64 " peer=%s event=connect", s->sid, s->peer);
+	pop3_write(&s->c, "+OK sdps ready\r\n", 16);
+	while (session_step(s))
+		;
+	session_end(s);
+	pop3_free(&s->c);
+	free(s);
+}
