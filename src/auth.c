@@ -696,9 +696,10 @@ auth_host_list(struct auth *a,
 		n = 0;
 		while ((rc = mdb_cursor_get(cur, &k, &d, op)) == 0) {
 			op = MDB_NEXT;
+			/* Skip the key the batch before ended on. */
 			if (k.mv_size == strlen(last) &&
 			    memcmp(k.mv_data, last, k.mv_size) == 0)
-				continue;	/* the batch before ended here */
+				continue;
 			if (k.mv_size == 0 || k.mv_size > UTIL_HOST_MAX ||
 			    rec_decode(&d, &r) == -1) {
 				log_warnx("auth %s: bad record skipped",

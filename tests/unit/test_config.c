@@ -287,8 +287,8 @@ test_limits(void **state)
 	assert_non_null(text = malloc(8192));
 	off = 0;
 	for (i = 0; i <= CONFIG_PUNT_MAX; i++)
-		off += (size_t)sprintf(text + off, "[punt p%zu]\npath = /p%zu\n",
-		    i, i);
+		off += (size_t)sprintf(text + off,
+		    "[punt p%zu]\npath = /p%zu\n", i, i);
 	assert_int_equal(load(text, &cf, err, sizeof(err)), -1);
 	snprintf(want, sizeof(want), "%s:%d: more than", file,
 	    2 * CONFIG_PUNT_MAX + 1);
