@@ -181,7 +181,10 @@ main(int argc, char **argv)
 			seen |= O_AGENT;
 			break;
 		case 'S':
-			if (util_parse_u64(optarg, 2, &v) == -1 || v < 1)
+			/* The range is checked here too: util_parse_u64
+			 * let a digit above a one-digit max through. */
+			if (util_parse_u64(optarg, 2, &v) == -1 || v < 1 ||
+			    v > 2)
 				return usage_fail("--slot must be 1 or 2");
 			c.slot = (int)v;
 			seen |= O_SLOT;
