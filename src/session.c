@@ -1317,14 +1317,17 @@ session_run(struct worker_ctx *w, int fd, const char *peer)
 	s->state = ST_AUTH;
 	s->how = END_NONE;
 	snprintf(s->peer, sizeof(s->peer), "%s", peer != NULL ? peer : "-");
-	s->sid = w->sb != NULL ? sb_session_id(w->sb) : now_us;
+	/* The worker may have numbered the connection already; sdps-ctl
+	 * kill names sessions by what the slot shows. */
+	if (w->slot != NULL && w->slot->session_id != 0)
+		s->sid = w->slot->session_id;
+	else
+		s->sid = w->sb != NULL ? sb_session_id(w->sb) : now_us;
 	if (pop3_init(&s->c, fd, POP3_LINE_MAX, s->cf->idle_timeout_s,
 	    s->cf->send_timeout_s, w->kill_session) == -1) {
 		free(s);
 		return;
 	}
-	if (w->sb != NULL)
-		atomic_fetch_add(&w->sb->hdr->total_sessions, 1);
 	slot_session_start(s, now_us);
 	log_info("sid=%016" PRIx64 " peer=%s event=connect", s->sid, s->peer);
 	pop3_write(&s->c, "+OK sdps ready\r\n", 16);
