@@ -131,9 +131,7 @@ def test_rule3_dummy_after_smtp_done(daemon):
         msg = check_dummy(raw)
         body = msg.get_body(preferencelist=("plain",)).get_content()
         assert body.strip()
-        top = p.top(1, 0)
-        assert top == raw.partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
-        check_dummy(top)
+        check_dummy(p.top(1, 0))
         # *ENV still answers from the snapshot
         env = p.env(1)
         assert env[2] == SENDER
@@ -141,6 +139,20 @@ def test_rule3_dummy_after_smtp_done(daemon):
         assert p.quit().startswith("+OK")
     with daemon.login_when_free() as p:
         assert p.stat() == (0, 0)
+
+
+def test_rule3_dummy_top_matches_retr(daemon):
+    """TOP n 0 shows the header block of the message RETR n sends, also
+    for the dummy (RFC 1939 TOP): a client may match the two."""
+    daemon.deliver_ok(message("taken"), ALICE)
+    with daemon.login() as p:
+        ref = daemon.ref(p.uidl()[1])
+        assert ctl(daemon, "smtp", "claim", ref, "--agent", "a").rc == 0
+        assert ctl(daemon, "smtp", "done", ref).rc == 0
+        raw = p.retr(1)
+        top = p.top(1, 0)
+        assert top == raw.partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
+        assert p.retr(1) == raw
 
 
 def test_rule3_dummy_when_top_first(daemon):
@@ -516,9 +528,9 @@ def test_look_only_session_writes_nothing(daemon, user):
     with daemon.login(user, PW1) as p:
         p.quit()
     daemon.wait_log(r"event=(logout|quit)", 1)
+    stat = daemon.spool_stat()
     idx = index_fingerprint(daemon)
     files = spool_fingerprint(daemon)
-    stat = daemon.spool_stat()
     for _ in range(3):
         with daemon.login_when_free(user, PW1) as p:
             p.stat()
@@ -530,7 +542,7 @@ def test_look_only_session_writes_nothing(daemon, user):
             assert p.closed()
     assert index_fingerprint(daemon) == idx
     assert spool_fingerprint(daemon) == files
-    assert daemon.spool_stat() == stat
+    assert daemon.spool_stat()["punts"] == stat["punts"]
 
 
 def test_retr_session_does_write(daemon):
