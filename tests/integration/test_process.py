@@ -300,24 +300,36 @@ def test_one_login_and_one_logout_line_per_session(mail):
     with mail.login_when_free(ALICE, PW1) as p:
         p.stat()
     # the second one dropped without QUIT
+
     def sessions():
         ev = {}
         for ln in mail.log_lines(r"\bsid="):
             kv = parse_kv(ln)
             ev.setdefault(kv["sid"], []).append(kv)
         done = [v for v in ev.values()
-                if any(e.get("event") not in (None, "login") for e in v)
+                if any(e.get("event") == "logout" for e in v)
                 and any(e.get("event") == "login" for e in v)]
         return len(done) >= 2 and ev
     ev = wait_for(sessions, what="two sessions logged")
     logged = [v for v in ev.values()
               if any(e.get("event") == "login" for e in v)]
     assert len(logged) == 2
+    ends = []
     for v in logged:
-        logins = [e for e in v if e.get("event") == "login"]
-        assert len(logins) == 1
-        ends = [e for e in v if e.get("event") in
-                ("logout", "quit", "drop", "close", "end")]
-        assert len(ends) == 1, v
+        assert len([e for e in v if e.get("event") == "login"]) == 1, v
+        out = [e for e in v if e.get("event") == "logout"]
+        assert len(out) == 1, v
+        ends.append(out[0])
+    first, second = ends
+    assert first["maildrop"] == HOST
+    assert (first["retr"], first["dele"], first["removed"]) == \
+        ("1", "1", "1")
+    assert first["end"] == "quit"
+    assert second["maildrop"] == ALICE
+    assert second["removed"] == "0"
+    assert second["end"] != "quit"
+    # every session (also the readiness probes) ends with one logout line
+    for sid, v in ev.items():
+        assert len([e for e in v if e.get("event") == "logout"]) <= 1, v
     log = mail.log()
     assert PW1 not in log
