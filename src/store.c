@@ -1043,7 +1043,7 @@ store_list(struct store *st, const char *host, const char *user,
 	struct store_entry	*e = NULL;
 	struct rec		 r;
 	MDB_txn			*txn;
-	MDB_cursor		*cur;
+	MDB_cursor		*cur = NULL;
 	MDB_val			 key, val, rv;
 	char			*arena = NULL;
 	size_t			 cnt, ne = 0, alen = 0, acap = 0;
@@ -1113,6 +1113,8 @@ store_list(struct store *st, const char *host, const char *user,
 		goto fail;
 	}
  done:
+	if (cur != NULL)
+		mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
 	if (ne == 0) {
 		free(e);
@@ -1126,6 +1128,8 @@ store_list(struct store *st, const char *host, const char *user,
 		free(arena);
 	return 0;
  fail:
+	if (cur != NULL)
+		mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
 	free(e);
 	free(arena);
@@ -1596,7 +1600,7 @@ int
 store_walk(struct store *st, const char *host, store_walk_fn *fn, void *arg)
 {
 	MDB_txn		*txn;
-	MDB_cursor	*cur;
+	MDB_cursor	*cur = NULL;
 	MDB_val		 key, val;
 	MDB_cursor_op	 op;
 	int		 rc, stop = 0, ret = -1;
@@ -1629,6 +1633,8 @@ store_walk(struct store *st, const char *host, store_walk_fn *fn, void *arg)
 	}
 	ret = 0;
  out:
+	if (cur != NULL)
+		mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
 	return ret;
 }
@@ -1639,7 +1645,7 @@ store_hosts(struct store *st, int (*fn)(const char *host, uint64_t msgs,
 {
 	char		 host[UTIL_HOST_MAX + 1];
 	MDB_txn		*txn;
-	MDB_cursor	*cur;
+	MDB_cursor	*cur = NULL;
 	MDB_val		 key, val;
 	MDB_cursor_op	 op = MDB_FIRST;
 	size_t		 cnt;
@@ -1671,6 +1677,8 @@ store_hosts(struct store *st, int (*fn)(const char *host, uint64_t msgs,
 	}
 	ret = 0;
  out:
+	if (cur != NULL)
+		mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
 	return ret;
 }
@@ -1839,20 +1847,16 @@ dup_exists(struct store *st, MDB_cursor *hc, const char *host, size_t hlen,
 
 /* Pass over the msg db: collect records (for the file pass) and faults. */
 static int
-fsck_scan_msgs(struct fsck *f, MDB_txn *txn)
+fsck_scan_msgs_c(struct fsck *f, MDB_cursor *cur,
+    MDB_cursor *hc)
 {
 	struct store	*st = f->st;
-	MDB_cursor	*cur, *hc;
 	MDB_val		 key, val;
 	MDB_cursor_op	 op;
 	struct rec	 r;
 	uint64_t	 id;
 	int		 rc;
 
-	if ((rc = mdb_cursor_open(txn, st->msg, &cur)) != 0)
-		return -1;
-	if ((rc = mdb_cursor_open(txn, st->host, &hc)) != 0)
-		return -1;
 	for (op = MDB_FIRST; (rc = mdb_cursor_get(cur, &key, &val, op)) == 0;
 	    op = MDB_NEXT) {
 		f->out->msgs_checked++;
@@ -1880,20 +1884,33 @@ fsck_scan_msgs(struct fsck *f, MDB_txn *txn)
 	return rc == MDB_NOTFOUND ? 0 : -1;
 }
 
+static int
+fsck_scan_msgs(struct fsck *f, MDB_txn *txn)
+{
+	MDB_cursor	*cur, *hc;
+	int		 ret = -1;
+
+	if (mdb_cursor_open(txn, f->st->msg, &cur) != 0)
+		return -1;
+	if (mdb_cursor_open(txn, f->st->host, &hc) == 0) {
+		ret = fsck_scan_msgs_c(f, cur, hc);
+		mdb_cursor_close(hc);
+	}
+	mdb_cursor_close(cur);
+	return ret;
+}
+
 /* Pass over the host db: every entry must point at a record of its host. */
 static int
-fsck_scan_hosts(struct fsck *f, MDB_txn *txn)
+fsck_scan_hosts_c(struct fsck *f, MDB_txn *txn, MDB_cursor *cur)
 {
 	struct store	*st = f->st;
-	MDB_cursor	*cur;
 	MDB_val		 key, val, rv;
 	MDB_cursor_op	 op;
 	struct rec	 r;
 	uint64_t	 id;
 	int		 rc;
 
-	if ((rc = mdb_cursor_open(txn, st->host, &cur)) != 0)
-		return -1;
 	for (op = MDB_FIRST; (rc = mdb_cursor_get(cur, &key, &val, op)) == 0;
 	    op = MDB_NEXT) {
 		if (val.mv_size != 8 || key.mv_size > UTIL_HOST_MAX) {
@@ -1910,6 +1927,19 @@ fsck_scan_hosts(struct fsck *f, MDB_txn *txn)
 			return -1;
 	}
 	return rc == MDB_NOTFOUND ? 0 : -1;
+}
+
+static int
+fsck_scan_hosts(struct fsck *f, MDB_txn *txn)
+{
+	MDB_cursor	*cur;
+	int		 ret;
+
+	if (mdb_cursor_open(txn, f->st->host, &cur) != 0)
+		return -1;
+	ret = fsck_scan_hosts_c(f, txn, cur);
+	mdb_cursor_close(cur);
+	return ret;
 }
 
 /* Apply (or only confirm) the index faults in one write transaction. */
