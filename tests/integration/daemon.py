@@ -109,8 +109,18 @@ class Pop3:
     """
 
     def __init__(self, host="127.0.0.1", port=110, timeout=20.0,
-                 greeting=True):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+                 greeting=True, rcvbuf=None):
+        if rcvbuf is None:
+            self.sock = socket.create_connection((host, port),
+                                                 timeout=timeout)
+        else:
+            # a small receive window, set before connect, so a client
+            # that stops reading pushes back on the server quickly
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF,
+                                 rcvbuf)
+            self.sock.settimeout(timeout)
+            self.sock.connect((host, port))
         self.buf = b""
         self.raw = b""          # everything received, for exact checks
         self.greeting = self.line() if greeting else None
@@ -527,18 +537,31 @@ class Daemon:
         return "%s:%d" % (m["punt"], m["id"])
 
 
+def _finish(request, d):
+    """Stop d; then, if the test module sets FSCK_AFTER = True, require
+    `sdps-ctl fsck` to find the punts consistent (DESIGN: the tools are
+    the checkers after each scenario)."""
+    try:
+        d.stop()
+        if getattr(request.module, "FSCK_AFTER", False):
+            r = d.fsck()
+            assert r.rc == 0, "fsck after the test: %r" % (r,)
+    finally:
+        d.spool.cleanup()
+
+
 @pytest.fixture
-def daemon():
+def daemon(request):
     d = Daemon()
     yield d
-    d.cleanup()
+    _finish(request, d)
 
 
 @pytest.fixture
-def daemon1():
+def daemon1(request):
     d = Daemon(npunts=1)
     yield d
-    d.cleanup()
+    _finish(request, d)
 
 
 def msg_bytes(text):

@@ -9,6 +9,9 @@ import pytest
 import harness
 from daemon import HOST, PW1, PW2, daemon, wait_for  # noqa: F401
 
+# every scenario must leave the punts consistent
+FSCK_AFTER = True
+
 ALICE = "alice@" + HOST
 BOB = "bob@" + HOST
 

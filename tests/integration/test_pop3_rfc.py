@@ -10,6 +10,9 @@ import pytest
 import harness
 from daemon import HOST, PW1, Pop3Error, daemon, msg_bytes  # noqa: F401
 
+# every scenario must leave the punts consistent
+FSCK_AFTER = True
+
 SENDER = "sender@example.org"
 RCPT = "alice@" + HOST
 

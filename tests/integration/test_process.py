@@ -12,6 +12,9 @@ import harness
 from daemon import (HOST, PW1, Daemon, daemon, parse_kv,  # noqa: F401
                     wait_for)
 
+# every scenario must leave the punts consistent
+FSCK_AFTER = True
+
 ALICE = "alice@" + HOST
 
 
@@ -333,3 +336,47 @@ def test_one_login_and_one_logout_line_per_session(mail):
         assert len([e for e in v if e.get("event") == "logout"]) <= 1, v
     log = mail.log()
     assert PW1 not in log
+
+
+# ------------------------------------------------ bad commands, send timeout --
+
+def test_bad_command_limit_closes_without_update():
+    d = Daemon(server={"max_bad_commands": 3})
+    try:
+        d.deliver_ok(harness.simple_message("x"), ALICE)
+        p = d.login()
+        with p:
+            p.ok("DELE 1")
+            closed = False
+            for _ in range(10):
+                try:
+                    r = p.cmd("BOGUS")
+                    assert r.startswith("-ERR"), r
+                except (EOFError, ConnectionError):
+                    closed = True
+                    break
+            assert closed or p.closed(), "not closed after the bad limit"
+        with d.login_when_free() as q:
+            assert q.stat()[0] == 1
+        d.wait_log(r"event=logout .*end=badcmd")
+    finally:
+        d.cleanup()
+
+
+def test_client_that_stops_reading_does_not_hold_worker():
+    d = Daemon(server={"send_timeout": 1})
+    try:
+        big = harness.simple_message("big", ("x" * 70 + "\n") * 120000)
+        d.deliver_ok(big, ALICE)
+        p = d.connect(rcvbuf=4096)
+        with p:
+            p.login(HOST, PW1)
+            p.send("RETR 1")        # and never read the 8 MB reply
+            # the server gives up on us: the session ends and the lock
+            # is released
+            wait_for(lambda: not live(d), timeout=60,
+                     what="stuck session ended by send timeout")
+            with d.login_when_free() as q:
+                assert q.stat()[0] == 1
+    finally:
+        d.cleanup()

@@ -13,6 +13,9 @@ import pytest
 import harness
 from daemon import HOST, PW1, Daemon, daemon  # noqa: F401
 
+# every scenario must leave the punts consistent
+FSCK_AFTER = True
+
 ALICE = "alice@" + HOST
 
 

@@ -16,6 +16,9 @@ import pytest
 import harness
 from daemon import HOST, PW1, PW2, daemon, msg_bytes  # noqa: F401
 
+# every scenario must leave the punts consistent
+FSCK_AFTER = True
+
 SENDER = "sender@example.org"
 ALICE = "alice@" + HOST
 BOB = "bob@" + HOST
