@@ -163,6 +163,16 @@ check_acked(const char *punt, const struct ack *acks, size_t nacks)
 }
 
 static void
+add_ack(struct ack **acks, size_t *nacks, size_t *cap, const struct ack *a)
+{
+	if (*nacks == *cap) {
+		*cap = *cap ? *cap * 2 : 256;
+		assert_non_null(*acks = realloc(*acks, *cap * sizeof(**acks)));
+	}
+	(*acks)[(*nacks)++] = *a;
+}
+
+static void
 test_kill_loop(void **state)
 {
 	struct store_opts	 o = { MAP, 600 };
@@ -192,17 +202,18 @@ test_kill_loop(void **state)
 		}
 		assert_true(pid > 0);
 		close(p[1]);
+		/*
+		 * Every other round waits for a first ack, so kills also land
+		 * in a busy store loop however slow the machine (valgrind).
+		 */
+		if (round % 2 == 0 &&
+		    read(p[0], &a, sizeof(a)) == (ssize_t)sizeof(a))
+			add_ack(&acks, &nacks, &cap, &a);
 		usleep((useconds_t)(random() % (MAX_DELAY_US + 1)));
 		kill(pid, SIGKILL);
 		/* The pipe ends when the child is gone; take every ack. */
-		while (read(p[0], &a, sizeof(a)) == (ssize_t)sizeof(a)) {
-			if (nacks == cap) {
-				cap = cap ? cap * 2 : 256;
-				assert_non_null(acks = realloc(acks,
-				    cap * sizeof(*acks)));
-			}
-			acks[nacks++] = a;
-		}
+		while (read(p[0], &a, sizeof(a)) == (ssize_t)sizeof(a))
+			add_ack(&acks, &nacks, &cap, &a);
 		close(p[0]);
 		assert_int_equal(waitpid(pid, &status, 0), pid);
 		/* A child that exited by itself failed to store. */
@@ -211,7 +222,7 @@ test_kill_loop(void **state)
 		killed++;
 	}
 	print_message("%d kills, %zu acknowledged messages\n", killed, nacks);
-	assert_true(nacks > 0);
+	assert_true(nacks >= ROUNDS / 2);
 	check_acked(punt, acks, nacks);
 
 	assert_non_null(st = store_open(punt, "crash", &o, err, sizeof(err)));
