@@ -104,6 +104,7 @@ struct session {
 	struct s_msg		*msgs;
 	size_t			 nmsgs;
 	uint64_t		 n_retr, n_top, n_dele, n_removed;
+	uint64_t		 login_us;
 };
 
 typedef enum cmd_res cmd_fn(struct session *, struct pop3_args *);
@@ -550,11 +551,12 @@ session_login(struct session *s)
 		    s->cf->punts[s->punts[i].cfi].name);
 	}
 	s->state = ST_TRANS;
+	s->login_us = util_now_us();
 	if (sl != NULL) {
 		sb_slot_write_begin(sl);
 		sl->state = SB_TRANS;
 		snprintf(sl->maildrop, sizeof(sl->maildrop), "%s", s->maildrop);
-		sl->login_us = util_now_us();
+		sl->login_us = s->login_us;
 		sl->punts_used = used;
 		sb_slot_write_end(sl);
 	}
@@ -793,8 +795,10 @@ msg_open(struct session *s, const struct s_msg *m, int *fd)
  * while this session still listed it (DESIGN.md §1.3).  RFC 1939 wants
  * LIST to give the exact size RETR will send, and clients (fetchmail)
  * compare the two, so the body is padded to the listed octets whenever
- * the notice fits in that size.  The text is unstuffed, CRLF; *len is
- * its size.  NULL if out of memory.
+ * the notice fits in that size.  It is the same text every time within a
+ * session (a client may match TOP against RETR), so its Date is the
+ * login time and its Message-ID comes from the UIDL.  The text is
+ * unstuffed, CRLF; *len is its size.  NULL if out of memory.
  */
 static char *
 dummy_build(struct session *s, const struct s_msg *m, size_t *len)
@@ -817,7 +821,7 @@ dummy_build(struct session *s, const struct s_msg *m, size_t *len)
 	else
 		snprintf(to, sizeof(to), "postmaster@%s", s->host);
 	store_uidl(sp->st, m->id, uidl);
-	util_rfc5322_date(util_now_us(), now, sizeof(now));
+	util_rfc5322_date(s->login_us, now, sizeof(now));
 	util_rfc5322_date(m->arrival_us, arr, sizeof(arr));
 	rc = asprintf(&buf,
 	    "Return-Path: <>\r\n"
@@ -825,7 +829,7 @@ dummy_build(struct session *s, const struct s_msg *m, size_t *len)
 	    "From: Mail Delivery System <postmaster@%s>\r\n"
 	    "To: <%s>\r\n"
 	    "Subject: Message already delivered by SMTP\r\n"
-	    "Message-ID: <sdps-dummy.%s.%" PRIu64 "@%s>\r\n"
+	    "Message-ID: <sdps-dummy.%s@%s>\r\n"
 	    "MIME-Version: 1.0\r\n"
 	    "Content-Type: text/plain; charset=us-ascii\r\n"
 	    "Auto-Submitted: auto-generated\r\n"
@@ -834,7 +838,7 @@ dummy_build(struct session *s, const struct s_msg *m, size_t *len)
 	    "was listed when this POP3 session began, but it has since\r\n"
 	    "been delivered to you by SMTP and removed from the spool.\r\n"
 	    "Nothing is lost; this notice stands in its place.\r\n",
-	    now, me, to, uidl, util_now_us(), me, uidl, sender, arr);
+	    now, me, to, uidl, me, uidl, sender, arr);
 	if (rc < 0)
 		return NULL;
 	base = (size_t)rc;

@@ -1,0 +1,1102 @@
+/*
+ * Unit tests for session: a real session_run in a forked child over a
+ * socketpair, with real punts, auth store, locks and scoreboard in a
+ * mkdtemp() directory, driven by scripted POP3 lines.  session.c is
+ * included so the command table itself can be walked.
+ */
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "../../src/session.c"
+#include "sdps/wire.h"
+
+#define HOST	"fred.example.net"
+#define PW1	"first-secret"
+#define PW2	"second secret with spaces"
+#define MAP	(16ULL << 20)
+#define NPUNTS	2
+
+struct fx {
+	char		 dir[64];
+	struct config	 cf;
+	struct scoreboard sb;
+	struct store	*st[NPUNTS];	/* the test's own handles */
+};
+
+/* One client connection to a session running in a child. */
+struct cl {
+	int	 fd;
+	pid_t	 pid;
+	char	 buf[65536];
+	size_t	 len;
+};
+
+static volatile sig_atomic_t child_kill, child_term;
+
+static void
+on_usr2(int sig)
+{
+	(void)sig;
+	child_kill = 1;
+}
+
+static int
+setup(void **state)
+{
+	struct fx	*fx;
+	struct auth	*a;
+	char		 err[256], path[PATH_MAX];
+	int		 i;
+
+	if ((fx = calloc(1, sizeof(*fx))) == NULL)
+		return -1;
+	strcpy(fx->dir, "/tmp/test_session.XXXXXX");
+	if (mkdtemp(fx->dir) == NULL)
+		return -1;
+	config_defaults(&fx->cf);
+	snprintf(fx->cf.run_dir, sizeof(fx->cf.run_dir), "%s/run", fx->dir);
+	snprintf(fx->cf.auth_path, sizeof(fx->cf.auth_path), "%s/auth",
+	    fx->dir);
+	fx->cf.hash_cost = CONFIG_HASH_MIN;
+	fx->cf.auth_map_size = MAP;
+	fx->cf.store_map_size = MAP;
+	fx->cf.idle_timeout_s = 60;
+	fx->cf.send_timeout_s = 30;
+	fx->cf.auth_fail_delay_ms = 0;
+	fx->cf.auth_max_failures = 3;
+	fx->cf.max_bad_commands = 30;
+	fx->cf.expire_days = 30;
+	fx->cf.npunts = NPUNTS;
+	snprintf(fx->cf.punts[0].name, sizeof(fx->cf.punts[0].name), "alpha");
+	snprintf(fx->cf.punts[1].name, sizeof(fx->cf.punts[1].name), "beta");
+	if (util_mkdir_p(fx->cf.run_dir, 0700) == -1)
+		return -1;
+	for (i = 0; i < NPUNTS; i++) {
+		snprintf(path, sizeof(path), "%s/%s", fx->dir,
+		    fx->cf.punts[i].name);
+		snprintf(fx->cf.punts[i].path, sizeof(fx->cf.punts[i].path),
+		    "%s", path);
+		if (store_create(path, fx->cf.punts[i].name, MAP, err,
+		    sizeof(err)) == -1) {
+			fprintf(stderr, "store_create: %s\n", err);
+			return -1;
+		}
+		fx->st[i] = store_open(path, fx->cf.punts[i].name,
+		    &(struct store_opts){ MAP, 600 }, err, sizeof(err));
+		if (fx->st[i] == NULL) {
+			fprintf(stderr, "store_open: %s\n", err);
+			return -1;
+		}
+	}
+	a = auth_open(fx->cf.auth_path, MAP, true, CONFIG_HASH_MIN, err,
+	    sizeof(err));
+	if (a == NULL || auth_host_add(a, HOST, PW1, PW2, err,
+	    sizeof(err)) == -1) {
+		fprintf(stderr, "auth: %s\n", err);
+		return -1;
+	}
+	auth_close(a);
+	if (sb_create(fx->cf.run_dir, 4, &fx->cf, &fx->sb) == -1)
+		return -1;
+	*state = fx;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fx	*fx = *state;
+	char		 cmd[128];
+	int		 i;
+
+	for (i = 0; i < NPUNTS; i++)
+		store_close(fx->st[i]);
+	sb_close(&fx->sb);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx->dir);
+	i = system(cmd);
+	free(fx);
+	return i == 0 ? 0 : -1;
+}
+
+/* Store one message (raw text, any line ends) on punt p. */
+static uint64_t
+put(struct fx *fx, int p, const char *sender, const char *const *rcpts,
+    size_t nrcpts, const char *text)
+{
+	struct store_envelope	 env = { HOST, sender, rcpts, nrcpts };
+	struct wire		 w;
+	uint64_t		 id = 0;
+	char			 err[256] = "";
+
+	wire_init(&w, 0);
+	assert_int_equal(wire_feed(&w, text, strlen(text)), WIRE_OK);
+	assert_int_equal(wire_finish(&w), WIRE_OK);
+	if (store_put(fx->st[p], &env, w.buf, w.len, w.body_octets, &id, err,
+	    sizeof(err)) != STORE_OK)
+		fail_msg("store_put: %s", err);
+	wire_free(&w);
+	return id;
+}
+
+static const char *const ALICE[] = { "alice" };
+static const char *const BOB[] = { "bob" };
+static const char *const BOTH[] = { "alice", "bob" };
+
+/* Start a session in a child; slot is the scoreboard slot it uses. */
+static void
+cl_start(struct fx *fx, struct cl *c, int slot)
+{
+	struct worker_ctx	 w;
+	struct auth		*a;
+	char			 err[256];
+	int			 sv[2];
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	memset(c, 0, sizeof(*c));
+	fflush(NULL);
+	c->pid = fork();
+	assert_true(c->pid != -1);
+	if (c->pid == 0) {
+		close(sv[0]);
+		signal(SIGUSR2, on_usr2);
+		memset(&w, 0, sizeof(w));
+		a = auth_open(fx->cf.auth_path, MAP, false, CONFIG_HASH_MIN,
+		    err, sizeof(err));
+		if (a == NULL)
+			_exit(2);
+		w.cf = &fx->cf;
+		w.sb = &fx->sb;
+		w.slot = &fx->sb.slots[slot];
+		w.auth = a;
+		w.kill_session = &child_kill;
+		w.terminate = &child_term;
+		session_run(&w, sv[1], "192.0.2.7");
+		_exit(0);
+	}
+	close(sv[1]);
+	c->fd = sv[0];
+}
+
+/* Wait for the child; its exit status. */
+static int
+cl_end(struct cl *c)
+{
+	int	 st;
+
+	if (c->fd != -1)
+		close(c->fd);
+	c->fd = -1;
+	assert_int_equal(waitpid(c->pid, &st, 0), c->pid);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static void
+cl_send(struct cl *c, const char *fmt, ...)
+{
+	char	 buf[1024];
+	va_list	 ap;
+	int	 n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf) - 2, fmt, ap);
+	va_end(ap);
+	memcpy(buf + n, "\r\n", 2);
+	assert_int_equal(write(c->fd, buf, (size_t)n + 2), n + 2);
+}
+
+/* One reply line without CRLF; -1 at EOF.  Fails on a hang. */
+static int
+cl_line(struct cl *c, char *out, size_t outlen)
+{
+	struct pollfd	 pfd = { .fd = c->fd, .events = POLLIN };
+	char		*lf;
+	size_t		 n;
+	ssize_t		 r;
+
+	for (;;) {
+		if ((lf = memchr(c->buf, '\n', c->len)) != NULL) {
+			n = (size_t)(lf - c->buf);
+			assert_true(n > 0 && c->buf[n - 1] == '\r');
+			assert_true(n - 1 < outlen);
+			memcpy(out, c->buf, n - 1);
+			out[n - 1] = '\0';
+			memmove(c->buf, lf + 1, c->len - n - 1);
+			c->len -= n + 1;
+			return (int)(n - 1);
+		}
+		assert_true(c->len < sizeof(c->buf));
+		if (poll(&pfd, 1, 20000) != 1)
+			fail_msg("no reply within 20 s");
+		r = read(c->fd, c->buf + c->len, sizeof(c->buf) - c->len);
+		if (r <= 0)
+			return -1;
+		c->len += (size_t)r;
+	}
+}
+
+static void
+cl_expect(struct cl *c, const char *prefix)
+{
+	char	 line[2048];
+
+	if (cl_line(c, line, sizeof(line)) == -1)
+		fail_msg("EOF, expected \"%s\"", prefix);
+	if (strncmp(line, prefix, strlen(prefix)) != 0)
+		fail_msg("got \"%s\", expected \"%s\"", line, prefix);
+}
+
+/* The body of a multi-line reply, unstuffed, CRLF line ends (malloc'd). */
+static char *
+cl_multi(struct cl *c, size_t *len)
+{
+	char	 line[4096], *out = NULL, *p;
+	size_t	 cap = 0, n = 0, l;
+	int	 r;
+
+	for (;;) {
+		if ((r = cl_line(c, line, sizeof(line))) == -1)
+			fail_msg("EOF in multi-line reply");
+		if (strcmp(line, ".") == 0)
+			break;
+		p = line[0] == '.' ? line + 1 : line;
+		l = strlen(p);
+		if (n + l + 3 > cap) {
+			cap = (n + l + 3) * 2;
+			assert_non_null(out = realloc(out, cap));
+		}
+		memcpy(out + n, p, l);
+		memcpy(out + n + l, "\r\n", 2);
+		n += l + 2;
+	}
+	if (out == NULL)
+		assert_non_null(out = calloc(1, 1));
+	out[n] = '\0';
+	*len = n;
+	return out;
+}
+
+static void
+cl_login(struct fx *fx, struct cl *c, int slot, const char *user,
+    const char *pw)
+{
+	cl_start(fx, c, slot);
+	cl_expect(c, "+OK sdps ready");
+	cl_send(c, "USER %s", user);
+	cl_expect(c, "+OK");
+	cl_send(c, "PASS %s", pw);
+	cl_expect(c, "+OK");
+}
+
+static void
+cl_quit(struct cl *c, const char *want)
+{
+	cl_send(c, "QUIT");
+	cl_expect(c, want);
+	assert_int_equal(cl_end(c), 0);
+}
+
+/* "+OK n m" or "n m" parsed from a reply. */
+static uint64_t
+reply_num(const char *line, int field)
+{
+	const char	*p = line;
+	int		 i;
+
+	for (i = 0; i < field; i++) {
+		p = strchr(p, ' ');
+		assert_non_null(p);
+		p++;
+	}
+	return strtoull(p, NULL, 10);
+}
+
+/* ---- the table ---- */
+
+static void
+test_table(void **state)
+{
+	size_t	 i, j;
+	const char *p;
+
+	(void)state;
+	for (i = 0; i < NITEMS(cmds); i++) {
+		assert_non_null(cmds[i].fn);
+		assert_true(cmds[i].states != 0);
+		assert_true((cmds[i].states & ~(unsigned)(ST_AUTH | ST_TRANS))
+		    == 0);
+		assert_true(cmds[i].min_args <= cmds[i].max_args);
+		assert_true(cmds[i].max_args <= POP3_ARGS_MAX);
+		for (p = cmds[i].name; *p != '\0'; p++)
+			assert_false(*p >= 'a' && *p <= 'z');
+		for (j = i + 1; j < NITEMS(cmds); j++)
+			assert_true(strcasecmp(cmds[i].name, cmds[j].name) != 0);
+	}
+}
+
+static void
+lower(char *dst, const char *src)
+{
+	for (; *src != '\0'; src++)
+		*dst++ = (*src >= 'A' && *src <= 'Z') ? *src + 32 : *src;
+	*dst = '\0';
+}
+
+static void
+test_state_masks(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 c;
+	char		 name[8];
+	size_t		 i;
+	int		 n = 0;
+
+	put(fx, 0, "a@b.example", ALICE, 1, "Subject: x\n\nbody\n");
+	/* AUTHORIZATION: everything not allowed there answers -ERR. */
+	cl_start(fx, &c, 0);
+	cl_expect(&c, "+OK sdps ready");
+	for (i = 0; i < NITEMS(cmds); i++) {
+		if (cmds[i].states & ST_AUTH)
+			continue;
+		lower(name, cmds[i].name);
+		cl_send(&c, "%s 1 1", (n++ & 1) ? name : cmds[i].name);
+		cl_expect(&c, "-ERR");
+	}
+	cl_quit(&c, "+OK");
+	/* TRANSACTION likewise, in lower case too. */
+	cl_login(fx, &c, 0, HOST, PW1);
+	for (i = 0; i < NITEMS(cmds); i++) {
+		if (cmds[i].states & ST_TRANS)
+			continue;
+		lower(name, cmds[i].name);
+		cl_send(&c, "%s x", (n++ & 1) ? name : cmds[i].name);
+		cl_expect(&c, "-ERR");
+	}
+	/* And what is allowed works whatever the case. */
+	cl_send(&c, "sTaT");
+	cl_expect(&c, "+OK 1 ");
+	cl_send(&c, "noop");
+	cl_expect(&c, "+OK");
+	cl_send(&c, "XYZZY");
+	cl_expect(&c, "-ERR unknown command");
+	cl_send(&c, "STAT extra");
+	cl_expect(&c, "-ERR STAT: wrong number of arguments");
+	cl_send(&c, "TOP 1");
+	cl_expect(&c, "-ERR TOP: wrong number of arguments");
+	cl_quit(&c, "+OK");
+}
+
+static void
+test_capa(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 c;
+	char		*body;
+	size_t		 len;
+
+	cl_start(fx, &c, 0);
+	cl_expect(&c, "+OK sdps ready");
+	cl_send(&c, "CAPA");
+	cl_expect(&c, "+OK");
+	body = cl_multi(&c, &len);
+	assert_string_equal(body, "TOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\n"
+	    "AUTH-RESP-CODE\r\nPIPELINING\r\nEXPIRE 30\r\n"
+	    "IMPLEMENTATION sdps\r\nX-SDPS\r\n");
+	free(body);
+	cl_send(&c, "APOP " HOST " 0123456789abcdef0123456789abcdef");
+	cl_expect(&c, "-ERR");
+	cl_quit(&c, "+OK");
+}
+
+/* ---- authorization ---- */
+
+static void
+test_passwords(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 c;
+	char		 line[512];
+
+	/* Either password; PASS takes the rest of the line, spaces too. */
+	cl_login(fx, &c, 0, HOST, PW1);
+	cl_quit(&c, "+OK");
+	cl_login(fx, &c, 0, "FRED.Example.NET", PW2);
+	cl_quit(&c, "+OK");
+	cl_login(fx, &c, 0, "alice@" HOST, PW2);
+	cl_quit(&c, "+OK");
+	cl_login(fx, &c, 0, "alice+" HOST, PW1);
+	cl_quit(&c, "+OK");
+
+	/* Failures: wrong password and unknown host look the same. */
+	cl_start(fx, &c, 0);
+	cl_expect(&c, "+OK sdps ready");
+	cl_send(&c, "PASS " PW1);
+	cl_expect(&c, "-ERR USER first");
+	cl_send(&c, "USER bad..host");
+	cl_expect(&c, "-ERR invalid user name");
+	cl_send(&c, "USER a@b@");
+	cl_expect(&c, "-ERR invalid user name");
+	cl_send(&c, "USER nobody.example.org");
+	cl_expect(&c, "+OK");
+	cl_send(&c, "PASS " PW1);
+	cl_expect(&c, "-ERR [AUTH] ");
+	cl_send(&c, "USER " HOST);
+	cl_expect(&c, "+OK");
+	cl_send(&c, "PASS second secret");
+	cl_expect(&c, "-ERR [AUTH] ");
+	/* A failed PASS forgets the USER. */
+	cl_send(&c, "PASS " PW1);
+	cl_expect(&c, "-ERR USER first");
+	cl_send(&c, "USER " HOST);
+	cl_expect(&c, "+OK");
+	cl_send(&c, "PASS " PW1 "x");
+	cl_expect(&c, "-ERR [AUTH] ");
+	/* The third failure closes the connection. */
+	assert_int_equal(cl_line(&c, line, sizeof(line)), -1);
+	assert_int_equal(cl_end(&c), 0);
+	assert_true(atomic_load(&fx->sb.hdr->total_auth_failures) >= 3);
+}
+
+/* ---- transaction ---- */
+
+static const char MSG1[] =
+    "From: a@b.example\nSubject: one\n\nline 1\n.dot line\n..two\nlast\n";
+static const char MSG2[] =
+    "From: c@d.example\r\nSubject: two\r\nX-Long: " \
+    "0123456789012345678901234567890123456789\r\n\r\nbody\r\n";
+
+static void
+test_sizes_retr(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 c;
+	char		 line[512], *body, want[512];
+	uint64_t	 listed[3], total = 0;
+	size_t		 len, i;
+
+	put(fx, 0, "a@b.example", ALICE, 1, MSG1);
+	put(fx, 1, "", BOTH, 2, MSG2);
+	put(fx, 0, "x@y.example", BOB, 1, MSG1);
+	cl_login(fx, &c, 0, HOST, PW1);
+	cl_send(&c, "LIST");
+	cl_expect(&c, "+OK 3 messages");
+	for (i = 0; i < 3; i++) {
+		assert_true(cl_line(&c, line, sizeof(line)) > 0);
+		assert_int_equal(reply_num(line, 0), i + 1);
+		listed[i] = reply_num(line, 1);
+		total += listed[i];
+	}
+	cl_expect(&c, ".");
+	cl_send(&c, "STAT");
+	assert_true(cl_line(&c, line, sizeof(line)) > 0);
+	snprintf(want, sizeof(want), "+OK 3 %" PRIu64, total);
+	assert_string_equal(line, want);
+	for (i = 0; i < 3; i++) {
+		cl_send(&c, "LIST %zu", i + 1);
+		assert_true(cl_line(&c, line, sizeof(line)) > 0);
+		assert_int_equal(reply_num(line, 2), listed[i]);
+		cl_send(&c, "RETR %zu", i + 1);
+		assert_true(cl_line(&c, line, sizeof(line)) > 0);
+		assert_int_equal(reply_num(line, 1), listed[i]);
+		body = cl_multi(&c, &len);
+		/* RFC 1939: LIST is the exact size RETR sends. */
+		assert_int_equal(len, listed[i]);
+		if (i == 0) {
+			assert_string_equal(body,
+			    "Return-Path: <a@b.example>\r\n"
+			    "From: a@b.example\r\nSubject: one\r\n\r\n"
+			    "line 1\r\n.dot line\r\n..two\r\nlast\r\n");
+		} else if (i == 1) {
+			/* The null sender; arrival order across punts. */
+			assert_int_equal(strncmp(body,
+			    "Return-Path: <>\r\nFrom: c@d.example\r\n", 36), 0);
+		}
+		free(body);
+	}
+	cl_quit(&c, "+OK");
+}
+
+static void
+test_top(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 c;
+	char		*body;
+	size_t		 len;
+
+	put(fx, 0, "a@b.example", ALICE, 1, MSG1);
+	cl_login(fx, &c, 0, HOST, PW1);
+	cl_send(&c, "TOP 1 0");
+	cl_expect(&c, "+OK");
+	body = cl_multi(&c, &len);
+	assert_string_equal(body, "Return-Path: <a@b.example>\r\n"
+	    "From: a@b.example\r\nSubject: one\r\n\r\n");
+	free(body);
+	cl_send(&c, "TOP 1 2");
+	cl_expect(&c, "+OK");
+	body = cl_multi(&c, &len);
+	assert_string_equal(body, "Return-Path: <a@b.example>\r\n"
+	    "From: a@b.example\r\nSubject: one\r\n\r\nline 1\r\n.dot line\r\n");
+	free(body);
+	cl_send(&c, "TOP 1 99999999999");
+	cl_expect(&c, "+OK");
+	body = cl_multi(&c, &len);
+	assert_string_equal(body, "Return-Path: <a@b.example>\r\n"
+	    "From: a@b.example\r\nSubject: one\r\n\r\n"
+	    "line 1\r\n.dot line\r\n..two\r\nlast\r\n");
+	free(body);
+	cl_send(&c, "TOP 1 -1");
+	cl_expect(&c, "-ERR");
+	cl_send(&c, "TOP 2 1");
+	cl_expect(&c, "-ERR");
+	cl_quit(&c, "+OK");
+}
+
+static void
+test_uidl_env(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 c;
+	char		 u1[STORE_UIDL_MAX], u2[STORE_UIDL_MAX], date[64];
+	char		 want[1024], *body;
+	uint64_t	 id1, id2;
+	struct store_msg m;
+	size_t		 len;
+
+	id1 = put(fx, 1, "", BOTH, 2, MSG2);
+	id2 = put(fx, 0, ".dotty@b.example", ALICE, 1, MSG1);
+	store_uidl(fx->st[1], id1, u1);
+	store_uidl(fx->st[0], id2, u2);
+	assert_true(strcmp(u1, u2) != 0);
+	cl_login(fx, &c, 0, HOST, PW1);
+	cl_send(&c, "UIDL");
+	cl_expect(&c, "+OK");
+	body = cl_multi(&c, &len);
+	snprintf(want, sizeof(want), "1 %s\r\n2 %s\r\n", u1, u2);
+	assert_string_equal(body, want);
+	free(body);
+	cl_send(&c, "UIDL 2");
+	snprintf(want, sizeof(want), "+OK 2 %s", u2);
+	cl_expect(&c, want);
+
+	/* *ENV: RD line, punt uidl date, sender, recipients. */
+	assert_int_equal(store_msg_get(fx->st[1], id1, &m), STORE_OK);
+	util_rfc5322_date(m.arrival_us, date, sizeof(date));
+	store_msg_free(&m);
+	cl_send(&c, "*env 1");
+	cl_expect(&c, "+OK");
+	body = cl_multi(&c, &len);
+	snprintf(want, sizeof(want), "\r\nbeta %s %s\r\n\r\nalice@%s\r\n"
+	    "bob@%s\r\n", u1, date, HOST, HOST);
+	assert_string_equal(body, want);
+	free(body);
+	/* A sender that starts with a dot is stuffed on the wire. */
+	cl_send(&c, "*ENV 2");
+	cl_expect(&c, "+OK");
+	cl_expect(&c, "");
+	cl_expect(&c, "alpha ");
+	cl_expect(&c, "..dotty@b.example");
+	cl_expect(&c, "alice@" HOST);
+	cl_expect(&c, ".");
+	/* RD shows at once after a RETR ... */
+	cl_send(&c, "RETR 2");
+	cl_expect(&c, "+OK");
+	free(cl_multi(&c, &len));
+	cl_send(&c, "*ENV 2");
+	cl_expect(&c, "+OK");
+	cl_expect(&c, "RD");
+	free(cl_multi(&c, &len));
+	cl_send(&c, "*ENV 3");
+	cl_expect(&c, "-ERR");
+	cl_quit(&c, "+OK");
+	/* ... and is committed for the next session. */
+	assert_int_equal(store_msg_get(fx->st[0], id2, &m), STORE_OK);
+	assert_true(m.flags & STORE_F_READ);
+	store_msg_free(&m);
+	assert_int_equal(store_msg_get(fx->st[1], id1, &m), STORE_OK);
+	assert_false(m.flags & STORE_F_READ);
+	store_msg_free(&m);
+	cl_login(fx, &c, 0, HOST, PW2);
+	cl_send(&c, "*ENV 2");
+	cl_expect(&c, "+OK");
+	cl_expect(&c, "RD");
+	free(cl_multi(&c, &len));
+	/* UIDL is stable across sessions. */
+	cl_send(&c, "UIDL 1");
+	snprintf(want, sizeof(want), "+OK 1 %s", u1);
+	cl_expect(&c, want);
+	cl_quit(&c, "+OK");
+}
+
+static void
+test_look_only_writes_nothing(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 c;
+	struct stat	 before, after;
+	char		 path[PATH_MAX + 32];
+	size_t		 len;
+
+	put(fx, 0, "a@b.example", ALICE, 1, MSG1);
+	snprintf(path, sizeof(path), "%s/index/data.mdb",
+	    fx->cf.punts[0].path);
+	assert_int_equal(stat(path, &before), 0);
+	cl_login(fx, &c, 0, HOST, PW1);
+	cl_send(&c, "STAT");
+	cl_expect(&c, "+OK 1 ");
+	cl_send(&c, "LIST");
+	cl_expect(&c, "+OK");
+	free(cl_multi(&c, &len));
+	cl_send(&c, "TOP 1 1");
+	cl_expect(&c, "+OK");
+	free(cl_multi(&c, &len));
+	cl_send(&c, "*ENV 1");
+	cl_expect(&c, "+OK");
+	free(cl_multi(&c, &len));
+	cl_quit(&c, "+OK");
+	assert_int_equal(stat(path, &after), 0);
+	assert_true(before.st_mtim.tv_sec == after.st_mtim.tv_sec &&
+	    before.st_mtim.tv_nsec == after.st_mtim.tv_nsec);
+	assert_int_equal(before.st_size, after.st_size);
+}
+
+static size_t
+count_listed(struct fx *fx, int p, const char *user)
+{
+	struct store_entry	*e = NULL;
+	size_t			 n = 0;
+
+	assert_int_equal(store_list(fx->st[p], HOST, user, &e, &n, NULL), 0);
+	free(e);
+	return n;
+}
+
+static void
+test_dele_rset_quit(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 c;
+	char		 line[256];
+
+	put(fx, 0, "a@b.example", ALICE, 1, MSG1);
+	put(fx, 1, "a@b.example", ALICE, 1, MSG2);
+	put(fx, 0, "a@b.example", ALICE, 1, MSG1);
+	cl_login(fx, &c, 0, HOST, PW1);
+	cl_send(&c, "DELE 1");
+	cl_expect(&c, "+OK");
+	cl_send(&c, "DELE 1");
+	cl_expect(&c, "-ERR message 1 already deleted");
+	cl_send(&c, "RETR 1");
+	cl_expect(&c, "-ERR");
+	cl_send(&c, "STAT");
+	assert_true(cl_line(&c, line, sizeof(line)) > 0);
+	assert_int_equal(reply_num(line, 1), 2);
+	cl_send(&c, "LIST");
+	cl_expect(&c, "+OK 2 messages");
+	cl_expect(&c, "2 ");
+	cl_expect(&c, "3 ");
+	cl_expect(&c, ".");
+	cl_send(&c, "RSET");
+	cl_expect(&c, "+OK maildrop has 3 messages");
+	cl_send(&c, "STAT");
+	cl_expect(&c, "+OK 3 ");
+	/* A dropped connection deletes nothing (RFC 1939 §6). */
+	cl_send(&c, "DELE 2");
+	cl_expect(&c, "+OK");
+	assert_int_equal(cl_end(&c), 0);
+	assert_int_equal(count_listed(fx, 0, NULL), 2);
+	assert_int_equal(count_listed(fx, 1, NULL), 1);
+	/* QUIT removes, on every punt. */
+	cl_login(fx, &c, 0, HOST, PW1);
+	cl_send(&c, "DELE 2");
+	cl_expect(&c, "+OK");
+	cl_send(&c, "DELE 3");
+	cl_expect(&c, "+OK");
+	cl_quit(&c, "+OK");
+	assert_int_equal(count_listed(fx, 0, NULL), 1);
+	assert_int_equal(count_listed(fx, 1, NULL), 0);
+	assert_true(atomic_load(&fx->sb.hdr->total_deleted) >= 2);
+}
+
+static void
+test_msn_reasons(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 c;
+	static const char *const bad[] = { "+1", "-1", "1x", " ", "0x1",
+	    "99999999999999999999999", "0", "3", "2" };
+	char		 seen[NITEMS(bad)][256];
+	size_t		 i, j;
+
+	put(fx, 0, "a@b.example", ALICE, 1, MSG1);
+	put(fx, 0, "a@b.example", ALICE, 1, MSG1);
+	cl_login(fx, &c, 0, HOST, PW1);
+	cl_send(&c, "DELE 2");
+	cl_expect(&c, "+OK");
+	for (i = 0; i < NITEMS(bad); i++) {
+		cl_send(&c, "RETR %s", bad[i]);
+		assert_true(cl_line(&c, seen[i], sizeof(seen[i])) > 0);
+		if (strncmp(seen[i], "-ERR", 4) != 0)
+			fail_msg("RETR \"%s\": %s", bad[i], seen[i]);
+	}
+	/* Sign, junk, overflow, zero, range, deleted: each its reason. */
+	assert_string_equal(seen[0], seen[1]);
+	assert_string_equal(seen[2], seen[4]);
+	for (i = 4; i < NITEMS(bad); i++)
+		for (j = i + 1; j < NITEMS(bad); j++)
+			if (strcmp(seen[i], seen[j]) == 0)
+				fail_msg("\"%s\" and \"%s\": same reason",
+				    bad[i], bad[j]);
+	assert_true(strcmp(seen[0], seen[2]) != 0);
+	cl_quit(&c, "+OK");
+}
+
+static void
+test_dummy_after_smtp(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 c;
+	char		 text[4096], line[256], *body, *again, *hdr_end;
+	uint64_t	 id, listed;
+	size_t		 len, len2;
+	int		 i;
+
+	/* Large enough for the notice to be padded to the listed size. */
+	len = (size_t)snprintf(text, sizeof(text), "From: a@b.example\n"
+	    "Subject: big\n\n");
+	for (i = 0; i < 40; i++)
+		len += (size_t)snprintf(text + len, sizeof(text) - len,
+		    "%02d the quick brown fox jumps over the lazy dog\n", i);
+	id = put(fx, 0, "a@b.example", ALICE, 1, text);
+	put(fx, 0, "a@b.example", ALICE, 1, "Subject: tiny\n\nx\n");
+	cl_login(fx, &c, 0, HOST, PW1);
+	cl_send(&c, "LIST 1");
+	assert_true(cl_line(&c, line, sizeof(line)) > 0);
+	listed = reply_num(line, 2);
+	/* SMTP delivers it meanwhile. */
+	assert_int_equal(store_done(fx->st[0], id), STORE_OK);
+	cl_send(&c, "RETR 1");
+	assert_true(cl_line(&c, line, sizeof(line)) > 0);
+	assert_int_equal(reply_num(line, 1), listed);
+	body = cl_multi(&c, &len);
+	assert_int_equal(len, listed);
+	assert_non_null(strstr(body, "\r\nFrom: Mail Delivery System "
+	    "<postmaster@"));
+	assert_non_null(strstr(body, "\r\nSubject: Message already delivered"
+	    " by SMTP\r\n"));
+	assert_non_null(strstr(body, "\r\nDate: "));
+	assert_non_null(strstr(body, "\r\nMessage-ID: <"));
+	assert_non_null(strstr(body, "\r\nTo: <alice@" HOST ">\r\n"));
+	assert_non_null(hdr_end = strstr(body, "\r\n\r\n"));
+	/* The same text again, and TOP shows its header block. */
+	cl_send(&c, "RETR 1");
+	cl_expect(&c, "+OK");
+	again = cl_multi(&c, &len2);
+	assert_int_equal(len2, len);
+	assert_memory_equal(again, body, len);
+	free(again);
+	cl_send(&c, "TOP 1 0");
+	cl_expect(&c, "+OK");
+	again = cl_multi(&c, &len2);
+	assert_int_equal(len2, (size_t)(hdr_end - body) + 4);
+	assert_memory_equal(again, body, len2);
+	free(again);
+	free(body);
+	/* *ENV still answers from the snapshot. */
+	cl_send(&c, "*ENV 1");
+	cl_expect(&c, "+OK");
+	cl_expect(&c, "");
+	cl_expect(&c, "alpha ");
+	cl_expect(&c, "a@b.example");
+	cl_expect(&c, "alice@" HOST);
+	cl_expect(&c, ".");
+	/* DELE of it and QUIT: still +OK. */
+	cl_send(&c, "DELE 1");
+	cl_expect(&c, "+OK");
+	cl_quit(&c, "+OK");
+	assert_int_equal(count_listed(fx, 0, NULL), 1);
+}
+
+static void
+test_locks(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 a, b;
+
+	put(fx, 0, "a@b.example", BOTH, 2, MSG1);
+	cl_login(fx, &a, 0, HOST, PW1);
+	/* A host session excludes every other session on the host. */
+	cl_start(fx, &b, 1);
+	cl_expect(&b, "+OK sdps ready");
+	cl_send(&b, "USER " HOST);
+	cl_expect(&b, "+OK");
+	cl_send(&b, "PASS " PW1);
+	cl_expect(&b, "-ERR [IN-USE] ");
+	cl_send(&b, "USER alice@" HOST);
+	cl_expect(&b, "+OK");
+	cl_send(&b, "PASS " PW2);
+	cl_expect(&b, "-ERR [IN-USE] ");
+	cl_quit(&a, "+OK");
+	/* Gone with the session: now b gets in. */
+	cl_send(&b, "USER alice@" HOST);
+	cl_expect(&b, "+OK");
+	cl_send(&b, "PASS " PW2);
+	cl_expect(&b, "+OK");
+	/* Another user is fine; the same user and the host are not. */
+	cl_login(fx, &a, 2, "bob+" HOST, PW1);
+	cl_quit(&a, "+OK");
+	cl_start(fx, &a, 2);
+	cl_expect(&a, "+OK sdps ready");
+	cl_send(&a, "USER ALICE@" HOST);
+	cl_expect(&a, "+OK");
+	cl_send(&a, "PASS " PW1);
+	cl_expect(&a, "-ERR [IN-USE] ");
+	cl_send(&a, "USER " HOST);
+	cl_expect(&a, "+OK");
+	cl_send(&a, "PASS " PW1);
+	cl_expect(&a, "-ERR [IN-USE] ");
+	cl_quit(&a, "+OK");
+	cl_quit(&b, "+OK");
+}
+
+static void
+test_user_views(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 c;
+	size_t		 len;
+
+	put(fx, 0, "s@x.example", BOTH, 2, MSG1);
+	put(fx, 1, "s@x.example", ALICE, 1, MSG2);
+	put(fx, 0, "s@x.example", BOB, 1, MSG1);
+	cl_login(fx, &c, 0, "alice@" HOST, PW1);
+	cl_send(&c, "STAT");
+	cl_expect(&c, "+OK 2 ");
+	cl_send(&c, "*ENV 1");
+	cl_expect(&c, "+OK");
+	cl_expect(&c, "");
+	cl_expect(&c, "alpha ");
+	cl_expect(&c, "s@x.example");
+	cl_expect(&c, "alice@" HOST);	/* bob is not alice's business */
+	cl_expect(&c, ".");
+	cl_send(&c, "DELE 1");
+	cl_expect(&c, "+OK");
+	cl_quit(&c, "+OK");
+	/* alice's DELE took only her recipient: bob still has it. */
+	assert_int_equal(count_listed(fx, 0, "alice"), 0);
+	assert_int_equal(count_listed(fx, 0, "bob"), 2);
+	cl_login(fx, &c, 0, "bob+" HOST, PW1);
+	cl_send(&c, "STAT");
+	cl_expect(&c, "+OK 2 ");
+	cl_send(&c, "*ENV 1");
+	cl_expect(&c, "+OK");
+	cl_expect(&c, "");
+	cl_expect(&c, "alpha ");
+	cl_expect(&c, "s@x.example");
+	cl_expect(&c, "bob@" HOST);
+	cl_expect(&c, ".");
+	cl_quit(&c, "+OK");
+	cl_login(fx, &c, 0, HOST, PW1);
+	cl_send(&c, "STAT");
+	cl_expect(&c, "+OK 3 ");
+	cl_send(&c, "UIDL");
+	cl_expect(&c, "+OK");
+	free(cl_multi(&c, &len));
+	cl_quit(&c, "+OK");
+}
+
+static void
+test_bad_lines(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 c;
+	char		 big[400];
+
+	memset(big, 'A', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	cl_start(fx, &c, 0);
+	cl_expect(&c, "+OK sdps ready");
+	cl_send(&c, "%s", big);
+	cl_expect(&c, "-ERR line too long");
+	assert_int_equal(write(c.fd, "US\0ER x\r\n", 9), 9);
+	cl_expect(&c, "-ERR NUL");
+	cl_send(&c, "");
+	cl_expect(&c, "-ERR");
+	/* Nothing changed: a normal login still works. */
+	cl_send(&c, "USER " HOST);
+	cl_expect(&c, "+OK");
+	cl_send(&c, "PASS " PW1);
+	cl_expect(&c, "+OK");
+	cl_quit(&c, "+OK");
+}
+
+static void
+test_bad_command_limit(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 c;
+	char		 line[256];
+	unsigned	 i;
+
+	fx->cf.max_bad_commands = 3;
+	cl_start(fx, &c, 0);
+	cl_expect(&c, "+OK sdps ready");
+	for (i = 0; i < 3; i++) {
+		cl_send(&c, "BOGUS");
+		cl_expect(&c, "-ERR");
+	}
+	assert_int_equal(cl_line(&c, line, sizeof(line)), -1);
+	assert_int_equal(cl_end(&c), 0);
+}
+
+static void
+test_pipelining(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 c;
+	const char	 script[] = "USER " HOST "\r\nPASS " PW1 "\r\nSTAT\r\n"
+	    "LIST 1\r\nRETR 1\r\nNOOP\r\nDELE 1\r\nSTAT\r\nQUIT\r\n";
+	size_t		 len;
+
+	put(fx, 1, "a@b.example", ALICE, 1, MSG1);
+	cl_start(fx, &c, 0);
+	assert_int_equal(write(c.fd, script, sizeof(script) - 1),
+	    (ssize_t)sizeof(script) - 1);
+	cl_expect(&c, "+OK sdps ready");
+	cl_expect(&c, "+OK");
+	cl_expect(&c, "+OK maildrop has 1");
+	cl_expect(&c, "+OK 1 ");
+	cl_expect(&c, "+OK 1 ");
+	cl_expect(&c, "+OK");
+	free(cl_multi(&c, &len));
+	cl_expect(&c, "+OK");
+	cl_expect(&c, "+OK message 1 deleted");
+	cl_expect(&c, "+OK 0 0");
+	cl_expect(&c, "+OK");
+	assert_int_equal(cl_end(&c), 0);
+	assert_int_equal(count_listed(fx, 1, NULL), 0);
+}
+
+static void
+test_kill_commits_rd(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 c;
+	struct store_msg m;
+	struct sb_slot	 copy;
+	uint64_t	 id;
+	size_t		 len;
+
+	id = put(fx, 0, "a@b.example", ALICE, 1, MSG1);
+	cl_login(fx, &c, 3, HOST, PW1);
+	cl_send(&c, "RETR 1");
+	cl_expect(&c, "+OK");
+	free(cl_multi(&c, &len));
+	cl_send(&c, "DELE 1");
+	cl_expect(&c, "+OK");
+	/* The scoreboard shows the session. */
+	sb_slot_read(&fx->sb.slots[3], &copy);
+	assert_int_equal(copy.state, SB_TRANS);
+	assert_string_equal(copy.maildrop, HOST);
+	assert_string_equal(copy.peer, "192.0.2.7");
+	assert_int_equal(copy.retr, 1);
+	assert_int_equal(copy.dele, 1);
+	assert_true(copy.session_id != 0);
+	assert_true(copy.punts_used == 3);
+	/* sdps-ctl kill: RD is kept, the DELE is not. */
+	assert_int_equal(kill(c.pid, SIGUSR2), 0);
+	assert_int_equal(cl_end(&c), 0);
+	assert_int_equal(store_msg_get(fx->st[0], id, &m), STORE_OK);
+	assert_true(m.flags & STORE_F_READ);
+	store_msg_free(&m);
+	sb_slot_read(&fx->sb.slots[3], &copy);
+	assert_int_equal(copy.session_id, 0);
+}
+
+static void
+test_no_punt(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 c;
+	char		 path[PATH_MAX], moved[PATH_MAX + 8];
+
+	assert_true(strlen(fx->cf.punts[1].path) < 200);
+	size_t		 len;
+
+	put(fx, 0, "a@b.example", ALICE, 1, MSG1);
+	put(fx, 1, "a@b.example", ALICE, 1, MSG1);
+	/* One punt gone: the other still serves. */
+	snprintf(path, sizeof(path), "%s", fx->cf.punts[1].path);
+	snprintf(moved, sizeof(moved), "%s.off", path);
+	assert_int_equal(rename(path, moved), 0);
+	cl_login(fx, &c, 0, HOST, PW1);
+	cl_send(&c, "STAT");
+	cl_expect(&c, "+OK 1 ");
+	cl_send(&c, "*ENV 1");
+	cl_expect(&c, "+OK");
+	free(cl_multi(&c, &len));
+	cl_quit(&c, "+OK");
+	/* Both gone: [SYS/TEMP]. */
+	snprintf(path, sizeof(path), "%s", fx->cf.punts[0].path);
+	snprintf(moved + 0, sizeof(moved), "%s.off", path);
+	assert_int_equal(rename(path, moved), 0);
+	cl_start(fx, &c, 0);
+	cl_expect(&c, "+OK sdps ready");
+	cl_send(&c, "USER " HOST);
+	cl_expect(&c, "+OK");
+	cl_send(&c, "PASS " PW1);
+	cl_expect(&c, "-ERR [SYS/TEMP] ");
+	cl_quit(&c, "+OK");
+	assert_int_equal(rename(moved, path), 0);
+	snprintf(path, sizeof(path), "%s", fx->cf.punts[1].path);
+	snprintf(moved, sizeof(moved), "%s.off", path);
+	assert_int_equal(rename(moved, path), 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_table),
+#define T(f)	cmocka_unit_test_setup_teardown(f, setup, teardown)
+		T(test_state_masks),
+		T(test_capa),
+		T(test_passwords),
+		T(test_sizes_retr),
+		T(test_top),
+		T(test_uidl_env),
+		T(test_look_only_writes_nothing),
+		T(test_dele_rset_quit),
+		T(test_msn_reasons),
+		T(test_dummy_after_smtp),
+		T(test_locks),
+		T(test_user_views),
+		T(test_bad_lines),
+		T(test_bad_command_limit),
+		T(test_pipelining),
+		T(test_kill_commits_rd),
+		T(test_no_punt),
+#undef T
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	log_init("test_session", true, 0, false);
+	if (auth_global_init() == -1)
+		return 1;
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
