@@ -443,3 +443,35 @@ def test_too_many_auth_failures_close_connection(daemon):
                 closed = True
                 break
         assert closed or p.closed(timeout=5)
+
+
+# ------------------------------------------------ message content, exact --
+
+@pytest.mark.parametrize("name,raw", [
+    ("no final newline", b"Subject: x\n\nno newline at the end"),
+    ("crlf input", b"Subject: x\r\n\r\nalready crlf\r\n.\r\nend\r\n"),
+    ("8bit", b"Subject: 8bit\n\ncaf\xc3\xa9 \xff\xfe\x01 bytes\n"),
+    ("only headers", b"Subject: nothing else\n"),
+    ("dots only", b"Subject: dots\n\n.\n..\n...\n"),
+    ("empty lines", b"Subject: e\n\n\n\n\nx\n\n"),
+])
+def test_retr_exact_bytes(daemon, name, raw):
+    daemon.deliver_ok(raw, RCPT)
+    with fresh(daemon) as p:
+        got = p.retr(1)
+        assert got == b"Return-Path: <sender@example.org>\r\n" + \
+            msg_bytes(raw), name
+        assert p.list()[1] == len(got)
+        assert p.stat() == (1, len(got))
+
+
+def test_large_message_exact(daemon):
+    lines = [(".%d " % i + "y" * (i % 200)) for i in range(40000)]
+    raw = ("Subject: big\n\n" + "\n".join(lines) + "\n").encode()
+    daemon.deliver_ok(raw, RCPT)
+    with fresh(daemon) as p:
+        got = p.retr(1)
+        assert got == b"Return-Path: <sender@example.org>\r\n" + \
+            msg_bytes(raw)
+        assert p.list()[1] == len(got)
+        assert p.ok("NOOP")

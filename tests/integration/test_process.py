@@ -380,3 +380,23 @@ def test_client_that_stops_reading_does_not_hold_worker():
                 assert q.stat()[0] == 1
     finally:
         d.cleanup()
+
+
+def test_sigterm_grace_expired_session_ends_without_update():
+    d = Daemon(server={"shutdown_grace": 1})
+    try:
+        d.deliver_ok(harness.simple_message("x"), ALICE)
+        p = d.login()
+        with p:
+            p.retr(1)
+            p.ok("DELE 1")
+            d.signal(signal.SIGTERM)
+            # the client never QUITs: the grace runs out, the master
+            # ends the session and exits
+            assert d.wait_exit(60) is not None
+            assert p.closed()
+        msgs = d.messages()
+        assert len(msgs) == 1
+        assert d.workers() == []
+    finally:
+        d.cleanup()

@@ -593,3 +593,37 @@ def test_merge_dele_across_punts(daemon):
         assert subjects(p) == ["c"]
     st = {x["name"]: x["msgs"] for x in daemon.spool_stat()["punts"]}
     assert st == {"finchley": 1, "docklands": 0}
+
+
+def test_rule4_user_dele_of_shared_claimed_message(daemon):
+    """alice's DELE+QUIT of a message SMTP is delivering, that bob also
+    has: +OK; gone from alice's view, still in bob's until SMTP is done."""
+    daemon.deliver_ok(message("shared"), [ALICE, BOB])
+    uid = daemon.messages()[0]["uidl"]
+    ref = daemon.ref(uid)
+    with daemon.login(ALICE, PW1) as p:
+        assert ctl(daemon, "smtp", "claim", ref, "--agent", "a").rc == 0
+        p.ok("DELE 1")
+        assert p.quit().startswith("+OK")
+    with daemon.login_when_free(ALICE, PW1) as p:
+        assert p.stat()[0] == 0
+    with daemon.login_when_free(BOB, PW1) as p:
+        assert p.uidl() == {1: uid}
+        assert p.env(1)[3:] == [BOB]
+        p.quit()
+    assert ctl(daemon, "smtp", "done", ref).rc == 0
+    with daemon.login_when_free(BOB, PW1) as p:
+        assert p.stat()[0] == 0
+    assert daemon.total_msgs() == 0
+
+
+def test_rule3_dummy_in_user_session(daemon):
+    daemon.deliver_ok(message("shared"), [ALICE, BOB])
+    with daemon.login(BOB, PW1) as p:
+        ref = daemon.ref(p.uidl()[1])
+        assert ctl(daemon, "smtp", "claim", ref, "--agent", "a").rc == 0
+        assert ctl(daemon, "smtp", "done", ref).rc == 0
+        check_dummy(p.retr(1))
+        p.ok("DELE 1")
+        assert p.quit().startswith("+OK")
+    assert daemon.total_msgs() == 0
