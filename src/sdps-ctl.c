@@ -243,7 +243,11 @@ main(int argc, char **argv)
 			    opt_names[k].name);
 	}
 
-	log_init("sdps-ctl", true, LOG_USER, false);
+	/*
+	 * Module detail goes to syslog; each verb puts the reason in its
+	 * one stderr line, so the terminal does not see it twice.
+	 */
+	log_init("sdps-ctl", false, LOG_USER, false);
 	if (config_load(conf, &cf, err, sizeof(err)) == -1)
 		return ctl_fail("%s", err);
 	if (auth_global_init() == -1)

@@ -290,7 +290,11 @@ main(int argc, char **argv)
 	if (conf == NULL)
 		conf = CONFIG_DEFAULT_PATH;
 
-	log_init("sdps-deliver", true, LOG_MAIL, false);
+	/*
+	 * The modules' detail goes to the mail log; the MTA gets one line
+	 * on stderr (it quotes it in the bounce or its own log).
+	 */
+	log_init("sdps-deliver", false, LOG_MAIL, false);
 	if (config_load(conf, &d.cf, err, sizeof(err)) == -1)
 		die(EX_CONFIG, "%s", err);
 	if (d.cf.npunts == 0)

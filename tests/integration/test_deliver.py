@@ -42,7 +42,7 @@ def assert_nothing_written(sp):
 
 def one_line_error(r):
     lines = r.errtext.strip().splitlines()
-    assert len(lines) >= 1
+    assert len(lines) == 1, r
     assert lines[-1].startswith("sdps-deliver: ")
     return lines[-1]
 
