@@ -930,6 +930,7 @@ store_put(struct store *st, const struct store_envelope *env,
     char *err, size_t errlen)
 {
 	char		 tmp[PATH_MAX], final[PATH_MAX], dir[PATH_MAX];
+	char		 why[PATH_MAX + 64];
 	unsigned char	*rcpts;
 	struct rec	 r;
 	uint64_t	 nid;
@@ -951,30 +952,31 @@ store_put(struct store *st, const struct store_envelope *env,
 
 	/* The data is durable in tmp/ before an id is spent on it. */
 	if (write_tmp(st, wire, wire_len, tmp, sizeof(tmp)) == -1) {
-		seterr(err, errlen, "write %s/: %s", st->tmp, strerror(errno));
-		log_warnx("store %s: %s", st->name, err ? err : "write tmp");
-		free(rcpts);
-		return STORE_TEMPFAIL;
+		seterr(why, sizeof(why), "write %s/: %s", st->tmp,
+		    strerror(errno));
+		goto fail;
 	}
 	if (alloc_id(st, &nid) == -1) {
-		seterr(err, errlen, "cannot allocate an id");
+		seterr(why, sizeof(why), "cannot allocate an id");
 		goto fail_tmp;
 	}
 	if (spool_path(st, nid, final, sizeof(final)) == -1) {
-		seterr(err, errlen, "spool path too long");
+		seterr(why, sizeof(why), "spool path too long");
 		goto fail_tmp;
 	}
-	if (spool_subdir(st, nid, dir, sizeof(dir), err, errlen) == -1)
+	if (spool_subdir(st, nid, dir, sizeof(dir), why, sizeof(why)) == -1)
 		goto fail_tmp;
 	if (rename(tmp, final) == -1) {
-		seterr(err, errlen, "rename %s: %s", final, strerror(errno));
+		seterr(why, sizeof(why), "rename %s: %s", final,
+		    strerror(errno));
 		goto fail_tmp;
 	}
 	if (util_fsync_dir(dir) == -1) {
-		seterr(err, errlen, "fsync spool: %s", strerror(errno));
+		seterr(why, sizeof(why), "fsync spool: %s", strerror(errno));
 		goto fail_final;
 	}
-	if (commit_record(st, nid, final, &r, wire_len, err, errlen) == -1)
+	if (commit_record(st, nid, final, &r, wire_len, why,
+	    sizeof(why)) == -1)
 		goto fail_final;
 	free(rcpts);
 	*id = nid;
@@ -985,8 +987,8 @@ store_put(struct store *st, const struct store_envelope *env,
  fail_tmp:
 	unlink(tmp);
  fail:
-	log_warnx("store %s: store failed: %s", st->name,
-	    err != NULL && errlen > 0 ? err : "");
+	log_warnx("store %s: store failed: %s", st->name, why);
+	seterr(err, errlen, "%s", why);
 	free(rcpts);
 	return STORE_TEMPFAIL;
 }

@@ -17,6 +17,8 @@
 
 #include <cmocka.h>
 
+#include <lmdb.h>
+
 #include "sdps/store.h"
 #include "sdps/wire.h"
 
@@ -259,8 +261,8 @@ test_uidl(void **state)
 	struct fx	*f = *state;
 	struct store_opts o = { MAP, 60 };
 	struct store	*st2;
-	char		 u1[STORE_UIDL_MAX], u2[STORE_UIDL_MAX], p2[PATH_MAX + 8];
-	char		 u3[STORE_UIDL_MAX], err[256];
+	char		 u1[STORE_UIDL_MAX], u2[STORE_UIDL_MAX];
+	char		 u3[STORE_UIDL_MAX], err[256], p2[PATH_MAX + 8];
 	uint64_t	 a, b, c;
 
 	snprintf(p2, sizeof(p2), "%s/p2", f->dir);
@@ -642,6 +644,100 @@ test_fsck(void **state)
 }
 
 static void
+be64(uint64_t id, unsigned char *k)
+{
+	int	 i;
+
+	for (i = 7; i >= 0; i--, id >>= 8)
+		k[i] = id & 0xff;
+}
+
+/* Damage the index behind the store's back, as a bug or bit rot would. */
+static void
+damage_index(struct fx *f, uint64_t drop_dup)
+{
+	char		 dir[PATH_MAX + 8];
+	unsigned char	 k[8];
+	MDB_env		*env;
+	MDB_txn		*txn;
+	MDB_dbi		 msg, host;
+	MDB_val		 key, val;
+
+	snprintf(dir, sizeof(dir), "%s/index", f->punt);
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 4), 0);
+	assert_int_equal(mdb_env_set_maxreaders(env, 1024), 0);
+	assert_int_equal(mdb_env_set_mapsize(env, MAP), 0);
+	assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "msg", 0, &msg), 0);
+	assert_int_equal(mdb_dbi_open(txn, "host", MDB_DUPSORT | MDB_DUPFIXED,
+	    &host), 0);
+	be64(drop_dup, k);
+	key.mv_size = strlen(HOST);
+	key.mv_data = HOST;
+	val.mv_size = 8;
+	val.mv_data = k;
+	assert_int_equal(mdb_del(txn, host, &key, &val), 0);
+	be64(0x99, k);
+	key.mv_size = strlen("ghost.example.net");
+	key.mv_data = "ghost.example.net";
+	assert_int_equal(mdb_put(txn, host, &key, &val, 0), 0);
+	be64(0x55, k);
+	key.mv_size = 8;
+	key.mv_data = k;
+	val.mv_size = 2;
+	val.mv_data = "xx";
+	assert_int_equal(mdb_put(txn, msg, &key, &val, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+static int
+count_any_host(const char *host, uint64_t msgs, void *arg)
+{
+	(void)host;
+	*(uint64_t *)arg += msgs;
+	return 0;
+}
+
+static void
+test_fsck_index(void **state)
+{
+	struct fx		*f = *state;
+	struct store_fsck	 k;
+	struct store_entry	*e;
+	size_t			 n;
+	uint64_t		 a, b, total = 0;
+
+	a = put_simple(f->st, "alice");
+	b = put_simple(f->st, "alice");
+	/* LMDB: never two handles on one env in a process; close ours. */
+	store_close(f->st);
+	damage_index(f, a);
+	assert_non_null(f->st = open_punt(f, 3600));
+	assert_int_equal(store_list(f->st, HOST, NULL, &e, &n, NULL), 0);
+	assert_int_equal(n, 1);
+	assert_true(e[0].id == b);
+	free(e);
+
+	assert_int_equal(store_fsck(f->st, false, &k, NULL, NULL), 1);
+	assert_int_equal(k.bad_records, 3);
+	assert_int_equal(k.repaired, 0);
+	assert_int_equal(store_fsck(f->st, true, &k, NULL, NULL), 0);
+	assert_int_equal(k.bad_records, 3);
+	assert_int_equal(k.repaired, 3);
+	assert_int_equal(store_list(f->st, HOST, NULL, &e, &n, NULL), 0);
+	assert_int_equal(n, 2);
+	assert_true(e[0].id == a && e[1].id == b);
+	free(e);
+	assert_int_equal(store_hosts(f->st, count_any_host, &total), 0);
+	assert_int_equal(total, 2);
+	assert_int_equal(store_fsck(f->st, false, &k, NULL, NULL), 0);
+	assert_int_equal(k.bad_records, 0);
+}
+
+static void
 test_put_tempfail(void **state)
 {
 	struct fx		*f = *state;
@@ -780,6 +876,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_claim_table, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_fsck, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fsck_index, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_put_tempfail, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_bad_envelope, setup,
