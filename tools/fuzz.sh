@@ -1,0 +1,34 @@
+#!/bin/sh
+# Build the POP3 session fuzz target (libFuzzer + ASan + UBSan, clang) and
+# run it against tests/fuzz/corpus.
+#   tools/fuzz.sh [SECONDS]      default 60 (or $FUZZ_SECONDS)
+# Objects, new corpus entries and crash artifacts go to $FUZZ_BUILD
+# (default build/fuzz); the committed seeds are only read.
+set -eu
+cd "$(dirname "$0")/.."
+secs=${1:-${FUZZ_SECONDS:-60}}
+out=${FUZZ_BUILD:-build/fuzz}
+cc=${FUZZ_CC:-clang}
+cflags="-std=c11 -D_GNU_SOURCE -Iinclude -g -O1 -fno-omit-frame-pointer
+-Wall -Wextra -Werror -fsanitize=address,undefined -fno-sanitize-recover=all"
+
+command -v "$cc" >/dev/null || { echo "fuzz.sh: $cc not found" >&2; exit 1; }
+mkdir -p "$out/obj" "$out/corpus"
+objs=""
+for src in src/*.c; do
+	case $src in src/sdps*.c) continue ;; esac
+	obj="$out/obj/$(basename "$src" .c).o"
+	# Rebuild when the source or any header is newer than the object.
+	if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] ||
+	    [ -n "$(find include -newer "$obj" -name '*.h' | head -n 1)" ]; then
+		$cc $cflags -fsanitize=fuzzer-no-link -c -o "$obj" "$src"
+	fi
+	objs="$objs $obj"
+done
+# shellcheck disable=SC2086
+$cc $cflags -fsanitize=fuzzer -o "$out/fuzz_session" \
+    tests/fuzz/fuzz_session.c $objs -llmdb -lsodium -linih -lpthread
+echo "fuzz.sh: running $out/fuzz_session for $secs s"
+exec "$out/fuzz_session" -max_total_time="$secs" -timeout=30 \
+    -max_len=2048 -artifact_prefix="$out/" -print_final_stats=1 \
+    "$out/corpus" tests/fuzz/corpus
