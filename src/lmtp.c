@@ -1,0 +1,616 @@
+/*
+ * lmtp: one LMTP session (RFC 2033) in an sdpsd worker: the MTA hands mail
+ * over, and each message is stored once per recipient host, durably,
+ * before the per-recipient replies go out.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "sdps/auth.h"
+#include "sdps/config.h"
+#include "sdps/deliver.h"
+#include "sdps/lmtp.h"
+#include "sdps/log.h"
+#include "sdps/pop3.h"
+#include "sdps/scoreboard.h"
+#include "sdps/store.h"
+#include "sdps/util.h"
+#include "sdps/wire.h"
+#include "sdps/worker.h"
+
+/*
+ * RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
+ * Commands get the same limit: §4.5.3.1.4 allows 512, but SIZE= and
+ * BODY= may lengthen MAIL (RFC 1869 §4), and one reader serves both.
+ */
+#define LMTP_LINE_MAX	1000
+/* RFC 5321 §4.5.3.1.8 asks for at least 100. */
+#define LMTP_RCPT_MAX	1000
+#define LMTP_DOMAIN	"sdps"
+
+struct l_rcpt {
+	char	 user[UTIL_USER_MAX + 1];
+	int	 host;		/* index into lmtp.hosts */
+};
+
+/* A recipient host of the transaction: stored once, for all its users. */
+struct l_host {
+	char	  name[UTIL_HOST_MAX + 1];
+	char	**users;	/* deduplicated, for the envelope */
+	size_t	  nusers;
+	enum store_res res;	/* of the store after DATA */
+	int	  punt;
+	uint64_t  id;
+};
+
+struct lmtp {
+	struct worker_ctx *w;
+	struct pop3_conn c;
+	uint64_t	 sid;
+	char		 peer[SB_PEER_MAX];
+	char		 me[256];
+	bool		 lhlo;
+	bool		 mail;		/* MAIL accepted: a transaction is open */
+	char		 sender[UTIL_SENDER_MAX + 1];
+	struct l_rcpt	*rcpts;
+	size_t		 nrcpts;
+	struct l_host	*hosts;
+	size_t		 nhosts;
+	unsigned	 bad;		/* bad commands, for max_bad_commands */
+	uint64_t	 msgs;		/* stored this session, per host copy */
+	uint64_t	 txns;
+};
+
+/* How the DATA phase ended, before storing. */
+enum data_res {
+	DATA_OK,
+	DATA_TOO_LONG,	/* a line over LMTP_LINE_MAX */
+	DATA_NUL,
+	DATA_WIRE,	/* wire_feed/wire_finish refused: see wres */
+	DATA_IOFAIL	/* connection gone: no reply */
+};
+
+static int	lmtp_reply(struct lmtp *, const char *, ...)
+		    __attribute__((format(printf, 2, 3)));
+
+static int
+lmtp_reply(struct lmtp *l, const char *fmt, ...)
+{
+	char	 buf[512];
+	va_list	 ap;
+	int	 n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof(buf) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -1;
+	if ((size_t)n > sizeof(buf) - 3)
+		n = (int)(sizeof(buf) - 3);
+	memcpy(buf + n, "\r\n", 2);
+	return pop3_write(&l->c, buf, (size_t)n + 2);
+}
+
+static void
+slot_command(struct lmtp *l, const char *name)
+{
+	struct sb_slot	*sl = l->w->slot;
+
+	if (sl == NULL)
+		return;
+	sb_slot_write_begin(sl);
+	snprintf(sl->command, sizeof(sl->command), "%s", name);
+	sl->last_us = util_now_us();
+	sb_slot_write_end(sl);
+}
+
+static void
+txn_reset(struct lmtp *l)
+{
+	size_t	 i, j;
+
+	for (i = 0; i < l->nhosts; i++) {
+		for (j = 0; j < l->hosts[i].nusers; j++)
+			free(l->hosts[i].users[j]);
+		free(l->hosts[i].users);
+	}
+	free(l->hosts);
+	free(l->rcpts);
+	l->hosts = NULL;
+	l->rcpts = NULL;
+	l->nhosts = l->nrcpts = 0;
+	l->mail = false;
+	l->sender[0] = '\0';
+}
+
+/*
+ * The auth store: the worker opened it at start, but it may have been
+ * unavailable then.  Retried here so LMTP recovers without a restart.
+ */
+static struct auth *
+lmtp_auth(struct lmtp *l)
+{
+	char	 err[256];
+
+	if (l->w->auth == NULL)
+		l->w->auth = auth_open(l->w->cf->auth_path,
+		    l->w->cf->auth_map_size, false, l->w->cf->hash_cost, err,
+		    sizeof(err));
+	return l->w->auth;
+}
+
+/*
+ * "FROM:<path> params" / "TO:<path> params": check the keyword, cut out
+ * the path (brackets removed, a source route dropped per RFC 5321 §4.1.2)
+ * and return it; *params points at what follows.  NULL on bad syntax.
+ */
+static char *
+parse_path(char *arg, const char *kw, char **params)
+{
+	size_t	 kwlen = strlen(kw);
+	char	*p, *end, *colon;
+
+	if (arg == NULL || strncasecmp(arg, kw, kwlen) != 0)
+		return NULL;
+	p = arg + kwlen;
+	while (*p == ' ')	/* "MAIL FROM: <a@b>" is common in practice */
+		p++;
+	if (*p != '<')
+		return NULL;
+	if ((end = strchr(p, '>')) == NULL)
+		return NULL;
+	*end = '\0';
+	p++;
+	if (*p == '@' && (colon = strchr(p, ':')) != NULL)
+		p = colon + 1;
+	end++;
+	if (*end != '\0' && *end != ' ')
+		return NULL;
+	while (*end == ' ')
+		end++;
+	*params = end;
+	return p;
+}
+
+static int
+cmd_lhlo(struct lmtp *l, char *arg)
+{
+	if (arg == NULL || *arg == '\0')
+		return lmtp_reply(l, "501 5.5.4 LHLO needs a domain");
+	txn_reset(l);
+	l->lhlo = true;
+	return lmtp_reply(l, "250-%s\r\n250-PIPELINING\r\n"
+	    "250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 SIZE %" PRIu64,
+	    l->me, l->w->cf->max_message_octets);
+}
+
+static int
+cmd_mail(struct lmtp *l, char *arg)
+{
+	char		*path, *params, *tok, *save;
+	uint64_t	 size;
+
+	if (!l->lhlo)
+		return lmtp_reply(l, "503 5.5.1 LHLO first");
+	if (l->mail)
+		return lmtp_reply(l, "503 5.5.1 nested MAIL command");
+	if ((path = parse_path(arg, "FROM:", &params)) == NULL)
+		return lmtp_reply(l, "501 5.5.4 syntax: MAIL FROM:<address>");
+	for (tok = strtok_r(params, " ", &save); tok != NULL;
+	    tok = strtok_r(NULL, " ", &save)) {
+		if (strncasecmp(tok, "SIZE=", 5) == 0) {
+			if (util_parse_u64(tok + 5, UINT64_MAX, &size) == -1)
+				return lmtp_reply(l, "501 5.5.4 bad SIZE");
+			/* RFC 1870 §6.1: refuse early what cannot fit. */
+			if (size > l->w->cf->max_message_octets)
+				return lmtp_reply(l, "552 5.3.4 message size "
+				    "exceeds fixed limit of %" PRIu64,
+				    l->w->cf->max_message_octets);
+		} else if (strncasecmp(tok, "BODY=", 5) == 0) {
+			if (strcasecmp(tok + 5, "7BIT") != 0 &&
+			    strcasecmp(tok + 5, "8BITMIME") != 0)
+				return lmtp_reply(l, "501 5.5.4 bad BODY");
+		} else
+			return lmtp_reply(l, "555 5.5.4 unsupported "
+			    "parameter");
+	}
+	if (util_sender_normalize(path, l->sender) == -1) {
+		l->sender[0] = '\0';
+		return lmtp_reply(l, "501 5.1.7 bad sender address");
+	}
+	l->mail = true;
+	return lmtp_reply(l, "250 2.1.0 sender OK");
+}
+
+/* Index of host in the transaction, added with user (once) if new. */
+static int
+host_add(struct lmtp *l, const char *host, const char *user)
+{
+	struct l_host	*h;
+	char		**u;
+	size_t		 i, j;
+
+	for (i = 0; i < l->nhosts; i++)
+		if (strcmp(l->hosts[i].name, host) == 0)
+			break;
+	if (i == l->nhosts) {
+		h = reallocarray(l->hosts, l->nhosts + 1, sizeof(*h));
+		if (h == NULL)
+			return -1;
+		l->hosts = h;
+		memset(&h[i], 0, sizeof(h[i]));
+		strcpy(h[i].name, host);
+		l->nhosts++;
+	}
+	h = &l->hosts[i];
+	for (j = 0; j < h->nusers; j++)
+		if (strcmp(h->users[j], user) == 0)
+			return (int)i;
+	if ((u = reallocarray(h->users, h->nusers + 1, sizeof(*u))) == NULL)
+		return -1;
+	h->users = u;
+	if ((h->users[h->nusers] = strdup(user)) == NULL)
+		return -1;
+	h->nusers++;
+	return (int)i;
+}
+
+static int
+cmd_rcpt(struct lmtp *l, char *arg)
+{
+	struct auth	*a;
+	struct auth_host ah;
+	struct l_rcpt	*r;
+	char		*path, *params, user[UTIL_USER_MAX + 1];
+	char		 host[UTIL_HOST_MAX + 1];
+	int		 hi;
+
+	if (!l->mail)
+		return lmtp_reply(l, "503 5.5.1 MAIL first");
+	if ((path = parse_path(arg, "TO:", &params)) == NULL)
+		return lmtp_reply(l, "501 5.5.4 syntax: RCPT TO:<address>");
+	if (*params != '\0')
+		return lmtp_reply(l, "555 5.5.4 unsupported parameter");
+	if (util_addr_split(path, user, host) == -1)
+		return lmtp_reply(l, "501 5.1.3 bad recipient address");
+	if (l->nrcpts >= LMTP_RCPT_MAX)
+		return lmtp_reply(l, "452 4.5.3 too many recipients");
+	if ((a = lmtp_auth(l)) == NULL)
+		return lmtp_reply(l, "451 4.3.0 host table unavailable");
+	switch (auth_host_get(a, host, &ah)) {
+	case AUTH_OK:
+		break;
+	case AUTH_FAIL:
+		return lmtp_reply(l, "550 5.1.1 <%s@%s>: no such host here",
+		    user, host);
+	case AUTH_TEMPFAIL:
+		return lmtp_reply(l, "451 4.3.0 host table unavailable");
+	}
+	if ((r = reallocarray(l->rcpts, l->nrcpts + 1, sizeof(*r))) == NULL)
+		return lmtp_reply(l, "451 4.3.0 out of memory");
+	l->rcpts = r;
+	if ((hi = host_add(l, host, user)) == -1)
+		return lmtp_reply(l, "451 4.3.0 out of memory");
+	strcpy(r[l->nrcpts].user, user);
+	r[l->nrcpts].host = hi;
+	l->nrcpts++;
+	return lmtp_reply(l, "250 2.1.5 recipient OK");
+}
+
+/*
+ * Read the dot-terminated text (RFC 5321 §4.5.2: a leading dot is
+ * removed) and rebuild the message with CRLF ends for wire_feed, so the
+ * stored bytes are what sdps-deliver would store for the same message.
+ * After a problem the rest is read and dropped: the replies can only go
+ * out after the final dot.
+ */
+static enum data_res
+read_data(struct lmtp *l, struct wire *w, enum wire_res *wres)
+{
+	enum data_res	 dres = DATA_OK;
+	enum pop3_res	 r;
+	char		*line;
+	size_t		 len;
+
+	for (;;) {
+		switch ((r = pop3_read_line(&l->c, &line, &len))) {
+		case POP3_OK:
+			break;
+		case POP3_TOO_LONG:
+			if (dres == DATA_OK)
+				dres = DATA_TOO_LONG;
+			continue;
+		case POP3_NUL:
+			if (dres == DATA_OK)
+				dres = DATA_NUL;
+			continue;
+		case POP3_EOF:
+		case POP3_TIMEOUT:
+		case POP3_KILLED:
+		case POP3_ERR:
+			log_info("sid=%016" PRIx64 " peer=%s event=lmtp-drop "
+			    "in=data why=%s", l->sid, l->peer,
+			    pop3_res_name(r));
+			return DATA_IOFAIL;
+		}
+		if (len == 1 && line[0] == '.')
+			break;
+		if (dres != DATA_OK)
+			continue;
+		if (line[0] == '.') {
+			line++;
+			len--;
+		}
+		if ((*wres = wire_feed(w, line, len)) != WIRE_OK ||
+		    (*wres = wire_feed(w, "\r\n", 2)) != WIRE_OK)
+			dres = DATA_WIRE;
+	}
+	if (dres == DATA_OK && (*wres = wire_finish(w)) != WIRE_OK)
+		dres = DATA_WIRE;
+	return dres;
+}
+
+static struct store *
+get_punt(void *arg, int idx)
+{
+	return worker_punt(arg, idx);
+}
+
+/* Store the message once per host; host->res says how it went. */
+static void
+lmtp_store(struct lmtp *l, const struct wire *w)
+{
+	const struct config	*cf = l->w->cf;
+	struct store_envelope	 env;
+	struct l_host		*h;
+	char			 why[1024];
+	size_t			 i;
+
+	for (i = 0; i < l->nhosts; i++) {
+		h = &l->hosts[i];
+		env.host = h->name;
+		env.sender = l->sender;
+		env.rcpts = (const char *const *)h->users;
+		env.nrcpts = h->nusers;
+		why[0] = '\0';
+		h->res = deliver_store(get_punt, l->w, cf->npunts, -1, &env,
+		    w, &h->punt, &h->id, why, sizeof(why));
+		if (h->res == STORE_OK) {
+			l->msgs++;
+			atomic_fetch_add(&l->w->sb->hdr->total_lmtp_msgs, 1);
+			log_info("sid=%016" PRIx64 " peer=%s event=lmtp-stored "
+			    "host=%s punt=%s id=%" PRIu64 " rcpts=%zu "
+			    "octets=%" PRIu64, l->sid, l->peer, h->name,
+			    cf->punts[h->punt].name, h->id, h->nusers,
+			    w->body_octets);
+		} else
+			log_warnx("sid=%016" PRIx64 " peer=%s "
+			    "event=lmtp-tempfail host=%s why=\"%s\"", l->sid,
+			    l->peer, h->name, why[0] != '\0' ? why :
+			    "no punt available");
+	}
+}
+
+/* RFC 2033 §4.2: after the final dot, one reply per accepted RCPT. */
+static int
+cmd_data(struct lmtp *l, char *arg)
+{
+	struct wire	 w;
+	enum wire_res	 wres = WIRE_OK;
+	enum data_res	 dres;
+	const char	*fail = NULL;
+	struct l_host	*h;
+	size_t		 i;
+	int		 rc = 0;
+
+	if (arg != NULL && *arg != '\0')
+		return lmtp_reply(l, "501 5.5.4 DATA takes no argument");
+	if (!l->mail)
+		return lmtp_reply(l, "503 5.5.1 MAIL first");
+	if (l->nrcpts == 0)
+		return lmtp_reply(l, "503 5.5.1 no valid recipients");
+	if (lmtp_reply(l, "354 2.0.0 go ahead, end with <CRLF>.<CRLF>") == -1)
+		return -1;
+	wire_init(&w, l->w->cf->max_message_octets);
+	if ((dres = read_data(l, &w, &wres)) == DATA_IOFAIL) {
+		wire_free(&w);
+		return -1;
+	}
+	switch (dres) {
+	case DATA_OK:
+		break;
+	case DATA_TOO_LONG:
+		fail = "500 5.5.2 message has a line over 1000 octets "
+		    "(RFC 5321 4.5.3.1.6)";
+		break;
+	case DATA_NUL:
+		fail = "554 5.6.0 message contains a NUL octet";
+		break;
+	case DATA_WIRE:
+		switch (wres) {
+		case WIRE_TOO_BIG:
+			fail = "552 5.3.4 message exceeds the size limit";
+			break;
+		case WIRE_NOMEM:
+			fail = "451 4.3.0 out of memory";
+			break;
+		case WIRE_NUL:
+			fail = "554 5.6.0 message contains a NUL octet";
+			break;
+		case WIRE_NO_HEADER:
+			fail = "554 5.6.0 message does not start with a "
+			    "header field";
+			break;
+		case WIRE_OK:
+			break;
+		}
+		break;
+	case DATA_IOFAIL:
+		break;
+	}
+	l->txns++;
+	if (fail == NULL)
+		lmtp_store(l, &w);
+	else
+		log_info("sid=%016" PRIx64 " peer=%s event=lmtp-refused "
+		    "rcpts=%zu reply=\"%s\"", l->sid, l->peer, l->nrcpts, fail);
+	for (i = 0; i < l->nrcpts && rc == 0; i++) {
+		h = &l->hosts[l->rcpts[i].host];
+		if (fail != NULL)
+			rc = lmtp_reply(l, "%s", fail);
+		else if (h->res == STORE_OK)
+			rc = lmtp_reply(l, "250 2.0.0 <%s@%s> stored as %s:%"
+			    PRIu64, l->rcpts[i].user, h->name,
+			    l->w->cf->punts[h->punt].name, h->id);
+		else
+			rc = lmtp_reply(l, "451 4.3.0 <%s@%s> temporary "
+			    "storage failure, try again later",
+			    l->rcpts[i].user, h->name);
+	}
+	wire_free(&w);
+	txn_reset(l);
+	return rc;
+}
+
+/* After max_bad_commands errors, say goodbye (true: end the session). */
+static bool
+too_many_bad(struct lmtp *l)
+{
+	unsigned	 max = l->w->cf->max_bad_commands;
+
+	if (max == 0 || l->bad < max)
+		return false;
+	(void)lmtp_reply(l, "421 4.7.0 %s too many bad commands", l->me);
+	(void)pop3_flush(&l->c);
+	return true;
+}
+
+/* One command line.  Returns 1 to go on, 0 to end the session. */
+static int
+lmtp_command(struct lmtp *l, char *line)
+{
+	char	*kw, *arg = NULL;
+	int	 rc;
+
+	if ((kw = pop3_keyword(line, &arg)) == NULL) {
+		slot_command(l, "");
+		rc = lmtp_reply(l, "500 5.5.2 syntax error");
+		l->bad++;
+		goto out;
+	}
+	slot_command(l, kw);
+	if (strcasecmp(kw, "LHLO") == 0)
+		rc = cmd_lhlo(l, arg);
+	else if (strcasecmp(kw, "MAIL") == 0)
+		rc = cmd_mail(l, arg);
+	else if (strcasecmp(kw, "RCPT") == 0)
+		rc = cmd_rcpt(l, arg);
+	else if (strcasecmp(kw, "DATA") == 0)
+		rc = cmd_data(l, arg);
+	else if (strcasecmp(kw, "RSET") == 0) {
+		txn_reset(l);
+		rc = lmtp_reply(l, "250 2.0.0 reset");
+	} else if (strcasecmp(kw, "NOOP") == 0)
+		rc = lmtp_reply(l, "250 2.0.0 OK");
+	else if (strcasecmp(kw, "VRFY") == 0)
+		rc = lmtp_reply(l, "252 2.5.0 cannot VRFY, but send some "
+		    "mail");
+	else if (strcasecmp(kw, "QUIT") == 0) {
+		(void)lmtp_reply(l, "221 2.0.0 %s closing", l->me);
+		(void)pop3_flush(&l->c);
+		return 0;
+	} else if (strcasecmp(kw, "HELO") == 0 || strcasecmp(kw, "EHLO") == 0) {
+		/* RFC 2033 §4.1: an LMTP server must not accept them. */
+		rc = lmtp_reply(l, "500 5.5.1 this is LMTP, say LHLO");
+		l->bad++;
+	} else {
+		rc = lmtp_reply(l, "500 5.5.2 command unrecognized");
+		l->bad++;
+	}
+out:
+	if (rc == -1 || too_many_bad(l))
+		return 0;
+	return 1;
+}
+
+void
+lmtp_run(struct worker_ctx *w, int fd, const char *peer)
+{
+	struct lmtp	*l;
+	enum pop3_res	 r;
+	struct sigaction sa;
+	char		*line;
+	size_t		 len;
+	const char	*how = "quit";
+
+	/* A client hanging up mid-reply must end the session, not the
+	 * worker. */
+	if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+		signal(SIGPIPE, SIG_IGN);
+	if ((l = calloc(1, sizeof(*l))) == NULL) {
+		log_warn("lmtp: calloc");
+		return;
+	}
+	l->w = w;
+	snprintf(l->peer, sizeof(l->peer), "%s", peer != NULL ? peer : "-");
+	l->sid = w->slot != NULL && w->slot->session_id != 0 ?
+	    w->slot->session_id : sb_session_id(w->sb);
+	if (gethostname(l->me, sizeof(l->me)) == -1 || l->me[0] == '\0')
+		snprintf(l->me, sizeof(l->me), "localhost");
+	l->me[sizeof(l->me) - 1] = '\0';
+	if (pop3_init(&l->c, fd, LMTP_LINE_MAX, w->cf->idle_timeout_s,
+	    w->cf->send_timeout_s, w->kill_session) == -1) {
+		free(l);
+		return;
+	}
+	log_info("sid=%016" PRIx64 " peer=%s event=lmtp-connect", l->sid,
+	    l->peer);
+	(void)lmtp_reply(l, "220 %s LMTP %s ready", l->me, LMTP_DOMAIN);
+	for (;;) {
+		/*
+		 * SIGTERM: finish the transaction in hand, then leave at a
+		 * command boundary; 421 tells the MTA to retry elsewhere or
+		 * later (RFC 5321 §3.8).
+		 */
+		if (*w->terminate && !l->mail && !pop3_line_pending(&l->c)) {
+			(void)lmtp_reply(l, "421 4.3.2 %s shutting down",
+			    l->me);
+			(void)pop3_flush(&l->c);
+			how = "shutdown";
+			break;
+		}
+		r = pop3_read_line(&l->c, &line, &len);
+		if (r == POP3_TOO_LONG || r == POP3_NUL) {
+			l->bad++;
+			if (lmtp_reply(l, "500 5.5.2 %s", r == POP3_NUL ?
+			    "NUL in command" : "line too long") == 0 &&
+			    !too_many_bad(l))
+				continue;
+		} else if (r != POP3_OK) {
+			how = pop3_res_name(r);
+			break;
+		} else if (lmtp_command(l, line) == 1)
+			continue;
+		if (l->c.werr != POP3_OK)
+			how = pop3_res_name(l->c.werr);
+		else if (l->bad > 0 && w->cf->max_bad_commands != 0 &&
+		    l->bad >= w->cf->max_bad_commands)
+			how = "badcmd-limit";
+		break;
+	}
+	log_info("sid=%016" PRIx64 " peer=%s event=lmtp-close how=%s txns=%"
+	    PRIu64 " stored=%" PRIu64, l->sid, l->peer, how, l->txns,
+	    l->msgs);
+	txn_reset(l);
+	pop3_free(&l->c);
+	free(l);
+}
