@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "sdps/auth.h"
+#include "sdps/lmtp.h"
 #include "sdps/log.h"
 #include "sdps/session.h"
 #include "sdps/store.h"
@@ -26,7 +27,6 @@
 
 #define WORKER_POLL_MS		1000
 #define WORKER_FDS_MAX		(2 * CONFIG_LISTEN_MAX)
-#define WORKER_LMTP_BUSY	"421 4.3.2 LMTP not available\r\n"
 
 static volatile sig_atomic_t	 worker_terminate;
 static volatile sig_atomic_t	 worker_kill_session;
@@ -229,22 +229,6 @@ worker_slot_state(struct sb_slot *s, uint32_t state)
 	sb_slot_write_end(s);
 }
 
-/*
- * Until lmtp.c lands there is nobody to talk LMTP to: say so with a
- * temporary failure so the MTA queues the mail and retries.
- */
-static void
-worker_lmtp(struct worker_ctx *w, int fd, const char *peer)
-{
-	struct timeval	 tv = { 5, 0 };
-
-	(void)w;
-	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-	(void)util_write_all(fd, WORKER_LMTP_BUSY,
-	    sizeof(WORKER_LMTP_BUSY) - 1);
-	log_info("lmtp: peer=%s refused: LMTP not available", peer);
-}
-
 static bool
 worker_should_exit(struct worker_ctx *w, pid_t master, const char **why)
 {
@@ -321,7 +305,7 @@ worker_serve(struct worker_ctx *w, int fd, bool lmtp, const char *peer)
 	worker_kill_session = 0;
 	worker_slot_begin(w, lmtp ? SB_LMTP : SB_AUTH, peer);
 	if (lmtp)
-		worker_lmtp(w, fd, peer);
+		lmtp_run(w, fd, peer);
 	else {
 		atomic_fetch_add(&w->sb->hdr->total_sessions, 1);
 		worker_auth(w);
