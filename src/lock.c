@@ -95,7 +95,10 @@ lock_take(const char *run_dir, const char *punt, const char *host,
 	}
 	if (user != NULL) {
 		ulen = strlen(user);
-		if (ulen == 0 || ulen > UTIL_USER_MAX) {
+		/* "Alice" and "alice" must be one lock, as they are one user. */
+		if (ulen == 0 || ulen > UTIL_USER_MAX ||
+		    util_user_normalize(user, norm) == -1 ||
+		    strcmp(norm, user) != 0) {
 			log_warnx("lock: bad user name");
 			return LOCK_ERR;
 		}

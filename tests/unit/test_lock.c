@@ -110,6 +110,10 @@ test_bad_names(void **state)
 	    &a), LOCK_ERR);
 	assert_int_equal(lock_take(run_dir, "p1", "fred.example.net", "",
 	    &a), LOCK_ERR);
+	assert_int_equal(lock_take(run_dir, "p1", "fred.example.net", "Alice",
+	    &a), LOCK_ERR);
+	assert_int_equal(lock_take(run_dir, "p1", "fred.example.net", "a/b",
+	    &a), LOCK_ERR);
 	assert_int_equal(a.host_fd, -1);
 	assert_int_equal(a.user_fd, -1);
 }
