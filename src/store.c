@@ -773,6 +773,11 @@ pack_rcpts(const struct store_envelope *env, size_t *lenp)
 	    strlen(env->sender) > UTIL_SENDER_MAX || env->nrcpts == 0 ||
 	    env->nrcpts > REC_RCPTS_MAX)
 		return NULL;
+	/* The sender goes into a Return-Path line: no CR, LF or blanks. */
+	for (i = 0; env->sender[i] != '\0'; i++)
+		if ((unsigned char)env->sender[i] <= ' ' ||
+		    (unsigned char)env->sender[i] >= 0x7f)
+			return NULL;
 	for (i = 0; i < env->nrcpts; i++) {
 		if (env->rcpts[i] == NULL ||
 		    util_user_normalize(env->rcpts[i], norm) == -1 ||
@@ -2099,10 +2104,10 @@ fsck_file_fault(struct fsck *f, uint64_t id, const char *path)
 	}
 	if (missing) {
 		f->out->missing_files++;
-		if (f->repair && rec_del(st, txn, id, &r) == 0 &&
-		    txn_commit(st, txn) == 0)
-			fixed = true;
-		else if (!fixed)
+		/* mdb_txn_commit frees the txn even when it fails. */
+		if (f->repair && rec_del(st, txn, id, &r) == 0)
+			fixed = txn_commit(st, txn) == 0;
+		else
 			mdb_txn_abort(txn);
 		fsck_say(f, fixed, "record %016llx (%.*s): file missing%s",
 		    (unsigned long long)id, (int)r.host_len, r.host,
@@ -2114,9 +2119,8 @@ fsck_file_fault(struct fsck *f, uint64_t id, const char *path)
 	if (f->repair && file_sizes(path, &r, &stored, &octets) == 0) {
 		r.stored_octets = stored;
 		r.octets = octets;
-		if (rec_put(st, txn, id, &r, 0) == 0 &&
-		    txn_commit(st, txn) == 0)
-			fixed = true;
+		if (rec_put(st, txn, id, &r, 0) == 0)
+			fixed = txn_commit(st, txn) == 0;
 		else
 			mdb_txn_abort(txn);
 	} else

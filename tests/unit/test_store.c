@@ -779,6 +779,7 @@ test_bad_envelope(void **state)
 	struct store_envelope	 e1 = { "Fred.Example.Net", "", r, 1 };
 	struct store_envelope	 e2 = { HOST, "", r, 0 };
 	struct store_envelope	 e3 = { HOST, "", bad, 1 };
+	struct store_envelope	 e4 = { HOST, "a@b.org\r\nX: y", r, 1 };
 	struct store_stat	 s;
 	char			 err[256];
 	uint64_t		 id;
@@ -788,6 +789,8 @@ test_bad_envelope(void **state)
 	assert_int_equal(store_put(f->st, &e2, "A: b\r\n", 6, 6, &id, err,
 	    sizeof(err)), STORE_PERMFAIL);
 	assert_int_equal(store_put(f->st, &e3, "A: b\r\n", 6, 6, &id, err,
+	    sizeof(err)), STORE_PERMFAIL);
+	assert_int_equal(store_put(f->st, &e4, "A: b\r\n", 6, 6, &id, err,
 	    sizeof(err)), STORE_PERMFAIL);
 	assert_int_equal(store_stat(f->st, &s), 0);
 	assert_int_equal(s.msgs, 0);
