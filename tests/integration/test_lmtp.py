@@ -1,0 +1,406 @@
+"""LMTP ingest (RFC 2033) into sdpsd's workers, with real clients: Python's
+smtplib.LMTP, Debian's swaks, and a raw socket for exact replies and
+pipelining.  What goes in is fetched back by POP3 (poplib) byte-exact."""
+
+import os
+import poplib
+import shutil
+import smtplib
+import socket
+import subprocess
+
+import pytest
+
+import daemon as D
+import harness
+
+FSCK_AFTER = True
+HOST = D.HOST
+OTHER = "wilma.example.net"
+
+
+def lmtp_daemon(server=None, overrides=None, unix=False, **kw):
+    port = D.free_port()
+    srv = {"lmtp_listen": "127.0.0.1:%d" % port}
+    d = None
+    if unix:
+        # the socket path must be known before the config is written
+        import tempfile
+        sockdir = tempfile.mkdtemp(prefix="sdps-lmtp-")
+        srv["lmtp_listen"] = [srv["lmtp_listen"],
+                              os.path.join(sockdir, "lmtp.sock")]
+    srv.update(server or {})
+    d = D.Daemon(server=srv, overrides=overrides,
+                 hosts=((HOST, D.PW1, D.PW2), (OTHER, "w1", None)), **kw)
+    d.lmtp_port = port
+    d.lmtp_sock = srv["lmtp_listen"][1] if unix else None
+    return d
+
+
+@pytest.fixture
+def ld(request):
+    d = lmtp_daemon()
+    yield d
+    D._finish(request, d)
+
+
+class Raw:
+    """A raw LMTP client: exact reply lines, no hidden state."""
+
+    def __init__(self, port, timeout=20):
+        self.sock = socket.create_connection(("127.0.0.1", port),
+                                             timeout=timeout)
+        self.buf = b""
+        self.greeting = self.reply()
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode("latin-1")
+        self.sock.sendall(data)
+
+    def line(self):
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("server closed")
+            self.buf += chunk
+        ln, self.buf = self.buf.split(b"\n", 1)
+        assert ln.endswith(b"\r"), ln
+        return ln[:-1].decode("latin-1")
+
+    def reply(self):
+        """A whole (multi-line) reply as a list of lines."""
+        out = [self.line()]
+        while out[-1][3:4] == "-":
+            out.append(self.line())
+        return out
+
+    def code(self):
+        r = self.reply()
+        return int(r[-1][:3]), r[-1]
+
+    def close(self):
+        self.sock.close()
+
+
+def pop3_all(d, user=HOST, pw=D.PW1):
+    """Every message of the maildrop by poplib: [(uidl, bytes)]."""
+    p = poplib.POP3("127.0.0.1", d.port, timeout=20)
+    try:
+        p.user(user)
+        p.pass_(pw)
+        out = []
+        for ent in p.uidl()[1]:
+            n, uid = ent.decode().split()
+            lines = p.retr(int(n))[1]
+            out.append((uid, b"".join(ln + b"\r\n" for ln in lines)))
+        p.quit()
+        return out
+    except Exception:
+        p.close()
+        raise
+
+
+MSG = (b"From: Sender <sender@example.org>\r\n"
+       b"To: fred users\r\n"
+       b"Subject: lmtp test\r\n"
+       b"\r\n"
+       b"first line\r\n"
+       b".a line that starts with a dot\r\n"
+       b"..two dots\r\n"
+       b".\r\n"
+       b" .\r\n"
+       b"last line\r\n")
+
+
+def test_smtplib_per_recipient_and_pop3_byte_exact(ld):
+    c = smtplib.LMTP("127.0.0.1", ld.lmtp_port)
+    code, _ = c.ehlo("mta.example.org")
+    assert code == 250
+    for ext in ("pipelining", "enhancedstatuscodes", "8bitmime", "size"):
+        assert c.has_extn(ext), ext
+    assert int(c.esmtp_features["size"]) == 52428800
+    refused = c.sendmail("sender@example.org",
+                         ["Alice@Fred.Example.Net", "nobody@unknown.example",
+                          "bob@fred.example.net", "carol@wilma.example.net"],
+                         MSG)
+    c.quit()
+    # the unknown host is refused at RCPT with 550 5.1.1, the others
+    # accepted; sendmail raises only if every recipient fails
+    assert set(refused) == {"nobody@unknown.example"}
+    assert refused["nobody@unknown.example"][0] == 550
+    assert refused["nobody@unknown.example"][1].startswith(b"5.1.1")
+    msgs = ld.messages()
+    # stored once per host: one copy for fred (two users), one for wilma
+    assert sorted((m["host"], tuple(m["rcpts"])) for m in msgs) == [
+        (HOST, ("alice", "bob")), (OTHER, ("carol",))]
+    got = pop3_all(ld)
+    assert len(got) == 1
+    assert got[0][1] == b"Return-Path: <sender@example.org>\r\n" + MSG
+    assert pop3_all(ld, OTHER, "w1")[0][1] == got[0][1]
+    assert ld.status()["totals"]["lmtp_messages"] == 2
+
+
+def test_stored_bytes_match_sdps_deliver(ld):
+    """The same message through LMTP and through sdps-deliver lands as
+    the same wire-format file (dot-stuffed, CRLF)."""
+    raw = MSG.replace(b"\r\n", b"\n")
+    ld.deliver_ok(raw, "x@" + HOST, sender="sender@example.org",
+                  punt="finchley")
+    c = smtplib.LMTP("127.0.0.1", ld.lmtp_port)
+    c.sendmail("sender@example.org", ["y@" + HOST], MSG)
+    c.quit()
+    msgs = ld.messages(host=HOST)
+    assert len(msgs) == 2
+    files = [open(ld.spool_file(m["punt"], m["id"]), "rb").read()
+             for m in msgs]
+    assert files[0] == files[1]
+    assert b"\r\n...a line that starts" not in files[0]
+    assert b"\r\n..a line that starts with a dot\r\n" in files[0]
+    assert b"\r\n...two dots\r\n" in files[0]
+    assert msgs[0]["octets"] == msgs[1]["octets"]
+
+
+def test_swaks_lmtp(ld):
+    if shutil.which("swaks") is None:
+        pytest.skip("swaks not installed (apt-get install swaks)")
+    r = subprocess.run(
+        ["swaks", "--protocol", "LMTP", "--server", "127.0.0.1",
+         "--port", str(ld.lmtp_port), "--from", "swaks@example.org",
+         "--to", "dan@%s,eve@nohost.example" % HOST,
+         "--header", "Subject: via swaks", "--body", "swaks body"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    out = r.stdout.decode("utf-8", "replace")
+    # swaks prints server lines prefixed "<-" (or "<~"), errors "<**"
+    assert "<** 550 5.1.1" in out, out
+    assert "<-  250 2.0.0 <dan@%s> stored as" % HOST in out, out
+    got = pop3_all(ld)
+    assert len(got) == 1
+    body = got[0][1]
+    assert body.startswith(b"Return-Path: <swaks@example.org>\r\n")
+    assert b"Subject: via swaks\r\n" in body
+    assert b"\r\n\r\nswaks body\r\n" in body
+    assert [m["rcpts"] for m in ld.messages()] == [["dan"]]
+
+
+def test_raw_pipelined_replies_in_order(ld):
+    c = Raw(ld.lmtp_port)
+    assert c.greeting[0].startswith("220 ")
+    # one group, DATA last (RFC 2920): the replies come back in order
+    c.send("LHLO mta\r\n"
+           "MAIL FROM:<s@example.org> SIZE=100 BODY=8BITMIME\r\n"
+           "RCPT TO:<a@fred.example.net>\r\n"
+           "RCPT TO:<b@unknown.example>\r\n"
+           "RCPT TO:<not an address>\r\n"
+           "RCPT TO:<c@wilma.example.net>\r\n"
+           "RCPT TO:<A@FRED.example.net>\r\n"
+           "DATA\r\n")
+    lhlo = c.reply()
+    assert lhlo[0].startswith("250-")
+    assert lhlo[-1].startswith("250 SIZE ")
+    assert c.code()[0] == 250
+    assert c.code()[0] == 250
+    code, text = c.code()
+    assert (code, text[4:9]) == (550, "5.1.1")
+    code, text = c.code()
+    assert (code, text[4:9]) == (501, "5.1.3")
+    assert c.code()[0] == 250
+    assert c.code()[0] == 250
+    assert c.code()[0] == 354
+    c.send("Subject: raw\r\n\r\nbody\r\n.\r\n")
+    # one reply per accepted recipient, in RCPT order (RFC 2033 §4.2)
+    replies = [c.code()[1] for _ in range(3)]
+    assert replies[0].startswith("250 2.0.0 <a@fred.example.net>")
+    assert replies[1].startswith("250 2.0.0 <c@wilma.example.net>")
+    assert replies[2].startswith("250 2.0.0 <a@fred.example.net>")
+    c.send("QUIT\r\n")
+    assert c.code()[0] == 221
+    c.close()
+    msgs = sorted(ld.messages(), key=lambda m: m["host"])
+    # a recipient given twice is stored once
+    assert [(m["host"], m["rcpts"]) for m in msgs] == [
+        (HOST, ["a"]), (OTHER, ["c"])]
+
+
+def test_pipelined_transactions(ld):
+    c = Raw(ld.lmtp_port)
+    c.send("LHLO mta\r\nMAIL FROM:<one@example.org>\r\n"
+           "RCPT TO:<u1@fred.example.net>\r\nDATA\r\n")
+    c.reply()
+    assert [c.code()[0] for _ in range(3)] == [250, 250, 354]
+    # the end of message 1 and all of transaction 2 in one segment
+    c.send("Subject: one\r\n\r\n1\r\n.\r\n"
+           "MAIL FROM:<>\r\nRCPT TO:<u2@fred.example.net>\r\n"
+           "RCPT TO:<u3@fred.example.net>\r\nDATA\r\n")
+    assert [c.code()[0] for _ in range(5)] == [250, 250, 250, 250, 354]
+    c.send("Subject: two\r\n\r\n2\r\n.\r\nQUIT\r\n")
+    assert [c.code()[0] for _ in range(3)] == [250, 250, 221]
+    c.close()
+    got = [b for _, b in pop3_all(ld)]
+    assert got == [b"Return-Path: <one@example.org>\r\nSubject: one\r\n"
+                   b"\r\n1\r\n",
+                   b"Return-Path: <>\r\nSubject: two\r\n\r\n2\r\n"]
+
+
+def test_rset_and_sequence_errors(ld):
+    c = Raw(ld.lmtp_port)
+    c.send("MAIL FROM:<a@example.org>\r\n")
+    assert c.code()[1].startswith("503 5.5.1")     # LHLO first
+    for cmd in ("HELO x", "EHLO x"):
+        c.send(cmd + "\r\n")
+        assert c.code()[1].startswith("500 5.5.1")  # RFC 2033 §4.1
+    c.send("LHLO mta\r\n")
+    c.reply()
+    c.send("VRFY fred\r\n")
+    assert c.code()[0] == 252
+    c.send("NOOP\r\n")
+    assert c.code()[0] == 250
+    c.send("RCPT TO:<a@fred.example.net>\r\n")
+    assert c.code()[1].startswith("503")
+    c.send("MAIL FROM:<first@example.org>\r\n")
+    assert c.code()[0] == 250
+    c.send("MAIL FROM:<again@example.org>\r\n")
+    assert c.code()[1].startswith("503")
+    c.send("RCPT TO:<a@fred.example.net>\r\n")
+    assert c.code()[0] == 250
+    c.send("RSET\r\n")
+    assert c.code()[0] == 250
+    # RSET dropped the transaction: no recipient, no sender
+    c.send("RCPT TO:<a@fred.example.net>\r\n")
+    assert c.code()[1].startswith("503")
+    c.send("DATA\r\n")
+    assert c.code()[1].startswith("503")
+    c.send("MAIL FROM:<second@example.org> FOO=bar\r\n")
+    assert c.code()[1].startswith("555 5.5.4")
+    c.send("MAIL FROM:<second@example.org> BODY=BINARYMIME\r\n")
+    assert c.code()[1].startswith("501")
+    c.send("MAIL FROM:<not-an-address>\r\n")
+    assert c.code()[1].startswith("501 5.1.7")
+    c.send("MAIL FROM:<second@example.org>\r\n")
+    assert c.code()[0] == 250
+    c.send("DATA\r\n")
+    assert c.code()[1].startswith("503")          # no recipients
+    c.send("RCPT TO:<b@fred.example.net>\r\nDATA\r\n")
+    assert [c.code()[0] for _ in range(2)] == [250, 354]
+    c.send("Subject: x\r\n\r\ny\r\n.\r\nBOGUS\r\n")
+    assert c.code()[0] == 250
+    assert c.code()[1].startswith("500 5.5.2")
+    c.close()
+    msgs = ld.messages()
+    assert [(m["sender"], m["rcpts"]) for m in msgs] == [
+        ("second@example.org", ["b"])]
+
+
+def test_size_limit(request):
+    d = lmtp_daemon(overrides={"store": {"max_message_size": 2000}})
+    try:
+        c = Raw(d.lmtp_port)
+        c.send("LHLO mta\r\n")
+        assert c.reply()[-1] == "250 SIZE 2000"
+        c.send("MAIL FROM:<s@example.org> SIZE=5000\r\n")
+        assert c.code()[1].startswith("552 5.3.4")
+        # a lying (or absent) SIZE: the data itself is measured
+        c.send("MAIL FROM:<s@example.org> SIZE=100\r\n"
+               "RCPT TO:<a@fred.example.net>\r\n"
+               "RCPT TO:<b@wilma.example.net>\r\nDATA\r\n")
+        assert [c.code()[0] for _ in range(4)] == [250, 250, 250, 354]
+        c.send("Subject: big\r\n\r\n" + ("x" * 70 + "\r\n") * 40 +
+               ".\r\n")
+        assert [c.code()[1][:9] for _ in range(2)] == ["552 5.3.4"] * 2
+        # the session goes on, and a message under the limit fits
+        c.send("MAIL FROM:<s@example.org>\r\n"
+               "RCPT TO:<a@fred.example.net>\r\nDATA\r\n")
+        assert [c.code()[0] for _ in range(3)] == [250, 250, 354]
+        c.send("Subject: small\r\n\r\n" + ("x" * 70 + "\r\n") * 20 +
+               ".\r\n")
+        assert c.code()[0] == 250
+        c.close()
+        assert [m["sender"] for m in d.messages()] == ["s@example.org"]
+        assert d.messages()[0]["octets"] < 2000 + 40
+    finally:
+        D._finish(request, d)
+
+
+def test_bad_data_is_refused_whole(ld):
+    c = Raw(ld.lmtp_port)
+    c.send("LHLO mta\r\n")
+    c.reply()
+
+    def txn(data):
+        c.send("MAIL FROM:<s@example.org>\r\n"
+               "RCPT TO:<a@fred.example.net>\r\n"
+               "RCPT TO:<b@fred.example.net>\r\nDATA\r\n")
+        assert [c.code()[0] for _ in range(4)] == [250, 250, 250, 354]
+        c.send(data)
+        return [c.code()[1] for _ in range(2)]
+
+    # RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets with CRLF
+    ok = "Subject: x\r\n\r\n" + "y" * 998 + "\r\n.\r\n"
+    long_ = "Subject: x\r\n\r\n" + "y" * 999 + "\r\n.\r\n"
+    assert [r[:3] for r in txn(long_)] == ["500", "500"]
+    assert [r[:9] for r in txn("Subject: x\r\n\r\na\0b\r\n.\r\n")] == \
+        ["554 5.6.0"] * 2
+    assert [r[:9] for r in txn("no header here\r\n.\r\n")] == \
+        ["554 5.6.0"] * 2
+    assert ld.messages() == []
+    assert [r[:9] for r in txn(ok)] == ["250 2.0.0"] * 2
+    c.close()
+    assert len(ld.messages()) == 1
+    assert len(pop3_all(ld)[0][1]) == len(
+        b"Return-Path: <s@example.org>\r\n") + len(ok) - 3
+
+
+def test_unix_socket_and_drop_mid_data(request):
+    d = lmtp_daemon(unix=True)
+    try:
+        c = smtplib.LMTP(d.lmtp_sock)
+        c.sendmail("<>", ["z@" + HOST], b"Subject: unix\r\n\r\nz\r\n")
+        c.quit()
+        # a client that goes away inside DATA stores nothing
+        r = Raw(d.lmtp_port)
+        r.send("LHLO m\r\nMAIL FROM:<s@example.org>\r\n"
+               "RCPT TO:<q@fred.example.net>\r\nDATA\r\n")
+        r.reply()
+        assert [r.code()[0] for _ in range(3)] == [250, 250, 354]
+        r.send("Subject: cut\r\n\r\nhalf")
+        r.close()
+        d.wait_log(r"event=lmtp-drop in=data")
+        got = pop3_all(d)
+        assert got == [(got[0][0], b"Return-Path: <>\r\nSubject: unix\r\n"
+                        b"\r\nz\r\n")]
+        assert d.status()["totals"]["lmtp_messages"] == 1
+    finally:
+        D._finish(request, d)
+
+
+def test_punt_down_stores_on_the_other(request):
+    d = lmtp_daemon()
+    try:
+        # make finchley unusable: every message must land on docklands
+        fin = d.spool.punt_paths["finchley"]
+        os.rename(fin, fin + ".away")
+        c = smtplib.LMTP("127.0.0.1", d.lmtp_port)
+        for i in range(6):
+            c.sendmail("s@example.org", ["p%d@%s" % (i, HOST)],
+                       b"Subject: %d\r\n\r\nx\r\n" % i)
+        c.quit()
+        os.rename(fin + ".away", fin)
+        assert {m["punt"] for m in d.messages()} == {"docklands"}
+        assert len(d.messages()) == 6
+        # every punt down: 451 4.3.0 per recipient, nothing stored
+        doc = d.spool.punt_paths["docklands"]
+        os.rename(fin, fin + ".away")
+        os.rename(doc, doc + ".away")
+        r = Raw(d.lmtp_port)
+        r.send("LHLO m\r\nMAIL FROM:<s@example.org>\r\n"
+               "RCPT TO:<q@fred.example.net>\r\nDATA\r\n")
+        r.reply()
+        assert [r.code()[0] for _ in range(3)] == [250, 250, 354]
+        r.send("Subject: t\r\n\r\nx\r\n.\r\n")
+        assert r.code()[1].startswith("451 4.3.0")
+        r.close()
+        os.rename(fin + ".away", fin)
+        os.rename(doc + ".away", doc)
+        assert len(d.messages()) == 6
+    finally:
+        D._finish(request, d)
