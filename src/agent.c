@@ -336,6 +336,11 @@ bounce_failed(const struct config *cf, struct store *st,
 	char		**addrs;
 	size_t		 i, n = 0;
 
+	for (i = 0; i < m->nrcpts; i++)
+		if (fates[i] == FATE_PERM)
+			break;
+	if (i == m->nrcpts)
+		return;		/* nothing failed for good */
 	r = calloc(m->nrcpts, sizeof(*r));
 	addrs = calloc(m->nrcpts, sizeof(*addrs));
 	if (r == NULL || addrs == NULL)
@@ -412,6 +417,41 @@ item_cmp(const void *a, const void *b)
 	return x->id < y->id ? -1 : x->id > y->id;
 }
 
+static bool
+is_pop_deleted(struct store *st, uint64_t id)
+{
+	struct store_msg m;
+	bool		 del;
+
+	if (store_msg_get(st, id, &m) != STORE_OK)
+		return false;
+	del = (m.flags & STORE_F_POP_DELETED) != 0;
+	store_msg_free(&m);
+	return del;
+}
+
+/*
+ * Nothing is left to retry or bounce for a message POP3 deleted: done if
+ * the server took it all, else release, which removes it as well.
+ */
+static void
+settle_pop_deleted(struct store *st, const struct store_msg *m,
+    const enum rcpt_fate *f, struct agent_stats *stats)
+{
+	size_t	 i;
+
+	for (i = 0; i < m->nrcpts; i++)
+		if (f[i] != FATE_OK)
+			break;
+	if (i == m->nrcpts) {
+		if (store_done(st, m->id) == STORE_OK)
+			stats->sent++;
+		return;
+	}
+	(void)store_release(st, m->id);
+	stats->skipped++;
+}
+
 /* Claim, send and settle one message.  -1 when the connection broke. */
 static int
 deliver_one(const struct config *cf, struct smtp *s, const struct item *it,
@@ -442,8 +482,18 @@ deliver_one(const struct config *cf, struct smtp *s, const struct item *it,
 		store_release(it->st, it->id);
 		stats->deferred++;
 	} else {
-		bounce_failed(cf, it->st, &m, fates, diag);
-		settle(it->st, &m, fates, stats);
+		/*
+		 * A POP3 QUIT deleted it while we held the claim: the
+		 * customer has taken it, so a failure here is no news to
+		 * the sender and gets no bounce; settling removes it
+		 * (DESIGN.md §1 rule 4: it goes whatever the outcome).
+		 */
+		if (is_pop_deleted(it->st, it->id))
+			settle_pop_deleted(it->st, &m, fates, stats);
+		else {
+			bounce_failed(cf, it->st, &m, fates, diag);
+			settle(it->st, &m, fates, stats);
+		}
 	}
 	free(fates);
 	free(diag);
