@@ -26,6 +26,7 @@ struct collect {
 
 struct tally {
 	uint64_t bounced, silent, skipped, failed;
+	uint64_t reported;	/* JSON objects printed so far */
 };
 
 /* Runs inside the walk's read transaction: only copy, never call store. */
@@ -49,6 +50,29 @@ collect_old(const struct store_msg *m, void *arg)
 	c->v[c->n].arrival_us = m->arrival_us;
 	c->n++;
 	return 0;
+}
+
+/* One line (or JSON object) per message acted on. */
+static void
+report(struct ctl *c, struct store *st, uint64_t id, const char *host,
+    const char *what, struct tally *t)
+{
+	char	 uidl[STORE_UIDL_MAX];
+
+	store_uidl(st, id, uidl);
+	if (!c->json) {
+		printf("%s:%llu %s %s %s\n", store_name(st),
+		    (unsigned long long)id, uidl, host, what);
+		return;
+	}
+	printf("%s\n  {\"punt\": ", t->reported++ ? "," : "");
+	ctl_json_str(stdout, store_name(st));
+	printf(", \"id\": %llu, \"uidl\": \"%s\", \"host\": ",
+	    (unsigned long long)id, uidl);
+	ctl_json_str(stdout, host);
+	printf(", \"action\": ");
+	ctl_json_str(stdout, what);
+	printf("}");
 }
 
 /* A bounce for every recipient of m: "4.4.7", the mail expired. */
@@ -98,9 +122,7 @@ expire_one(struct ctl *c, struct store *st, const struct victim *v,
 	struct store_msg m;
 	const char	*what;
 	enum store_res	 r;
-	char		 uidl[STORE_UIDL_MAX];
 
-	store_uidl(st, v->id, uidl);
 	if (c->dry_run) {
 		if (store_msg_get(st, v->id, &m) != STORE_OK)
 			return;
@@ -110,15 +132,17 @@ expire_one(struct ctl *c, struct store *st, const struct victim *v,
 			what = "would expire silently", t->silent++;
 		else
 			what = "would bounce and expire", t->bounced++;
-		printf("%s:%llu %s %s %s\n", store_name(st),
-		    (unsigned long long)v->id, uidl, m.host, what);
+		report(c, st, v->id, m.host, what, t);
 		store_msg_free(&m);
 		return;
 	}
 	if ((r = store_claim(st, v->id, "sdps-ctl-expire")) != STORE_OK) {
 		if (r == STORE_BUSY) {
-			printf("%s:%llu %s skip (claimed)\n", store_name(st),
-			    (unsigned long long)v->id, uidl);
+			if (store_msg_get(st, v->id, &m) == STORE_OK) {
+				report(c, st, v->id, m.host, "skip (claimed)",
+				    t);
+				store_msg_free(&m);
+			}
 			t->skipped++;
 		} else if (r != STORE_GONE)
 			t->failed++;
@@ -129,6 +153,10 @@ expire_one(struct ctl *c, struct store *st, const struct victim *v,
 		t->failed++;
 		return;
 	}
+	/*
+	 * DESIGN.md §1 rule 5: unread mail goes back to its sender; mail
+	 * POP3 has read may go silently; a bounce is never bounced.
+	 */
 	if ((m.flags & STORE_F_READ) != 0 || m.sender[0] == '\0')
 		what = "expired silently", t->silent++;
 	else if (bounce(c->cf, st, &m) == 0)
@@ -146,8 +174,7 @@ expire_one(struct ctl *c, struct store *st, const struct victim *v,
 		what = "bounce sent, removal failed";
 		t->failed++;
 	}
-	printf("%s:%llu %s %s %s\n", store_name(st), (unsigned long long)v->id,
-	    uidl, m.host, what);
+	report(c, st, v->id, m.host, what, t);
 	store_msg_free(&m);
 }
 
@@ -157,7 +184,7 @@ ctl_expire(struct ctl *c)
 	const struct config	*cf = c->cf;
 	struct store_opts	 opts;
 	struct collect		 col;
-	struct tally		 t = { 0, 0, 0, 0 };
+	struct tally		 t = { 0, 0, 0, 0, 0 };
 	struct store		*st;
 	char			 err[256];
 	unsigned		 days;
@@ -166,8 +193,12 @@ ctl_expire(struct ctl *c)
 
 	days = c->older_than_days >= 0 ? (unsigned)c->older_than_days :
 	    cf->expire_days;
+	memset(&opts, 0, sizeof(opts));
 	opts.map_size = cf->store_map_size;
 	opts.claim_lease_s = cf->claim_lease_s;
+	if (c->json)
+		printf("{\"dry_run\": %s, \"older_than_days\": %u, "
+		    "\"messages\": [", c->dry_run ? "true" : "false", days);
 	for (p = 0; p < cf->npunts; p++) {
 		if ((st = store_open(cf->punts[p].path, cf->punts[p].name,
 		    &opts, err, sizeof(err))) == NULL) {
@@ -191,9 +222,16 @@ ctl_expire(struct ctl *c)
 		free(col.v);
 		store_close(st);
 	}
-	printf("%s: %llu bounced, %llu silent, %llu skipped, %llu failed\n",
-	    c->dry_run ? "dry run" : "expired",
-	    (unsigned long long)t.bounced, (unsigned long long)t.silent,
-	    (unsigned long long)t.skipped, (unsigned long long)t.failed);
+	if (c->json)
+		printf("%s], \"bounced\": %llu, \"silent\": %llu, "
+		    "\"skipped\": %llu, \"failed\": %llu}\n",
+		    t.reported ? "\n" : "",
+		    (unsigned long long)t.bounced, (unsigned long long)t.silent,
+		    (unsigned long long)t.skipped, (unsigned long long)t.failed);
+	else
+		printf("%s: %llu bounced, %llu silent, %llu skipped, "
+		    "%llu failed\n", c->dry_run ? "dry run" : "expired",
+		    (unsigned long long)t.bounced, (unsigned long long)t.silent,
+		    (unsigned long long)t.skipped, (unsigned long long)t.failed);
 	return rc != 0 || t.failed != 0 ? 1 : 0;
 }
