@@ -9,6 +9,8 @@
 #include "sdps/dsn.h"
 #include "sdps/util.h"
 
+#define DSN_TEXT_MAX	900	/* octets of remote text per line */
+
 struct buf {
 	char	*p;
 	size_t	 len, cap;
@@ -73,6 +75,24 @@ buf_add(struct buf *b, const char *s, size_t len)
 }
 
 /*
+ * A remote server's reply text goes into header-like fields: keep it on
+ * one line, 7-bit (the parts say us-ascii), and well inside RFC 5322's
+ * 998 octets.  Returns a static buffer.
+ */
+static const char *
+one_line(const char *s)
+{
+	static char	 out[DSN_TEXT_MAX + 1];
+	size_t		 i;
+
+	for (i = 0; s[i] != '\0' && i < DSN_TEXT_MAX; i++)
+		out[i] = (unsigned char)s[i] < 0x20 ||
+		    (unsigned char)s[i] >= 0x7f ? '?' : s[i];
+	out[i] = '\0';
+	return out;
+}
+
+/*
  * The text/rfc822-headers part must hold only the header block: stop at
  * the first empty line even if the caller passed more.
  */
@@ -134,8 +154,8 @@ dsn_build(const struct dsn *d, char **out, size_t *len)
 	    boundary, boundary, d->reason);
 	for (i = 0; i < d->nrcpts; i++)
 		buf_printf(&b, "<%s>: %s\r\n", d->rcpts[i].addr,
-		    d->rcpts[i].diag != NULL ? d->rcpts[i].diag :
-		    d->rcpts[i].status);
+		    one_line(d->rcpts[i].diag != NULL ? d->rcpts[i].diag :
+		    d->rcpts[i].status));
 	buf_printf(&b, "\r\n--%s\r\n"
 	    "Content-Type: message/delivery-status\r\n"
 	    "\r\n"
@@ -150,7 +170,7 @@ dsn_build(const struct dsn *d, char **out, size_t *len)
 		    d->rcpts[i].addr, d->rcpts[i].status);
 		if (d->rcpts[i].diag != NULL)
 			buf_printf(&b, "Diagnostic-Code: smtp; %s\r\n",
-			    d->rcpts[i].diag);
+			    one_line(d->rcpts[i].diag));
 	}
 	buf_printf(&b, "\r\n--%s\r\n"
 	    "Content-Type: text/rfc822-headers\r\n"
