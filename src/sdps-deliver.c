@@ -16,6 +16,7 @@
 
 #include "sdps/auth.h"
 #include "sdps/config.h"
+#include "sdps/deliver.h"
 #include "sdps/log.h"
 #include "sdps/store.h"
 #include "sdps/util.h"
@@ -61,22 +62,6 @@ die(int code, const char *fmt, ...)
 	va_end(ap);
 	fputc('\n', stderr);
 	exit(code);
-}
-
-/* Remember why a punt failed, for the one line printed at the end. */
-static void __attribute__((format(printf, 2, 3)))
-why_add(struct deliver *d, const char *fmt, ...)
-{
-	va_list	 ap;
-	size_t	 len = strlen(d->why);
-
-	if (len > 0 && len + 2 < sizeof(d->why)) {
-		strcpy(d->why + len, "; ");
-		len += 2;
-	}
-	va_start(ap, fmt);
-	vsnprintf(d->why + len, sizeof(d->why) - len, fmt, ap);
-	va_end(ap);
 }
 
 static struct rhost *
@@ -204,58 +189,34 @@ punt_get(struct deliver *d, int p)
 	}
 	if (d->st[p] == NULL) {
 		d->st_bad[p] = true;
-		why_add(d, "punt %s: %s", d->cf.punts[p].name, err);
+		deliver_why(d->why, sizeof(d->why), "punt %s: %s",
+		    d->cf.punts[p].name, err);
 	}
 	return d->st[p];
 }
 
-/*
- * Store the message for one host.  Without -p the punts are tried in a
- * random order, so a punt that is down or full costs a retry, not the
- * message.  Returns 0, or -1 when no punt took it.
- */
+static struct store *
+punt_cb(void *arg, int p)
+{
+	return punt_get(arg, p);
+}
+
+/* deliver_store picks the punt, the same way the LMTP ingest does. */
 static int
 store_for_host(struct deliver *d, const struct rhost *h, int only)
 {
 	struct store_envelope	 env;
-	struct store		*st;
-	enum store_res		 res;
 	uint64_t		 id;
-	char			 err[256];
-	int			 order[CONFIG_PUNT_MAX], n, i, j, t;
+	int			 idx;
 
 	env.host = h->host;
 	env.sender = d->sender;
 	env.rcpts = (const char *const *)h->users;
 	env.nrcpts = h->nusers;
-
-	if (only >= 0) {
-		order[0] = only;
-		n = 1;
-	} else {
-		n = d->cf.npunts;
-		for (i = 0; i < n; i++)
-			order[i] = i;
-		for (i = n - 1; i > 0; i--) {
-			j = (int)arc4random_uniform((uint32_t)i + 1);
-			t = order[i];
-			order[i] = order[j];
-			order[j] = t;
-		}
-	}
-	for (i = 0; i < n; i++) {
-		if ((st = punt_get(d, order[i])) == NULL)
-			continue;
-		err[0] = '\0';
-		res = store_put(st, &env, d->w.buf, d->w.len,
-		    d->w.body_octets, &id, err, sizeof(err));
-		if (res == STORE_OK)
-			return 0;
-		why_add(d, "punt %s: %s", d->cf.punts[order[i]].name,
-		    err[0] ? err : res == STORE_PERMFAIL ? "permanent failure" :
-		    "temporary failure");
-	}
-	return -1;
+	if (deliver_store(punt_cb, d, d->cf.npunts, only, &env, &d->w, &idx,
+	    &id, d->why, sizeof(d->why)) != STORE_OK)
+		return -1;
+	return 0;
 }
 
 int
