@@ -345,7 +345,10 @@ auth_open(const char *path, uint64_t map_size, bool create,
 		free(a);
 		return NULL;
 	}
+	/* Every worker keeps a reader slot: LMDB's default of 126 would run
+	 * out under load (max_workers is at most 4000, plus tools). */
 	if ((rc = mdb_env_set_maxdbs(a->env, 4)) != 0 ||
+	    (rc = mdb_env_set_maxreaders(a->env, 4096)) != 0 ||
 	    (rc = mdb_env_set_mapsize(a->env, (size_t)map_size)) != 0) {
 		snprintf(err, errlen, "auth %s: mdb_env_set: %s", path,
 		    mdb_strerror(rc));

@@ -53,7 +53,7 @@ static const struct key keys[] = {
 	{ S_SERVER, "run_dir",		K_PATH,	CF(run_dir), 0, 0 },
 	{ S_SERVER, "min_spare",	K_UINT,	CF(min_spare), 0, 100000 },
 	{ S_SERVER, "max_spare",	K_UINT,	CF(max_spare), 1, 100000 },
-	{ S_SERVER, "max_workers",	K_UINT,	CF(max_workers), 1, 100000 },
+	{ S_SERVER, "max_workers",	K_UINT,	CF(max_workers), 1, 4000 },
 	{ S_SERVER, "max_sessions_per_worker", K_UINT,
 	    CF(max_sessions_per_worker), 1, 100000000 },
 	{ S_SERVER, "idle_timeout",	K_UINT,	CF(idle_timeout_s), 1, 86400 },

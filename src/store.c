@@ -29,7 +29,7 @@
 
 #define STORE_FORMAT		1
 #define STORE_NAME_MAX		64
-#define STORE_MAXREADERS	1024	/* one per worker and tool process */
+#define STORE_MAXREADERS	4096	/* max_workers (<= 4000) plus tools */
 #define STORE_DEFAULT_MAP	(1ULL << 30)
 #define STORE_TMP_GRACE_S	3600	/* a tmp file this old is abandoned */
 

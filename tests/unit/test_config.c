@@ -314,9 +314,9 @@ test_limits(void **state)
 
 	/* Exactly the limits are fine. */
 	assert_int_equal(load(PUNT "[server]\nlisten = 255.255.255.255:65535\n"
-	    "max_workers = 100000\nmax_spare = 100000\nmin_spare = 100000\n",
+	    "max_workers = 4000\nmax_spare = 4000\nmin_spare = 4000\n",
 	    &cf, err, sizeof(err)), 0);
-	assert_int_equal(cf.max_workers, 100000);
+	assert_int_equal(cf.max_workers, 4000);
 }
 
 static void
