@@ -206,7 +206,7 @@ cl_end(struct cl *c)
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
-static void
+static void __attribute__((format(printf, 2, 3)))
 cl_send(struct cl *c, const char *fmt, ...)
 {
 	char	 buf[1024];
@@ -935,7 +935,7 @@ test_bad_lines(void **state)
 	cl_expect(&c, "-ERR line too long");
 	assert_int_equal(write(c.fd, "US\0ER x\r\n", 9), 9);
 	cl_expect(&c, "-ERR NUL");
-	cl_send(&c, "");
+	cl_send(&c, "%s", "");
 	cl_expect(&c, "-ERR");
 	/* Nothing changed: a normal login still works. */
 	cl_send(&c, "USER " HOST);
