@@ -57,12 +57,14 @@ class Receiver:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        # the answer is fixed when the data is in, so a test can change
+        # the settings for the next transaction while this one waits
+        hold, reply = self.hold, self.data_reply or "250 2.0.0 accepted"
         self.in_data.set()
-        if self.hold is not None:
+        if hold is not None:
             # wait in a thread, so the event loop (and a watchdog
             # timeout on the test side) stays alive
-            await server.loop.run_in_executor(None, self.hold.wait, 60)
-        reply = self.data_reply or "250 2.0.0 accepted"
+            await server.loop.run_in_executor(None, hold.wait, 60)
         if reply.startswith("250"):
             with self.lock:
                 self.got.append((envelope.mail_from,
@@ -272,26 +274,29 @@ def test_unreachable_target_claims_nothing(sd, rx):
 
 
 def test_abandoned_claim_expires_after_lease(sd, rx):
-    sd.rewrite_config(overrides={"store": {"claim_lease": 1}})
     sd.deliver_ok(message("abandoned"), ALICE)
-    rx.hold = threading.Event()
-    p = agent(sd, rx.target, wait=False)
-    assert rx.in_data.wait(30)
-    wait_claimed(sd)
-    p.kill()                    # the agent dies holding the claim
-    p.wait()
-    assert "IN_DELIVERY" in spooled(sd)[0]["flags"]
+    dead = rx.hold = threading.Event()
     # the dead agent's transaction must not count as delivered
     rx.data_reply = "451 4.3.0 client gone"
-    rx.hold.set()
-    rx.hold = None
-    # a new agent is refused while the claim is fresh, then takes it
-    # over once it is older than the lease
-    first = stats(agent(sd, rx.target).text)
-    assert (first["sent"], first["skipped"]) == ("0", "1"), first
-    rx.data_reply = None
-    D.wait_for(lambda: stats(agent(sd, rx.target).text)["sent"] == "1",
-               timeout=30, interval=0.3, what="claim lease to expire")
+    p = agent(sd, rx.target, wait=False)
+    try:
+        assert rx.in_data.wait(30)
+        wait_claimed(sd)
+        p.kill()                # the agent dies holding the claim
+        p.wait()
+        assert "IN_DELIVERY" in spooled(sd)[0]["flags"]
+        rx.hold = rx.data_reply = None
+        # a new agent is refused while the claim is younger than the
+        # lease (the default, an hour) ...
+        first = stats(agent(sd, rx.target).text)
+        assert (first["sent"], first["skipped"]) == ("0", "1"), first
+        # ... and takes it over once the claim is older than the lease
+        sd.rewrite_config(overrides={"store": {"claim_lease": 1}})
+        D.wait_for(lambda: stats(agent(sd, rx.target).text)["sent"]
+                   == "1", timeout=30, interval=0.3,
+                   what="claim lease to expire")
+    finally:
+        dead.set()
     assert spooled(sd) == []
     assert [t for _, t, _ in rx.got] == [[ALICE]]
 
