@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <netdb.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -37,6 +38,7 @@
 #define MASTER_EARLY_DEATH_US	2000000	/* a death this soon = start-up */
 #define MASTER_KILL_WAIT_S	2	/* after SIGUSR2, before SIGKILL */
 #define MASTER_BACKLOG		511
+#define MASTER_DETACH_WAIT_MS	60000	/* parent waits for "ready" */
 
 struct master {
 	struct config	*cf;
@@ -356,10 +358,11 @@ master_write_pidfile(struct master *m)
 static int
 master_detach(struct master *m)
 {
-	int	 p[2], fd;
-	char	 c;
-	pid_t	 pid;
-	ssize_t	 n;
+	struct pollfd	 pfd;
+	int		 p[2], fd;
+	char		 c;
+	pid_t		 pid;
+	ssize_t		 n;
 
 	if (pipe2(p, O_CLOEXEC) == -1) {
 		log_warn("pipe");
@@ -371,10 +374,20 @@ master_detach(struct master *m)
 	}
 	if (pid != 0) {
 		close(p[1]);
-		do
-			n = read(p[0], &c, 1);
-		while (n == -1 && errno == EINTR);
-		_exit(n == 1 ? 0 : MASTER_EX_OSERR);
+		pfd.fd = p[0];
+		pfd.events = POLLIN;
+		n = 0;
+		if (poll(&pfd, 1, MASTER_DETACH_WAIT_MS) == 1) {
+			do
+				n = read(p[0], &c, 1);
+			while (n == -1 && errno == EINTR);
+		}
+		if (n == 1)
+			_exit(0);
+		fprintf(stderr, "sdpsd: %s; see the mail log\n", n == 0 &&
+		    pfd.revents == 0 ? "not ready in time, still starting" :
+		    "start-up failed");
+		_exit(MASTER_EX_OSERR);
 	}
 	close(p[0]);
 	m->ready_fd = p[1];
