@@ -15,9 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "sdps/auth.h"
+#include "sdps/authcache.h"
 #include "sdps/config.h"
 #include "sdps/lock.h"
 #include "sdps/log.h"
@@ -29,7 +31,9 @@
 #include "sdps/worker.h"
 
 /* How long PASS waits for a free hashing place before [SYS/TEMP]. */
-#define AUTH_WAIT_MS	5000
+/* Wait this long for a hashing place: a burst of cold logins queues
+ * behind auth_max_parallel hashes rather than failing. */
+#define AUTH_WAIT_MS	30000
 #define TOP_CHUNK	65536
 #define DATE_MAX	64
 
@@ -92,6 +96,7 @@ struct session {
 
 	/* USER */
 	bool			 have_user;
+	bool			 auth_from_cache;	/* for the login line */
 	char			 host[UTIL_HOST_MAX + 1];
 	char			 user[UTIL_USER_MAX + 1];	/* "" = host */
 	char			 user_arg[POP3_LINE_MAX];	/* as typed */
@@ -561,7 +566,8 @@ session_login(struct session *s)
 		sb_slot_write_end(sl);
 	}
 	log_info("sid=%016" PRIx64 " peer=%s event=login maildrop=%s punts=%s"
-	    " msgs=%zu", s->sid, s->peer, s->maildrop, names, s->nmsgs);
+	    " msgs=%zu auth=%s", s->sid, s->peer, s->maildrop, names, s->nmsgs,
+	    s->auth_from_cache ? "cache" : "hash");
 	return reply_ok(s, "maildrop has %zu messages", s->nmsgs);
 }
 
@@ -574,7 +580,8 @@ auth_failed(struct session *s)
 	if (s->w->sb != NULL)
 		atomic_fetch_add(&s->w->sb->hdr->total_auth_failures, 1);
 	/* People type passwords into USER: name it only for a real host. */
-	if (auth_host_get(s->w->auth, s->host, &h) == AUTH_OK)
+	if (s->w->auth != NULL &&
+	    auth_host_get(s->w->auth, s->host, &h) == AUTH_OK)
 		log_info("sid=%016" PRIx64 " peer=%s event=auth-fail user=%s",
 		    s->sid, s->peer, s->user_arg);
 	else
@@ -595,6 +602,24 @@ auth_failed(struct session *s)
 	return CMD_REPLIED;
 }
 
+/*
+ * A repeat login within auth_cache_ttl is answered from the shared auth
+ * cache (issue 5): a keyed MAC instead of an argon2id hash.  The host's
+ * generation is part of the MAC, so a password change misses at once.
+ */
+static bool
+auth_cached(struct session *s, const char *pw, uint64_t epoch)
+{
+	struct worker_ctx	*w = s->w;
+	struct auth_host	 h;
+
+	if (w->sb == NULL || w->sb->authcache == NULL)
+		return false;
+	return auth_host_get(w->auth, s->host, &h) == AUTH_OK &&
+	    authcache_check(w->sb->authcache, s->host, pw, h.generation,
+	    epoch, (uint64_t)time(NULL));
+}
+
 static enum cmd_res
 cmd_pass(struct session *s, struct pop3_args *a)
 {
@@ -602,11 +627,27 @@ cmd_pass(struct session *s, struct pop3_args *a)
 	char			*pw = a->argv[0];
 	size_t			 pwlen = strlen(pw);
 	enum auth_res		 ar;
+	uint64_t		 epoch = 0, gen = 0;
 	bool			 gated;
 
 	if (!s->have_user) {
 		auth_wipe(pw, pwlen);
 		return reply_err(s, NULL, "USER first");
+	}
+	if (w->auth == NULL) {
+		auth_wipe(pw, pwlen);
+		s->have_user = false;
+		reply_err(s, "SYS/TEMP", "authentication unavailable, try later");
+		return CMD_REPLIED;
+	}
+	/* Read the epoch before hashing: a flush during the hash leaves
+	 * the entry made below already stale. */
+	if (w->sb != NULL)
+		epoch = atomic_load(&w->sb->hdr->auth_cache_epoch);
+	if (auth_cached(s, pw, epoch)) {
+		auth_wipe(pw, pwlen);
+		s->auth_from_cache = true;
+		return session_login(s);
 	}
 	gated = w->sb != NULL && w->slot != NULL;
 	if (gated && sb_auth_enter(w->sb, w->slot, s->cf->auth_max_parallel,
@@ -618,9 +659,12 @@ cmd_pass(struct session *s, struct pop3_args *a)
 		reply_err(s, "SYS/TEMP", "server busy, try again later");
 		return CMD_REPLIED;
 	}
-	ar = auth_verify(w->auth, s->host, pw, NULL);
+	ar = auth_verify(w->auth, s->host, pw, &gen);
 	if (gated)
 		sb_auth_leave(w->sb, w->slot);
+	if (ar == AUTH_OK && w->sb != NULL)
+		authcache_put(w->sb->authcache, s->host, pw, gen, epoch,
+		    (uint64_t)time(NULL));
 	auth_wipe(pw, pwlen);
 	switch (ar) {
 	case AUTH_OK:

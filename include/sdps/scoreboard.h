@@ -96,11 +96,16 @@ struct sb_header {
 	pthread_mutex_t	 auth_mutex;
 };
 
+struct authcache;
+
 struct scoreboard {
 	struct sb_header *hdr;
 	struct sb_slot	*slots;		/* hdr->nslots of them */
 	size_t		 map_len;
 	bool		 readonly;
+	/* Master, before fork: the shared auth cache, or NULL when
+	 * auth_cache_ttl is 0.  Process-local pointer, not in the file. */
+	struct authcache *authcache;
 };
 
 /*
