@@ -66,12 +66,14 @@ check: deps
 	$(MAKE) BUILD=build/san CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test-run
 
-run: all
+run: deps
+	$(MAKE) all
 	@tools/demo.sh $(abspath $(BUILD))
 
 fuzz:
 	@tools/fuzz.sh
 
+# The units name /usr/local/sbin; rewrite that for another PREFIX.
 install: $(BINS)
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)/etc/sdps \
 	    $(DESTDIR)/lib/systemd/system $(DESTDIR)/usr/lib/sysusers.d \
@@ -79,9 +81,10 @@ install: $(BINS)
 	install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/sbin/
 	test -e $(DESTDIR)/etc/sdps/sdps.conf || \
 	    install -m 644 config/sdps.conf $(DESTDIR)/etc/sdps/sdps.conf
-	install -m 644 systemd/*.service systemd/*.timer \
-	    $(DESTDIR)/lib/systemd/system/ 2>/dev/null || \
-	    install -m 644 systemd/*.service $(DESTDIR)/lib/systemd/system/
+	for u in systemd/*.service systemd/*.timer; do \
+	    sed 's|/usr/local/|$(PREFIX)/|g' $$u > \
+	        $(DESTDIR)/lib/systemd/system/$${u#systemd/} || exit 1; \
+	done
 	install -m 644 systemd/sdps.sysusers $(DESTDIR)/usr/lib/sysusers.d/sdps.conf
 	install -m 644 systemd/sdps.tmpfiles $(DESTDIR)/usr/lib/tmpfiles.d/sdps.conf
 
