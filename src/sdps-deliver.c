@@ -143,7 +143,8 @@ read_message(struct deliver *d)
 {
 	char		*buf;
 	ssize_t		 got;
-	enum wire_res	 res;
+	enum wire_res	 res = WIRE_OK;
+	int		 err;
 
 	if ((buf = malloc(READ_CHUNK)) == NULL)
 		die(EX_TEMPFAIL, "out of memory");
@@ -152,18 +153,19 @@ read_message(struct deliver *d)
 		got = read(STDIN_FILENO, buf, READ_CHUNK);
 		if (got == -1 && errno == EINTR)
 			continue;
-		if (got == -1)
-			die(EX_TEMPFAIL, "read message: %s", strerror(errno));
+		if (got == -1) {
+			err = errno;
+			free(buf);
+			die(EX_TEMPFAIL, "read message: %s", strerror(err));
+		}
 		if (got == 0)
 			break;
 		if ((res = wire_feed(&d->w, buf, (size_t)got)) != WIRE_OK)
-			goto bad;
+			break;
 	}
 	free(buf);
-	if ((res = wire_finish(&d->w)) != WIRE_OK)
-		goto bad;
-	return;
-bad:
+	if (res == WIRE_OK && (res = wire_finish(&d->w)) == WIRE_OK)
+		return;
 	die(res == WIRE_NOMEM ? EX_TEMPFAIL : EX_DATAERR, "message "
 	    "rejected: %s", wire_strerror(res));
 }
