@@ -228,7 +228,7 @@ main(int argc, char **argv)
 	const char	*conf = NULL, *sender = NULL;
 	char		 err[PATH_MAX + 256];
 	size_t		 i;
-	int		 ch, only = -1, p;
+	int		 ch, only = -1, p, ok;
 
 	memset(&d, 0, sizeof(d));
 	while ((ch = getopt(argc, argv, "c:f:p:")) != -1) {
@@ -281,17 +281,22 @@ main(int argc, char **argv)
 	 * Before the first store, make sure there is somewhere to store: a
 	 * second host failing after the first was stored makes the MTA
 	 * retry the whole message, and the first host would get it twice.
-	 * A punt that fails later (disk full mid-way) still can cause that;
-	 * a duplicate is the lesser harm than a loss.
+	 * With several hosts every punt is opened now, so only a store_put
+	 * failing on every punt (a disk filling mid-way) can still cause
+	 * that; a duplicate is the lesser harm than a loss.
 	 */
 	if (only >= 0) {
 		if (punt_get(&d, only) == NULL)
 			die(EX_TEMPFAIL, "%s", d.why);
 	} else {
-		for (p = 0; p < d.cf.npunts; p++)
+		ok = 0;
+		for (p = 0; p < d.cf.npunts; p++) {
 			if (punt_get(&d, p) != NULL)
+				ok++;
+			if (ok > 0 && d.nhosts == 1)
 				break;
-		if (p == d.cf.npunts)
+		}
+		if (ok == 0)
 			die(EX_TEMPFAIL, "no punt available: %s", d.why);
 	}
 
