@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "sdps/auth.h"
+#include "sdps/authcache.h"
 #include "sdps/log.h"
 #include "sdps/master.h"
 #include "sdps/scoreboard.h"
@@ -879,6 +880,17 @@ master_setup(struct master *m)
 	m->nslots = cf->max_workers > 0 ? cf->max_workers : 1;
 	if (sb_create(cf->run_dir, m->nslots, cf, &m->sb) == -1)
 		return MASTER_EX_OSERR;
+	/*
+	 * Before any fork, so every worker inherits the same anonymous
+	 * mapping; its key never leaves memory.  Size and TTL are fixed at
+	 * start (a reload keeps them).
+	 */
+	if (cf->auth_cache_ttl_s > 0 && (m->sb.authcache =
+	    authcache_create(cf->auth_cache_entries, cf->auth_cache_ttl_s))
+	    == NULL) {
+		log_warn("authcache_create");
+		return MASTER_EX_OSERR;
+	}
 	m->pids = calloc(m->nslots, sizeof(*m->pids));
 	m->forked_us = calloc(m->nslots, sizeof(*m->forked_us));
 	if (m->pids == NULL || m->forked_us == NULL) {
@@ -955,6 +967,7 @@ master_run(struct config *cf, const char *conf_path, bool foreground,
 	master_stop(&m, &waitmask);
 	if (m.ready_fd != -1)
 		close(m.ready_fd);
+	authcache_destroy(m.sb.authcache);
 	sb_close(&m.sb);
 	free(m.pids);
 	free(m.forked_us);
