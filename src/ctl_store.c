@@ -398,8 +398,9 @@ flags_str(uint32_t flags, char *buf, size_t len)
 static const char *
 age_str(uint64_t now_us, uint64_t then_us, char *buf, size_t len)
 {
-	uint64_t	 s = now_us > then_us ? (now_us - then_us) / 1000000 : 0;
+	uint64_t	 s;
 
+	s = now_us > then_us ? (now_us - then_us) / 1000000 : 0;
 	if (s < 120)
 		snprintf(buf, len, "%llus", (unsigned long long)s);
 	else if (s < 7200)
@@ -493,8 +494,8 @@ ctl_spool_ls(struct ctl *c)
 		rs.punt = &cf->punts[p];
 		rs.punt_idx = p;
 		first = rs.n;
-		if (store_walk(st, c->host ? host : NULL, rows_add, &rs) == -1 ||
-		    rs.nomem) {
+		if (store_walk(st, c->host ? host : NULL, rows_add,
+		    &rs) == -1 || rs.nomem) {
 			store_close(st);
 			rows_free(&rs);
 			return ctl_fail("punt %s: %s", cf->punts[p].name,

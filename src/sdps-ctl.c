@@ -50,26 +50,25 @@ struct cmd {
 };
 
 static const struct cmd cmds[] = {
-	{ "host add",	  "<host>",	1, 1, 0, 0,		ctl_host_add },
-	{ "host passwd",  "<host>",	1, 1, O_SLOT, 0,	ctl_host_passwd },
-	{ "host del",	  "<host>",	1, 1, 0, 0,		ctl_host_del },
-	{ "host list",	  "",		0, 0, O_JSON, 0,	ctl_host_list },
-	{ "host set",	  "<host> smtp=<addr:port>", 2, 2, 0, 0, ctl_host_set },
-	{ "spool ls",	  "",		0, 0, O_JSON | O_HOST | O_PUNT, 0,
-	    ctl_spool_ls },
-	{ "spool show",	  "<punt:id>",	1, 1, O_JSON, 0,	ctl_spool_show },
-	{ "spool stat",	  "",		0, 0, O_JSON, 0,	ctl_spool_stat },
-	{ "smtp claim",	  "<punt:id>",	1, 1, O_AGENT, O_AGENT,	ctl_smtp_claim },
-	{ "smtp done",	  "<punt:id>",	1, 1, 0, 0,		ctl_smtp_done },
-	{ "smtp release", "<punt:id>",	1, 1, 0, 0,		ctl_smtp_release },
-	{ "sessions",	  "",		0, 0, O_JSON, 0,	ctl_sessions },
-	{ "kill",	  "[<session-id>]", 0, 1, O_HOST, 0,	ctl_kill },
-	{ "status",	  "",		0, 0, O_JSON, 0,	ctl_status },
-	{ "auth flush",	  "[<host>]",	0, 1, 0, 0,		ctl_auth_flush },
-	{ "expire",	  "",		0, 0, O_OLDER | O_DRYRUN | O_JSON, 0,
-	    ctl_expire },
-	{ "fsck",	  "",		0, 0, O_REPAIR, 0,	ctl_fsck },
-	{ "punt create",  "[<punt>...]", 0, -1, 0, 0,		ctl_punt_create },
+	/* verb, arguments, min, max, options allowed, required, verb fn */
+	{ "host add", "<host>", 1, 1, 0, 0, ctl_host_add },
+	{ "host passwd", "<host>", 1, 1, O_SLOT, 0, ctl_host_passwd },
+	{ "host del", "<host>", 1, 1, 0, 0, ctl_host_del },
+	{ "host list", "", 0, 0, O_JSON, 0, ctl_host_list },
+	{ "host set", "<host> smtp=<addr:port>", 2, 2, 0, 0, ctl_host_set },
+	{ "spool ls", "", 0, 0, O_JSON | O_HOST | O_PUNT, 0, ctl_spool_ls },
+	{ "spool show", "<punt:id>", 1, 1, O_JSON, 0, ctl_spool_show },
+	{ "spool stat", "", 0, 0, O_JSON, 0, ctl_spool_stat },
+	{ "smtp claim", "<punt:id>", 1, 1, O_AGENT, O_AGENT, ctl_smtp_claim },
+	{ "smtp done", "<punt:id>", 1, 1, 0, 0, ctl_smtp_done },
+	{ "smtp release", "<punt:id>", 1, 1, 0, 0, ctl_smtp_release },
+	{ "sessions", "", 0, 0, O_JSON, 0, ctl_sessions },
+	{ "kill", "[<session-id>]", 0, 1, O_HOST, 0, ctl_kill },
+	{ "status", "", 0, 0, O_JSON, 0, ctl_status },
+	{ "auth flush", "[<host>]", 0, 1, 0, 0, ctl_auth_flush },
+	{ "expire", "", 0, 0, O_OLDER | O_DRYRUN | O_JSON, 0, ctl_expire },
+	{ "fsck", "", 0, 0, O_REPAIR, 0, ctl_fsck },
+	{ "punt create", "[<punt>...]", 0, -1, 0, 0, ctl_punt_create },
 };
 
 static void
@@ -152,7 +151,7 @@ main(int argc, char **argv)
 	const struct cmd	*cmd = NULL;
 	const char		*conf = CONFIG_DEFAULT_PATH;
 	char			 err[PATH_MAX + 256];
-	unsigned int		 seen = 0;
+	unsigned int		 seen = 0, bit;
 	uint64_t		 v;
 	size_t			 i, k;
 	int			 ch, rc, words = 0;
@@ -235,10 +234,11 @@ main(int argc, char **argv)
 	    (cmd->max_args >= 0 && c.argc > cmd->max_args))
 		return usage_fail("usage: %s %s", cmd->verb, cmd->args);
 	for (k = 0; k < NITEMS(opt_names); k++) {
-		if ((seen & opt_names[k].bit) && !(cmd->opts & opt_names[k].bit))
+		bit = opt_names[k].bit;
+		if ((seen & bit) && !(cmd->opts & bit))
 			return usage_fail("%s: --%s does not apply",
 			    cmd->verb, opt_names[k].name);
-		if ((cmd->need & opt_names[k].bit) && !(seen & opt_names[k].bit))
+		if ((cmd->need & bit) && !(seen & bit))
 			return usage_fail("%s: --%s is required", cmd->verb,
 			    opt_names[k].name);
 	}
