@@ -548,8 +548,11 @@ master_reap(struct master *m)
 			continue;
 		}
 		sb_slot_read(&m->sb.slots[i], &copy);
+		/* A crash inside a session says nothing about start-up;
+		 * one before the first session soon after fork does. */
 		early = copy.state == SB_STARTING ||
-		    now - m->forked_us[i] < MASTER_EARLY_DEATH_US;
+		    (copy.sessions_served == 0 && copy.session_id == 0 &&
+		    now - m->forked_us[i] < MASTER_EARLY_DEATH_US);
 		if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
 			log_debug("worker %u (pid %ld) exited", i, (long)pid);
 		else if (WIFEXITED(st))
