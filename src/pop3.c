@@ -233,11 +233,33 @@ fail(struct pop3_conn *c, enum pop3_res r)
 	return -1;
 }
 
+/*
+ * After send(2) or sendfile(2) failed: 0 when the caller should try again
+ * (interrupted, or the peer read within send_timeout_s), else -1 with the
+ * connection marked failed.
+ */
+static int
+send_failed(struct pop3_conn *c, const char *what)
+{
+	enum pop3_res	 r;
+
+	if (errno == EINTR)
+		return 0;
+	if (errno == EAGAIN || errno == EWOULDBLOCK) {
+		if ((r = wait_fd(c, POLLOUT, c->send_timeout_s)) != POP3_OK)
+			return fail(c, r);
+		return 0;
+	}
+	if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN)
+		return fail(c, POP3_EOF);
+	log_warn("pop3: %s", what);
+	return fail(c, POP3_ERR);
+}
+
 static int
 send_all(struct pop3_conn *c, const char *p, size_t len, int flags)
 {
 	ssize_t		 n;
-	enum pop3_res	 r;
 
 	while (len > 0) {
 		if (killed(c))
@@ -249,19 +271,8 @@ send_all(struct pop3_conn *c, const char *p, size_t len, int flags)
 			c->octets_out += (uint64_t)n;
 			continue;
 		}
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			if ((r = wait_fd(c, POLLOUT, c->send_timeout_s)) !=
-			    POP3_OK)
-				return fail(c, r);
-			continue;
-		}
-		if (errno == EPIPE || errno == ECONNRESET ||
-		    errno == ENOTCONN)
-			return fail(c, POP3_EOF);
-		log_warn("pop3: send");
-		return fail(c, POP3_ERR);
+		if (send_failed(c, "send") == -1)
+			return -1;
 	}
 	return 0;
 }
@@ -382,7 +393,6 @@ int
 pop3_sendfile(struct pop3_conn *c, int fd, off_t off, size_t len)
 {
 	ssize_t		 n;
-	enum pop3_res	 r;
 
 	/* The reply line goes first; MSG_MORE lets it share a segment. */
 	if (flush_flags(c, MSG_MORE) == -1)
@@ -401,19 +411,8 @@ pop3_sendfile(struct pop3_conn *c, int fd, off_t off, size_t len)
 			errno = EIO;
 			return fail(c, POP3_ERR);
 		}
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			if ((r = wait_fd(c, POLLOUT, c->send_timeout_s)) !=
-			    POP3_OK)
-				return fail(c, r);
-			continue;
-		}
-		if (errno == EPIPE || errno == ECONNRESET ||
-		    errno == ENOTCONN)
-			return fail(c, POP3_EOF);
-		log_warn("pop3: sendfile");
-		return fail(c, POP3_ERR);
+		if (send_failed(c, "sendfile") == -1)
+			return -1;
 	}
 	return 0;
 }
