@@ -52,12 +52,24 @@ valid_punt(const char *punt)
  * open would let two sessions lock two different inodes of the same name.
  */
 static enum lock_res
-lock_file(const char *path, int op, int *fdp)
+lock_file(const char *dir, const char *path, int op, int *fdp)
 {
 	int	 fd;
 
-	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
-	    0660)) == -1) {
+	/*
+	 * The directories exist after the maildrop's first session: try the
+	 * open first so a login costs no mkdir calls.
+	 */
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0660);
+	if (fd == -1 && errno == ENOENT) {
+		if (util_mkdir_p(dir, 0770) == -1) {
+			log_warn("lock: mkdir %s", dir);
+			return LOCK_ERR;
+		}
+		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+		    0660);
+	}
+	if (fd == -1) {
 		log_warn("lock: open %s", path);
 		return LOCK_ERR;
 	}
@@ -114,14 +126,10 @@ lock_take(const char *run_dir, const char *punt, const char *host,
 		    host);
 		return LOCK_ERR;
 	}
-	if (util_mkdir_p(dir, 0770) == -1) {
-		log_warn("lock: mkdir %s", dir);
-		return LOCK_ERR;
-	}
 	len = snprintf(path, sizeof(path), "%s/host", dir);
 	if (len < 0 || (size_t)len >= sizeof(path))
 		return LOCK_ERR;
-	if ((r = lock_file(path, user == NULL ? LOCK_EX : LOCK_SH,
+	if ((r = lock_file(dir, path, user == NULL ? LOCK_EX : LOCK_SH,
 	    &lk->host_fd)) != LOCK_OK)
 		return r;
 	if (user == NULL)
@@ -132,7 +140,7 @@ lock_take(const char *run_dir, const char *punt, const char *host,
 		lock_release(lk);
 		return LOCK_ERR;
 	}
-	if ((r = lock_file(path, LOCK_EX, &lk->user_fd)) != LOCK_OK) {
+	if ((r = lock_file(dir, path, LOCK_EX, &lk->user_fd)) != LOCK_OK) {
 		lock_release(lk);
 		return r;
 	}
