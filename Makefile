@@ -61,10 +61,18 @@ unit: $(UNITS)
 integration: $(BINS) $(TOOLS)
 	SDPS_BIN=$(abspath $(BUILD)) $(PY) -m pytest -x -q tests/integration
 
-# The same tests under ASan+UBSan, in their own build directory.
+# The same tests under ASan+UBSan, in their own build directory.  Reports
+# go to files, so one from a daemon worker (whose stderr is a test's log
+# file) fails the run too.
+SANLOGS	 = $(abspath build/san/sanlogs)
 check: deps
-	$(MAKE) BUILD=build/san CFLAGS="-O1 -g -fno-omit-frame-pointer" \
+	rm -rf $(SANLOGS) && mkdir -p $(SANLOGS)
+	ASAN_OPTIONS=log_path=$(SANLOGS)/asan \
+	UBSAN_OPTIONS=log_path=$(SANLOGS)/ubsan:print_stacktrace=1 \
+	    $(MAKE) BUILD=build/san CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test-run
+	@if [ -n "$$(ls -A $(SANLOGS))" ]; then cat $(SANLOGS)/*; \
+	    echo "sanitizer reports in $(SANLOGS)"; exit 1; fi
 
 run: deps
 	$(MAKE) all
