@@ -101,19 +101,6 @@ lmtp_reply(struct lmtp *l, const char *fmt, ...)
 }
 
 static void
-slot_command(struct lmtp *l, const char *name)
-{
-	struct sb_slot	*sl = l->w->slot;
-
-	if (sl == NULL)
-		return;
-	sb_slot_write_begin(sl);
-	snprintf(sl->command, sizeof(sl->command), "%s", name);
-	sl->last_us = util_now_us();
-	sb_slot_write_end(sl);
-}
-
-static void
 txn_reset(struct lmtp *l)
 {
 	size_t	 i, j;
@@ -502,12 +489,12 @@ lmtp_command(struct lmtp *l, char *line)
 	int	 rc;
 
 	if ((kw = pop3_keyword(line, &arg)) == NULL) {
-		slot_command(l, "");
+		sb_slot_command(l->w->slot, "");
 		rc = lmtp_reply(l, "500 5.5.2 syntax error");
 		l->bad++;
 		goto out;
 	}
-	slot_command(l, kw);
+	sb_slot_command(l->w->slot, kw);
 	if (strcasecmp(kw, "LHLO") == 0)
 		rc = cmd_lhlo(l, arg);
 	else if (strcasecmp(kw, "MAIL") == 0)

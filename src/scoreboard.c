@@ -230,6 +230,17 @@ sb_slot_write_end(struct sb_slot *slot)
 }
 
 void
+sb_slot_command(struct sb_slot *slot, const char *name)
+{
+	if (slot == NULL)
+		return;
+	sb_slot_write_begin(slot);
+	snprintf(slot->command, sizeof(slot->command), "%s", name);
+	slot->last_us = util_now_us();
+	sb_slot_write_end(slot);
+}
+
+void
 sb_slot_read(const struct sb_slot *slot, struct sb_slot *copy)
 {
 	struct sb_slot	*s = (struct sb_slot *)slot;

@@ -222,19 +222,6 @@ slot_session_start(struct session *s, uint64_t now_us)
 }
 
 static void
-slot_command(struct session *s, const char *name)
-{
-	struct sb_slot	*sl = s->w->slot;
-
-	if (sl == NULL)
-		return;
-	sb_slot_write_begin(sl);
-	snprintf(sl->command, sizeof(sl->command), "%s", name);
-	sl->last_us = util_now_us();
-	sb_slot_write_end(sl);
-}
-
-static void
 slot_counters(struct session *s)
 {
 	struct sb_slot	*sl = s->w->slot;
@@ -341,7 +328,7 @@ session_dispatch(struct session *s, char *line)
 		return reply_err(s, NULL, "empty command");
 	if ((c = cmd_find(kw)) == NULL)
 		return reply_err(s, NULL, "unknown command");
-	slot_command(s, c->name);
+	sb_slot_command(s->w->slot, c->name);
 	if ((c->states & s->state) == 0)
 		return reply_err(s, NULL, "%s not allowed %s", c->name,
 		    s->state == ST_AUTH ? "before login" : "after login");

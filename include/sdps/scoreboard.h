@@ -125,6 +125,12 @@ void	sb_close(struct scoreboard *sb);
 void	sb_slot_write_begin(struct sb_slot *slot);
 void	sb_slot_write_end(struct sb_slot *slot);
 
+/*
+ * Worker: record the command being served (name, truncated to fit) and
+ * the time of last activity.  slot may be NULL (no scoreboard).
+ */
+void	sb_slot_command(struct sb_slot *slot, const char *name);
+
 /* Reader: a consistent copy of slot (retries while a write is going on). */
 void	sb_slot_read(const struct sb_slot *slot, struct sb_slot *copy);
 
