@@ -24,6 +24,9 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNITS	 = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 LIB	 = $(BUILD)/libsdps.a
 
+# Keep the mains' objects (make would delete them as intermediates).
+.SECONDARY:
+
 .PHONY: all deps test test-run unit integration check install clean run fuzz bench
 all: $(BINS) $(TOOLS) $(UNITS)
 
