@@ -74,7 +74,8 @@ check: deps
 	UBSAN_OPTIONS=log_path=$(SANLOGS)/ubsan:print_stacktrace=1 \
 	    $(MAKE) BUILD=build/san CFLAGS="-O1 -g -fno-omit-frame-pointer" \
 	    SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" test-run
-	@if [ -n "$$(ls -A $(SANLOGS))" ]; then cat $(SANLOGS)/*; \
+	@if grep -l -E 'ERROR: [A-Za-z]+Sanitizer|runtime error:' \
+	    $(SANLOGS)/* 2>/dev/null; then cat $(SANLOGS)/*; \
 	    echo "sanitizer reports in $(SANLOGS)"; exit 1; fi
 
 run: deps
