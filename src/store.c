@@ -1473,6 +1473,18 @@ marker_begin(struct store *st, uint64_t id, MDB_txn **txn, MDB_val *v,
 	return -1;
 }
 
+/* Write a marker change to the record and commit, or abort. */
+static enum store_res
+marker_commit(struct store *st, MDB_txn *txn, uint64_t id,
+    const struct rec *r)
+{
+	if (rec_put(st, txn, id, r, 0) == -1) {
+		mdb_txn_abort(txn);
+		return STORE_TEMPFAIL;
+	}
+	return txn_commit(st, txn) == 0 ? STORE_OK : STORE_TEMPFAIL;
+}
+
 enum store_res
 store_claim(struct store *st, uint64_t id, const char *agent)
 {
@@ -1512,11 +1524,7 @@ store_claim(struct store *st, uint64_t id, const char *agent)
 	r.agent = agent;
 	r.agent_len = strlen(agent);
 	r.claim_us = now;
-	if (rec_put(st, txn, id, &r, 0) == -1) {
-		mdb_txn_abort(txn);
-		return STORE_TEMPFAIL;
-	}
-	return txn_commit(st, txn) == 0 ? STORE_OK : STORE_TEMPFAIL;
+	return marker_commit(st, txn, id, &r);
 }
 
 enum store_res
@@ -1552,11 +1560,7 @@ store_release(struct store *st, uint64_t id)
 	r.agent = "";
 	r.agent_len = 0;
 	r.claim_us = 0;
-	if (rec_put(st, txn, id, &r, 0) == -1) {
-		mdb_txn_abort(txn);
-		return STORE_TEMPFAIL;
-	}
-	return txn_commit(st, txn) == 0 ? STORE_OK : STORE_TEMPFAIL;
+	return marker_commit(st, txn, id, &r);
 }
 
 enum store_res
