@@ -56,14 +56,16 @@ read_headers(int fd, size_t *len)
 
 /*
  * Run the configured sendmail command with the bounce on stdin and the
- * recipient as the last argument.  The command is split on blanks, not
- * given to a shell, so an address can never be interpreted as shell text.
+ * recipient as the last argument, after "--".  The command is split on
+ * blanks, not given to a shell, so an address can never be interpreted as
+ * shell text; the "--" keeps a sender such as "-oQ/tmp@x" (a valid local
+ * part) from being read as a sendmail option.
  */
 static int
 send_by_command(const char *cmd, const char *rcpt, const char *msg,
     size_t len)
 {
-	char	 copy[PATH_MAX], *argv[ARGV_MAX + 2], *tok, *save;
+	char	 copy[PATH_MAX], *argv[ARGV_MAX + 3], *tok, *save;
 	int	 argc = 0, pfd[2], st, wrote;
 	pid_t	 pid;
 
@@ -73,6 +75,7 @@ send_by_command(const char *cmd, const char *rcpt, const char *msg,
 		argv[argc++] = tok;
 	if (argc == 0)
 		return -1;
+	argv[argc++] = (char *)"--";
 	argv[argc++] = (char *)rcpt;
 	argv[argc] = NULL;
 	if (pipe2(pfd, O_CLOEXEC) == -1)

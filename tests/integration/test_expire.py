@@ -158,7 +158,7 @@ def test_sendmail_command(request, tmp_path):
         r = sp.ctl("expire", "--older-than", "0")
         assert r.rc == 0, r
         args = (tmp_path / "sendmail.log.args").read_text().split("\n")
-        assert args[:4] == ["-oi", "-f", "<>", "sender@example.org"]
+        assert args[:5] == ["-oi", "-f", "<>", "--", "sender@example.org"]
         _, rcpts, headers = parse_dsn(
             (tmp_path / "sendmail.log.msg").read_bytes())
         assert rcpts[0][0] == "rfc822; " + ALICE
@@ -174,6 +174,30 @@ def test_sendmail_command(request, tmp_path):
         m, = sp.spool_ls()["messages"]
         assert m["flags"] == []
         assert sp.fsck().rc == 0
+    finally:
+        sp.cleanup()
+
+
+def test_sendmail_hostile_sender(request, tmp_path):
+    """A sender that looks like an option reaches sendmail after "--", so
+    sendmail takes it as the recipient address, never as an option."""
+    log = tmp_path / "sendmail.log"
+    script = tmp_path / "fake-sendmail"
+    script.write_text("#!/bin/sh\n"
+                      "printf '%%s\\n' \"$@\" > %s.args\n"
+                      "cat >/dev/null\n" % log)
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    sp = harness.Spool(npunts=1, overrides={
+        "expire": {"sendmail": "%s -oi -f <>" % script}})
+    try:
+        sp.add_host(HOST, "pw")
+        hostile = "-bd@example.org"  # sendmail -bd: run as a daemon
+        sp.deliver_ok(message("hostile"), ALICE, sender=hostile)
+        r = sp.ctl("expire", "--older-than", "0")
+        assert r.rc == 0, r
+        args = (tmp_path / "sendmail.log.args").read_text().split("\n")
+        assert args[:5] == ["-oi", "-f", "<>", "--", hostile], args
+        assert sp.spool_ls()["messages"] == []
     finally:
         sp.cleanup()
 
