@@ -1,6 +1,6 @@
 /*
  * sdps-deliver: the local delivery agent an MTA calls to store one message
- * on a punt for every recipient host (DESIGN.md §5).  Exit codes are
+ * on a punt for every recipient host (docs/design.md §10.1).  Exit codes are
  * sysexits, which MTAs understand.
  */
 
