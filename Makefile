@@ -86,11 +86,15 @@ fuzz:
 	@tools/fuzz.sh
 
 # The units name /usr/local/sbin; rewrite that for another PREFIX.
+MANDIR	?= $(PREFIX)/share/man
 install: $(BINS)
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)/etc/sdps \
 	    $(DESTDIR)/lib/systemd/system $(DESTDIR)/usr/lib/sysusers.d \
-	    $(DESTDIR)/usr/lib/tmpfiles.d
+	    $(DESTDIR)/usr/lib/tmpfiles.d \
+	    $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
 	install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/sbin/
+	install -m 644 man/*.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 644 man/*.5 $(DESTDIR)$(MANDIR)/man5/
 	test -e $(DESTDIR)/etc/sdps/sdps.conf || \
 	    install -m 644 config/sdps.conf $(DESTDIR)/etc/sdps/sdps.conf
 	for u in systemd/*.service systemd/*.timer; do \

@@ -486,7 +486,7 @@ deliver_one(const struct config *cf, struct smtp *s, const struct item *it,
 		 * A POP3 QUIT deleted it while we held the claim: the
 		 * customer has taken it, so a failure here is no news to
 		 * the sender and gets no bounce; settling removes it
-		 * (DESIGN.md §1 rule 4: it goes whatever the outcome).
+		 * (docs/design.md §4.2: it goes whatever the outcome).
 		 */
 		if (is_pop_deleted(it->st, it->id))
 			settle_pop_deleted(it->st, &m, fates, stats);

@@ -1,5 +1,5 @@
 /* ctl_expire: "sdps-ctl expire": remove mail older than the policy age and
- * bounce unread mail to its sender (DESIGN.md §1 rule 5). */
+ * bounce unread mail to its sender (docs/design.md §10.3). */
 
 #include <errno.h>
 #include <stdio.h>
@@ -154,7 +154,7 @@ expire_one(struct ctl *c, struct store *st, const struct victim *v,
 		return;
 	}
 	/*
-	 * DESIGN.md §1 rule 5: unread mail goes back to its sender; mail
+	 * docs/design.md §10.3: unread mail goes back to its sender; mail
 	 * POP3 has read may go silently; a bounce is never bounced.
 	 */
 	if ((m.flags & STORE_F_READ) != 0 || m.sender[0] == '\0')

@@ -1,5 +1,5 @@
 /* deliver: the punt choice for a new message, shared by sdps-deliver and
- * the LMTP session (DESIGN.md §1: a random punt per message). */
+ * the LMTP session (docs/design.md §10.1: a random punt per message). */
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -16,8 +16,9 @@
 #include "sdps/ctl.h"
 #include "sdps/log.h"
 #include "sdps/util.h"
+#include "sdps/version.h"
 
-#define EXIT_USAGE	2
+#define EXIT_USAGE	64	/* EX_USAGE, as the other programs */
 
 /* Options a command may take; O_* bits in struct cmd. */
 enum {
@@ -76,7 +77,8 @@ usage(FILE *f)
 {
 	size_t	 i, k;
 
-	fprintf(f, "usage: sdps-ctl [-c config] command [arguments]\n");
+	fprintf(f, "usage: sdps-ctl [-c config] command [arguments]\n"
+	    "       sdps-ctl --help | --version\n");
 	for (i = 0; i < NITEMS(cmds); i++) {
 		fprintf(f, "  %s", cmds[i].verb);
 		if (cmds[i].args[0] != '\0')
@@ -144,6 +146,7 @@ main(int argc, char **argv)
 		{ "dry-run",	no_argument,	   NULL, 'D' },
 		{ "repair",	no_argument,	   NULL, 'R' },
 		{ "help",	no_argument,	   NULL, 'h' },
+		{ "version",	no_argument,	   NULL, 'V' },
 		{ NULL,		0,		   NULL, 0 }
 	};
 	static struct config	 cf;
@@ -205,6 +208,9 @@ main(int argc, char **argv)
 			break;
 		case 'h':
 			usage(stdout);
+			return 0;
+		case 'V':
+			printf("sdps-ctl (sdps) %s\n", SDPS_VERSION);
 			return 0;
 		default:
 			usage(stderr);

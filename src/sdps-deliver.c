@@ -1,10 +1,11 @@
 /*
  * sdps-deliver: the local delivery agent an MTA calls to store one message
- * on a punt for every recipient host (DESIGN.md §5).  Exit codes are
+ * on a punt for every recipient host (docs/design.md §10.1).  Exit codes are
  * sysexits, which MTAs understand.
  */
 
 #include <errno.h>
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -20,6 +21,7 @@
 #include "sdps/log.h"
 #include "sdps/store.h"
 #include "sdps/util.h"
+#include "sdps/version.h"
 #include "sdps/wire.h"
 
 #define READ_CHUNK	65536
@@ -43,12 +45,16 @@ struct deliver {
 	char		 why[1024];	/* what each failed punt said */
 };
 
+/* --help: usage on stdout and 0; a bad command line: stderr and 64. */
 static void __attribute__((noreturn))
-usage(void)
+usage(FILE *f, int status)
 {
-	fprintf(stderr, "usage: sdps-deliver -c config [-p punt] -f sender "
-	    "recipient ...\n");
-	exit(EX_USAGE);
+	fprintf(f, "usage: sdps-deliver [-c config] [-p punt] -f sender "
+	    "recipient ...\n"
+	    "       sdps-deliver --help | --version\n"
+	    "exit: 0 stored, 64 usage, 65 bad message, 67 unknown host, "
+	    "75 try again later, 78 bad config\n");
+	exit(status);
 }
 
 static void __attribute__((noreturn, format(printf, 2, 3)))
@@ -224,6 +230,11 @@ store_for_host(struct deliver *d, const struct rhost *h, int only)
 int
 main(int argc, char **argv)
 {
+	static const struct option longopts[] = {
+		{ "help",	no_argument,	NULL, 'h' },
+		{ "version",	no_argument,	NULL, 'V' },
+		{ NULL,		0,		NULL, 0 }
+	};
 	struct deliver	 d;
 	const char	*conf = NULL, *sender = NULL;
 	char		 err[PATH_MAX + 256];
@@ -231,7 +242,8 @@ main(int argc, char **argv)
 	int		 ch, only = -1, p, ok;
 
 	memset(&d, 0, sizeof(d));
-	while ((ch = getopt(argc, argv, "c:f:p:")) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:f:p:", longopts, NULL)) !=
+	    -1) {
 		switch (ch) {
 		case 'c':
 			conf = optarg;
@@ -242,14 +254,19 @@ main(int argc, char **argv)
 		case 'p':
 			d.punt_arg = optarg;
 			break;
+		case 'h':
+			usage(stdout, EX_OK);
+		case 'V':
+			printf("sdps-deliver (sdps) %s\n", SDPS_VERSION);
+			return EX_OK;
 		default:
-			usage();
+			usage(stderr, EX_USAGE);
 		}
 	}
 	argc -= optind;
 	argv += optind;
 	if (sender == NULL || argc < 1)
-		usage();
+		usage(stderr, EX_USAGE);
 	if (conf == NULL)
 		conf = CONFIG_DEFAULT_PATH;
 

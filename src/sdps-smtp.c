@@ -15,14 +15,17 @@
 #include "sdps/config.h"
 #include "sdps/log.h"
 #include "sdps/util.h"
+#include "sdps/version.h"
 
+/* --help: usage on stdout and 0; a bad command line: stderr and 64. */
 static void __attribute__((noreturn))
-usage(void)
+usage(FILE *f, int status)
 {
-	fprintf(stderr, "usage: sdps-smtp [-c CONF] deliver HOST "
+	fprintf(f, "usage: sdps-smtp [-c CONF] deliver HOST "
 	    "[--to ADDR:PORT]\n"
-	    "       sdps-smtp [-c CONF] run [-j N]\n");
-	exit(2);
+	    "       sdps-smtp [-c CONF] run [-j N]\n"
+	    "       sdps-smtp --help | --version\n");
+	exit(status);
 }
 
 static int
@@ -113,8 +116,10 @@ int
 main(int argc, char *argv[])
 {
 	static const struct option longopts[] = {
-		{ "to", required_argument, NULL, 't' },
-		{ NULL, 0, NULL, 0 }
+		{ "to",		required_argument, NULL, 't' },
+		{ "help",	no_argument,	   NULL, 'h' },
+		{ "version",	no_argument,	   NULL, 'V' },
+		{ NULL,		0,		   NULL, 0 }
 	};
 	struct config	 cf;
 	struct auth	*a;
@@ -132,19 +137,24 @@ main(int argc, char *argv[])
 		case 'j':
 			if (util_parse_u64(optarg, 64, &jobs) == -1 ||
 			    jobs == 0)
-				usage();
+				usage(stderr, 64);
 			break;
 		case 't':
 			to = optarg;
 			break;
+		case 'h':
+			usage(stdout, 0);
+		case 'V':
+			printf("sdps-smtp (sdps) %s\n", SDPS_VERSION);
+			return 0;
 		default:
-			usage();
+			usage(stderr, 64);
 		}
 	}
 	argc -= optind;
 	argv += optind;
 	if (argc < 1)
-		usage();
+		usage(stderr, 64);
 	log_init("sdps-smtp", true, LOG_MAIL, false);
 	if (config_load(conf, &cf, err, sizeof(err)) == -1) {
 		fprintf(stderr, "sdps-smtp: %s\n", err);
@@ -153,7 +163,7 @@ main(int argc, char *argv[])
 	if (strcmp(argv[0], "run") == 0 && argc == 1)
 		return run_all(&cf, (unsigned)jobs);
 	if (strcmp(argv[0], "deliver") != 0 || argc != 2)
-		usage();
+		usage(stderr, 64);
 	if (util_host_normalize(argv[1], host) == -1) {
 		fprintf(stderr, "sdps-smtp: %s: bad host name\n", argv[1]);
 		return 1;

@@ -1,4 +1,5 @@
 /* sdpsd: the POP3 daemon's main(): options, config, then the master. */
+#include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -6,24 +7,35 @@
 
 #include "sdps/config.h"
 #include "sdps/master.h"
+#include "sdps/version.h"
 
+/* --help: usage on stdout and 0; a bad command line: stderr and 64. */
 static void __attribute__((noreturn))
-usage(void)
+usage(FILE *f, int status)
 {
-	fprintf(stderr, "usage: sdpsd [-fv] [-c config]\n");
-	exit(64);
+	fprintf(f, "usage: sdpsd [-fv] [-c config]\n"
+	    "       sdpsd --help | --version\n"
+	    "  -c config  configuration file (default %s)\n"
+	    "  -f         stay in the foreground, log to stderr\n"
+	    "  -v         log debug lines too\n", CONFIG_DEFAULT_PATH);
+	exit(status);
 }
 
 int
 main(int argc, char *argv[])
 {
+	static const struct option longopts[] = {
+		{ "help",	no_argument,	NULL, 'h' },
+		{ "version",	no_argument,	NULL, 'V' },
+		{ NULL,		0,		NULL, 0 }
+	};
 	struct config	*cf;
 	const char	*path = CONFIG_DEFAULT_PATH;
 	char		 err[512];
 	bool		 foreground = false, verbose = false;
 	int		 ch;
 
-	while ((ch = getopt(argc, argv, "c:fv")) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:fv", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			path = optarg;
@@ -34,12 +46,17 @@ main(int argc, char *argv[])
 		case 'v':
 			verbose = true;
 			break;
+		case 'h':
+			usage(stdout, 0);
+		case 'V':
+			printf("sdpsd (sdps) %s\n", SDPS_VERSION);
+			return 0;
 		default:
-			usage();
+			usage(stderr, 64);
 		}
 	}
 	if (optind != argc)
-		usage();
+		usage(stderr, 64);
 	if ((cf = malloc(sizeof(*cf))) == NULL) {
 		perror("sdpsd: malloc");
 		return 71;

@@ -1,5 +1,5 @@
 /*
- * session: one POP3 session (RFC 1939 + SDPS, DESIGN.md §1, §4): the
+ * session: one POP3 session (RFC 1939 + SDPS, docs/design.md §2, §8): the
  * command table, the dispatcher, the handlers, and the snapshot of every
  * reachable punt that the TRANSACTION state works on.
  */
@@ -71,7 +71,7 @@ struct s_punt {
 };
 
 /*
- * One snapshot entry.  Numbering (STYLE.md §3): msn = idx + 1 is what the
+ * One snapshot entry (docs/design.md §2.1): msn = idx + 1 is what the
  * client sees; id is the punt's message id.
  */
 struct s_msg {
@@ -258,7 +258,7 @@ msg_sender(const struct session *s, const struct s_msg *m)
 }
 
 /*
- * The one place a message number is parsed (STYLE.md §8): each way it
+ * The one place a message number is parsed (docs/design.md §2.3): each way it
  * can be wrong gets its own reason.  0 with *idx set, or -1 with the
  * -ERR already sent.
  */
@@ -823,7 +823,7 @@ msg_open(struct session *s, const struct s_msg *m, int *fd)
 
 /*
  * The message RETR and TOP send in place of one that SMTP delivered
- * while this session still listed it (DESIGN.md §1.3).  RFC 1939 wants
+ * while this session still listed it (docs/design.md §4.3).  RFC 1939 wants
  * LIST to give the exact size RETR will send, and clients (fetchmail)
  * compare the two, so the body is padded to the listed octets whenever
  * the notice fits in that size.  It is the same text every time within a
@@ -1003,7 +1003,7 @@ cmd_retr(struct session *s, struct pop3_args *a)
 	pop3_cork(&s->c, false);
 	if (s->c.werr != POP3_OK)
 		return CMD_IOFAIL;
-	/* Handed to the kernel in full: RD (DESIGN.md §3). */
+	/* Handed to the kernel in full: RD (docs/design.md §4.4). */
 	m->read_now = true;
 	s->n_retr++;
 	if (s->w->sb != NULL)

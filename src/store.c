@@ -1,6 +1,6 @@
 /*
  * store: the punt store, an LMDB index plus a spool of wire-format files
- * (DESIGN.md §3).  The index is the truth; a spool file only counts once
+ * (docs/design.md §5).  The index is the truth; a spool file only counts once
  * its record is committed.
  */
 
@@ -1022,7 +1022,7 @@ arena_add(char **a, size_t *len, size_t *cap, const char *s, size_t slen)
 
 /*
  * The arena holds the recipients this listing may show: all of them for
- * a host session, only the user's own for a user session (DESIGN.md §4,
+ * a host session, only the user's own for a user session (docs/design.md §3,
  * *ENV shows "one line per envelope recipient visible to this session").
  */
 static int
@@ -1323,7 +1323,7 @@ rcpts_without(const struct rec *r, const char *user, unsigned char *buf,
 
 /*
  * Whole-message removal inside txn: a live claim turns it into
- * POP_DELETED (DESIGN.md §1 rule 4), otherwise the record goes and *gone
+ * POP_DELETED (docs/design.md §4.2), otherwise the record goes and *gone
  * is set so the caller unlinks the file after the commit.
  */
 static int

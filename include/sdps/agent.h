@@ -1,7 +1,7 @@
 /*
  * agent: the SMTP delivery agent behind sdps-smtp.  It pushes a host's
  * spooled mail, across every punt, to the host's SMTP server, taking each
- * message with an SMTP claim (DESIGN.md §1 rules 2-4).
+ * message with an SMTP claim (docs/design.md §4.1, §4.2).
  */
 #ifndef SDPS_AGENT_H
 #define SDPS_AGENT_H

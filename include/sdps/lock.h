@@ -1,5 +1,5 @@
 /*
- * lock: ephemeral maildrop locks under RUN_DIR (DESIGN.md §3, §4).
+ * lock: ephemeral maildrop locks under RUN_DIR (docs/design.md §6).
  * Each lock is an flock(2) on a file in RUN_DIR/locks/PUNT/HOST/: the
  * kernel drops it when the owner dies, so a dead owner's lock is always
  * taken over, a crash never leaves one behind, and nothing is fsync'd.

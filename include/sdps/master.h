@@ -1,7 +1,7 @@
 /*
  * master: the sdpsd master process: listeners, scoreboard, privilege
  * drop, pre-forked workers kept between min_spare and max_spare idle,
- * reload on SIGHUP, orderly stop on SIGTERM (DESIGN.md §4, STYLE.md §7).
+ * reload on SIGHUP, orderly stop on SIGTERM (docs/design.md §7).
  */
 #ifndef SDPS_MASTER_H
 #define SDPS_MASTER_H

@@ -1,6 +1,6 @@
 /*
  * scoreboard: RUN_DIR/scoreboard, a shared mmap'd file: a header and one
- * slot per worker (DESIGN.md §4).  The master creates it before forking;
+ * slot per worker (docs/design.md §7.3).  The master makes it before forking;
  * workers write only their own slot, inside a seqlock, so sdps-ctl (which
  * maps it read-only) never sees a torn slot.  Who writes what is noted
  * per field.

@@ -1,6 +1,6 @@
 /*
  * store: one punt = one directory with an LMDB index and a spool of
- * wire-format message files (DESIGN.md §3).  Only store.c and auth.c
+ * wire-format message files (docs/design.md §5).  Only store.c and auth.c
  * include <lmdb.h>; LMDB error codes never leave this module.
  *
  * Process rules: open a punt in the process that uses it, after fork().
@@ -18,7 +18,7 @@
 
 struct store;
 
-/* Outcomes the protocols must tell apart (STYLE.md §4.2). */
+/* Outcomes the protocols must tell apart. */
 enum store_res {
 	STORE_OK,
 	STORE_GONE,	/* no such message (removed by SMTP or POP3, or never

@@ -40,7 +40,7 @@ struct store *worker_punt(struct worker_ctx *w, int i);
 /*
  * Master, in the child right after fork(): run a worker on the listening
  * sockets (pop3_fds, then lmtp_fds) with scoreboard slot slot_idx.
- * Never returns; exit status per STYLE.md §4.7 (0 recycled,
+ * Never returns; exit status per docs/design.md §7.7 (0 recycled,
  * WORKER_EX_SICK, WORKER_EX_FATAL).
  */
 #define WORKER_EX_SICK	70

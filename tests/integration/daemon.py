@@ -539,7 +539,7 @@ class Daemon:
 
 def _finish(request, d):
     """Stop d; then, if the test module sets FSCK_AFTER = True, require
-    `sdps-ctl fsck` to find the punts consistent (DESIGN: the tools are
+    `sdps-ctl fsck` to find the punts consistent (the tools are
     the checkers after each scenario)."""
     try:
         d.stop()

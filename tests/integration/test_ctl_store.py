@@ -33,14 +33,14 @@ def fail_line(r):
 
 def test_usage(sp):
     r = sp.ctl()
-    assert r.rc == 2
+    assert r.rc == 64
     assert "host add" in r.errtext and "smtp claim" in r.errtext
-    assert sp.ctl("frobnicate").rc == 2
-    assert sp.ctl("host", "add").rc == 2             # missing HOST
-    assert sp.ctl("host", "del", "a.b", "c.d").rc == 2
-    assert sp.ctl("fsck", "--json").rc == 2          # option not allowed
-    assert sp.ctl("smtp", "claim", "finchley:1").rc == 2   # --agent needed
-    assert sp.ctl("host", "passwd", "a.b", "--slot", "3").rc == 2
+    assert sp.ctl("frobnicate").rc == 64
+    assert sp.ctl("host", "add").rc == 64             # missing HOST
+    assert sp.ctl("host", "del", "a.b", "c.d").rc == 64
+    assert sp.ctl("fsck", "--json").rc == 64          # option not allowed
+    assert sp.ctl("smtp", "claim", "finchley:1").rc == 64   # --agent needed
+    assert sp.ctl("host", "passwd", "a.b", "--slot", "3").rc == 64
     r = sp.ctl("-h")
     assert r.rc == 0 and "spool ls" in r.text
 

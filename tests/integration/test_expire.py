@@ -1,4 +1,4 @@
-"""sdps-ctl expire (DESIGN.md §1 rule 5): unread mail is bounced to its
+"""sdps-ctl expire (docs/design.md §10.3): unread mail is bounced to its
 sender with an RFC 3464 DSN, mail read by POP3 and mail from the null
 sender expire silently, mail an SMTP agent holds is skipped."""
 

@@ -1,4 +1,4 @@
-"""Maildrop locks (DESIGN.md §3 "ephemeral locks", §4 "Locks") and a
+"""Maildrop locks (docs/design.md §6) and a
 worker killed mid-session."""
 
 import os

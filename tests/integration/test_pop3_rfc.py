@@ -1,6 +1,6 @@
 """RFC 1939 (+ RFC 2449 CAPA) conformance of sdpsd over a real socket.
 
-DESIGN.md §1 (the RFC choices) and §4 (commands, bad input).
+docs/design.md §2.1 (the RFC choices), §2.3 (bad input).
 """
 
 import re

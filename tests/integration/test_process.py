@@ -1,4 +1,4 @@
-"""The process side of sdpsd (DESIGN.md §4 process model, §5 sdps-ctl
+"""The process side of sdpsd (docs/design.md §7 process model, §11 sdps-ctl
 sessions/kill/status): admin kill, session listing, SIGHUP, SIGTERM,
 worker recycling, idle timeout, session log lines."""
 

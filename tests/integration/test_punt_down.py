@@ -1,4 +1,4 @@
-"""Punt trouble (DESIGN.md §1 "if one punt is down", §4 "Punt trouble").
+"""Punt trouble (docs/design.md §1 "a punt that is down", §8.4 "Punt trouble").
 
 We run as root, so chmod does not stop the daemon: a punt is made
 unavailable by renaming its directory (or its spool) away, and brought

@@ -1,4 +1,4 @@
-"""The SDPS rules of DESIGN.md §1 and the SDPS parts of §3/§4, over real
+"""The SDPS rules of docs/design.md §4 and the SDPS parts of §3/§8, over real
 sockets against a real sdpsd, with sdps-deliver and sdps-ctl as the MTA
 and the SMTP delivery agent.
 """
@@ -523,7 +523,7 @@ def spool_fingerprint(d):
 
 @pytest.mark.parametrize("user", [HOST, ALICE])
 def test_look_only_session_writes_nothing(daemon, user):
-    """DESIGN §3 cost budget: login, STAT, LIST, UIDL, QUIT commit no
+    """docs/design.md §5.4 cost budget: login, STAT, LIST, UIDL, QUIT commit no
     write transaction to any punt index and touch no spool file."""
     daemon.deliver_ok(message("a"), ALICE, punt="finchley")
     daemon.deliver_ok(message("b"), ALICE, punt="docklands")

@@ -1,6 +1,6 @@
 """sdps-smtp, the SMTP delivery agent, against a real SMTP receiver
 (Debian's python3-aiosmtpd), alone and at the same moment as a POP3
-session on the same host (DESIGN.md §1 rules 2-4, both sides).
+session on the same host (docs/design.md §4.1, §4.2, both sides).
 
 The receiver can answer per recipient and per message, and can hold the
 agent inside DATA on a threading.Event, so "while the agent holds the

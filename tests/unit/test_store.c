@@ -395,7 +395,7 @@ test_per_rcpt_delete(void **state)
 	assert_false(spool_file_exists(f, other));
 }
 
-/* DESIGN.md §1 rule 4 and the SMTP markers, one message per case. */
+/* docs/design.md §4.2: QUIT and the SMTP markers, one message per case. */
 enum op {
 	OP_END, OP_CLAIM, OP_CLAIM2, OP_QUIT_HOST, OP_QUIT_ALICE, OP_RELEASE,
 	OP_DONE, OP_EXPIRE, OP_LEASE0
