@@ -1221,8 +1221,9 @@ store_msg_free(struct store_msg *m)
 	memset(m, 0, sizeof(*m));
 }
 
-enum store_res
-store_msg_open(struct store *st, uint64_t id, int *fd, struct store_msg *m)
+static enum store_res
+msg_open(struct store *st, uint64_t id, int *fd, struct store_msg *m,
+    bool pop_deleted_too)
 {
 	struct store_msg	 tm, again;
 	enum store_res		 res;
@@ -1232,7 +1233,7 @@ store_msg_open(struct store *st, uint64_t id, int *fd, struct store_msg *m)
 	errno = ENAMETOOLONG;
 	if ((res = store_msg_get(st, id, &tm)) != STORE_OK)
 		return res;
-	if (tm.flags & STORE_F_POP_DELETED) {
+	if ((tm.flags & STORE_F_POP_DELETED) && !pop_deleted_too) {
 		store_msg_free(&tm);
 		return STORE_GONE;
 	}
@@ -1254,6 +1255,19 @@ store_msg_open(struct store *st, uint64_t id, int *fd, struct store_msg *m)
 	else
 		store_msg_free(&tm);
 	return STORE_OK;
+}
+
+enum store_res
+store_msg_open(struct store *st, uint64_t id, int *fd, struct store_msg *m)
+{
+	return msg_open(st, id, fd, m, false);
+}
+
+enum store_res
+store_msg_open_admin(struct store *st, uint64_t id, int *fd,
+    struct store_msg *m)
+{
+	return msg_open(st, id, fd, m, true);
 }
 
 int
@@ -1350,7 +1364,7 @@ store_remove(struct store *st, const uint64_t *ids, size_t n,
 	MDB_txn		*txn;
 	MDB_val		 v;
 	uint64_t	*unl, now;
-	size_t		 i, nunl = 0, left;
+	size_t		 i, nunl = 0, left, keptlen;
 	bool		 gone;
 
 	if (n == 0)
@@ -1382,7 +1396,7 @@ store_remove(struct store *st, const uint64_t *ids, size_t n,
 				log_warn("store %s: remove", st->name);
 				goto abort;
 			}
-			if (rcpts_without(&r, user, buf, &r.rcpts_len,
+			if (rcpts_without(&r, user, buf, &keptlen,
 			    &left) == 0) {
 				free(buf);
 				continue;
@@ -1390,6 +1404,7 @@ store_remove(struct store *st, const uint64_t *ids, size_t n,
 			if (left > 0) {
 				/* Others still want it: drop only this one. */
 				r.rcpts = buf;
+				r.rcpts_len = keptlen;
 				r.nrcpts = left;
 				if (rec_put(st, txn, ids[i], &r, 0) == -1) {
 					free(buf);
@@ -1398,6 +1413,13 @@ store_remove(struct store *st, const uint64_t *ids, size_t n,
 				free(buf);
 				continue;
 			}
+			/*
+			 * The last recipient: the whole message goes, as for
+			 * a host session.  r keeps its recipient list, so a
+			 * claimed one becomes a decodable POP_DELETED record
+			 * that smtp done/release remove (issue 8 finding 9:
+			 * an empty list under a nonzero count was written).
+			 */
 			free(buf);
 		}
 		if (remove_or_mark(st, txn, ids[i], &r, now, &gone) == -1)
