@@ -1,37 +1,53 @@
 /*
- * lock: maildrop locks as flock(2) on files under RUN_DIR/locks.  The
- * kernel owns the lock state, so a dead owner never leaves one behind.
+ * lock: maildrop locks as open file description (OFD) byte-range locks on
+ * one file per punt.  The kernel owns the lock state, so a dead owner never
+ * leaves one behind, and no lock costs a file of its own.
+ *
+ * Why not a file per maildrop (the first design, issue 8 finding 7): every
+ * name ever logged in left its file, and made-up user names filled the
+ * run directory's tmpfs.  Unlinking on release needs a recheck-and-retry
+ * dance for exclusive files and cannot be done without a window of false
+ * [IN-USE] for the shared host file.  A byte per maildrop in one file has
+ * none of that: locks cost only kernel memory while they are held.
+ *
+ * The offset is a hash of the name (62 bits of BLAKE2b, host bytes in the
+ * lower half of the offset space, user bytes in the upper half), so two
+ * maildrops share a byte only on a hash collision: then the later login
+ * is told [IN-USE] while both are logged in, and nothing worse.  BLAKE2b,
+ * not a cheap hash, so no customer can compute a user name that collides
+ * with another customer's maildrop.
  */
 
-#include <sys/file.h>
 #include <sys/stat.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <sodium.h>
 
 #include "sdps/lock.h"
 #include "sdps/log.h"
 #include "sdps/util.h"
 
+#define LOCK_HALF	((uint64_t)1 << 62)	/* host bytes below, users above */
+
 void
 lock_init(struct lock *lk)
 {
-	lk->host_fd = -1;
-	lk->user_fd = -1;
+	lk->fd = -1;
 }
 
 void
 lock_release(struct lock *lk)
 {
-	/* Closing the last descriptor drops the flock; files stay for reuse. */
-	if (lk->user_fd != -1)
-		close(lk->user_fd);
-	if (lk->host_fd != -1)
-		close(lk->host_fd);
+	/* Closing the only descriptor of the description drops its locks. */
+	if (lk->fd != -1)
+		close(lk->fd);
 	lock_init(lk);
 }
 
@@ -41,50 +57,61 @@ valid_punt(const char *punt)
 {
 	size_t	 len = strlen(punt);
 
-	if (len == 0 || len > NAME_MAX || strchr(punt, '/') != NULL ||
-	    strcmp(punt, ".") == 0 || strcmp(punt, "..") == 0)
+	if (len == 0 || len + strlen(".lock") > NAME_MAX ||
+	    strchr(punt, '/') != NULL || strcmp(punt, ".") == 0 ||
+	    strcmp(punt, "..") == 0)
 		return 0;
 	return 1;
 }
 
 /*
- * Lock files are never unlinked: removing one while another process has it
- * open would let two sessions lock two different inodes of the same name.
+ * The byte of host (user NULL) or of user@host.  The NUL after each name
+ * keeps the encoding unambiguous ("a" "bc" differs from "ab" "c").
  */
-static enum lock_res
-lock_file(const char *dir, const char *path, int op, int *fdp)
+static uint64_t
+name_offset(const char *host, const char *user)
 {
-	int	 fd;
+	static const char	 tag[] = "sdps maildrop lock 1";
+	crypto_generichash_state h;
+	unsigned char		 out[crypto_generichash_BYTES_MIN];
+	uint64_t		 v = 0;
+	int			 i;
 
-	/*
-	 * The directories exist after the maildrop's first session: try the
-	 * open first so a login costs no mkdir calls.
-	 */
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0660);
-	if (fd == -1 && errno == ENOENT) {
-		if (util_mkdir_p(dir, 0770) == -1) {
-			log_warn("lock: mkdir %s", dir);
-			return LOCK_ERR;
-		}
-		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
-		    0660);
-	}
-	if (fd == -1) {
-		log_warn("lock: open %s", path);
-		return LOCK_ERR;
-	}
-	while (flock(fd, op | LOCK_NB) == -1) {
+	crypto_generichash_init(&h, NULL, 0, sizeof(out));
+	crypto_generichash_update(&h, (const unsigned char *)tag,
+	    sizeof(tag));
+	crypto_generichash_update(&h, (const unsigned char *)host,
+	    strlen(host) + 1);
+	if (user != NULL)
+		crypto_generichash_update(&h, (const unsigned char *)user,
+		    strlen(user) + 1);
+	crypto_generichash_final(&h, out, sizeof(out));
+	for (i = 0; i < 8; i++)
+		v = v << 8 | out[i];
+	v &= LOCK_HALF - 1;
+	return user != NULL ? LOCK_HALF | v : v;
+}
+
+/* One byte at off, read or write locked, without waiting. */
+static enum lock_res
+lock_byte(int fd, short type, uint64_t off, const char *path)
+{
+	struct flock	 fl;
+
+	memset(&fl, 0, sizeof(fl));
+	fl.l_type = type;
+	fl.l_whence = SEEK_SET;
+	fl.l_start = (off_t)off;
+	fl.l_len = 1;
+	fl.l_pid = 0;		/* required for OFD locks */
+	while (fcntl(fd, F_OFD_SETLK, &fl) == -1) {
 		if (errno == EINTR)
 			continue;
-		if (errno == EWOULDBLOCK) {
-			close(fd);
+		if (errno == EAGAIN || errno == EACCES)
 			return LOCK_BUSY;
-		}
-		log_warn("lock: flock %s", path);
-		close(fd);
+		log_warn("lock: fcntl %s", path);
 		return LOCK_ERR;
 	}
-	*fdp = fd;
 	return LOCK_OK;
 }
 
@@ -93,13 +120,12 @@ lock_take(const char *run_dir, const char *punt, const char *host,
     const char *user, struct lock *lk)
 {
 	char		 norm[UTIL_HOST_MAX + 1], dir[PATH_MAX], path[PATH_MAX];
-	char		 hex[2 * UTIL_USER_MAX + 1];
-	size_t		 i, ulen;
+	size_t		 ulen;
 	enum lock_res	 r;
-	int		 len;
+	int		 len, fd;
 
 	lock_init(lk);
-	/* Names reach paths: insist on the normalized forms. */
+	/* Names reach paths and hashes: insist on the normalized forms. */
 	if (!valid_punt(punt) || util_host_normalize(host, norm) == -1 ||
 	    strcmp(norm, host) != 0) {
 		log_warnx("lock: bad punt or host name");
@@ -114,35 +140,42 @@ lock_take(const char *run_dir, const char *punt, const char *host,
 			log_warnx("lock: bad user name");
 			return LOCK_ERR;
 		}
-		/* Hex keeps any local part a safe, case-exact file name. */
-		for (i = 0; i < ulen; i++)
-			snprintf(hex + 2 * i, 3, "%02x",
-			    (unsigned char)user[i]);
 	}
-	len = snprintf(dir, sizeof(dir), "%s/locks/%s/%s", run_dir, punt,
-	    host);
-	if (len < 0 || (size_t)len >= sizeof(dir)) {
-		log_warnx("lock: %s/locks/%s/%s: path too long", run_dir, punt,
-		    host);
-		return LOCK_ERR;
-	}
-	len = snprintf(path, sizeof(path), "%s/host", dir);
+	len = snprintf(dir, sizeof(dir), "%s/locks", run_dir);
+	if (len < 0 || (size_t)len >= sizeof(dir))
+		goto toolong;
+	len = snprintf(path, sizeof(path), "%s/%s.lock", dir, punt);
 	if (len < 0 || (size_t)len >= sizeof(path))
-		return LOCK_ERR;
-	if ((r = lock_file(dir, path, user == NULL ? LOCK_EX : LOCK_SH,
-	    &lk->host_fd)) != LOCK_OK)
-		return r;
-	if (user == NULL)
-		return LOCK_OK;
-	len = snprintf(path, sizeof(path), "%s/u.%s", dir, hex);
-	if (len < 0 || (size_t)len >= sizeof(path)) {
-		log_warnx("lock: %s: path too long", dir);
-		lock_release(lk);
+		goto toolong;
+	/*
+	 * Every take opens the file anew: OFD locks belong to the open file
+	 * description, so each struct lock is its own owner.  The file
+	 * exists after the punt's first login: try the open first.
+	 */
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0660);
+	if (fd == -1 && errno == ENOENT) {
+		if (util_mkdir_p(dir, 0770) == -1) {
+			log_warn("lock: mkdir %s", dir);
+			return LOCK_ERR;
+		}
+		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+		    0660);
+	}
+	if (fd == -1) {
+		log_warn("lock: open %s", path);
 		return LOCK_ERR;
 	}
-	if ((r = lock_file(dir, path, LOCK_EX, &lk->user_fd)) != LOCK_OK) {
-		lock_release(lk);
+	r = lock_byte(fd, user == NULL ? F_WRLCK : F_RDLCK,
+	    name_offset(host, NULL), path);
+	if (r == LOCK_OK && user != NULL)
+		r = lock_byte(fd, F_WRLCK, name_offset(host, user), path);
+	if (r != LOCK_OK) {
+		close(fd);
 		return r;
 	}
+	lk->fd = fd;
 	return LOCK_OK;
+ toolong:
+	log_warnx("lock: %s/locks/%s.lock: path too long", run_dir, punt);
+	return LOCK_ERR;
 }

@@ -160,3 +160,42 @@ def test_lock_held_during_update_is_released(mail):
             # after the server closed the connection the lock is free
             assert r.startswith("+OK"), r
             p2.quit()
+
+
+def lock_area_files(d):
+    """Every file and directory below RUN_DIR/locks."""
+    top = os.path.join(d.run_dir, "locks")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        found += [os.path.join(dirpath, n) for n in dirnames + filenames]
+    return sorted(found)
+
+
+def test_made_up_users_leave_no_lock_files(mail):
+    """Issue 8 finding 7: logins as made-up users of a host (and drops,
+    and refused second logins) cost no file that outlives the session;
+    only the one lock file per punt stays."""
+    n = 120
+    for i in range(n):
+        user = "nobody%d@%s" % (i, HOST)
+        p, r = try_login(mail, user)
+        with p:
+            assert r.startswith("+OK"), r
+            if i % 3 == 0:
+                p2, r2 = try_login(mail, user, PW2)
+                with p2:
+                    assert r2.startswith("-ERR [IN-USE]"), r2
+            if i % 2 == 0:
+                assert p.quit().startswith("+OK")
+                assert p.closed()
+            # else: dropped without QUIT
+    # a dropped session's locks go when its worker notices the drop
+    with mail.login_when_free(HOST, PW1) as p:
+        assert p.stat()[0] == 3
+        assert p.quit().startswith("+OK")
+    npunts = len(mail.spool.punt_paths)
+    wait_for(lambda: len(lock_area_files(mail)) == npunts,
+             what="lock area back to one file per punt")
+    assert lock_area_files(mail) == sorted(
+        os.path.join(mail.run_dir, "locks", name + ".lock")
+        for name in mail.spool.punt_paths)
