@@ -23,6 +23,7 @@
 
 #include <lmdb.h>
 
+#include "sdps/fault.h"
 #include "sdps/log.h"
 #include "sdps/store.h"
 #include "sdps/util.h"
@@ -814,20 +815,25 @@ write_tmp(struct store *st, const void *data, size_t len, char *path,
 	if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
 	    0660)) == -1)
 		return -1;
-	if (util_write_all(fd, data, len) == -1 || fsync(fd) == -1) {
-		serrno = errno;
-		close(fd);
-		unlink(path);
-		errno = serrno;
-		return -1;
-	}
+	if (util_write_all(fd, data, len) == -1)
+		goto fail;
+	fault_point("store.put.tmp_written");
+	if (fsync(fd) == -1)
+		goto fail;
 	if (close(fd) == -1) {
 		serrno = errno;
 		unlink(path);
 		errno = serrno;
 		return -1;
 	}
+	fault_point("store.put.fsynced");
 	return 0;
+ fail:
+	serrno = errno;
+	close(fd);
+	unlink(path);
+	errno = serrno;
+	return -1;
 }
 
 /* Take the next id in its own commit: ids are never reused. */
@@ -848,7 +854,11 @@ alloc_id(struct store *st, uint64_t *id)
 		    mdb_strerror(rc));
 		goto abort;
 	}
-	return txn_commit(st, txn);
+	fault_point("store.put.id_before_commit");
+	if (txn_commit(st, txn) == -1)
+		return -1;
+	fault_point("store.put.id_committed");
+	return 0;
  abort:
 	mdb_txn_abort(txn);
 	return -1;
@@ -919,6 +929,7 @@ commit_record(struct store *st, uint64_t id, const char *final,
 		    mdb_strerror(rc));
 		goto abort;
 	}
+	fault_point("store.put.before_commit");
 	if (txn_commit(st, txn) == -1) {
 		seterr(err, errlen, "index commit failed");
 		return -1;
@@ -976,13 +987,17 @@ store_put(struct store *st, const struct store_envelope *env,
 		    strerror(errno));
 		goto fail_tmp;
 	}
+	fault_point("store.put.renamed");
 	if (util_fsync_dir(dir) == -1) {
 		seterr(why, sizeof(why), "fsync spool: %s", strerror(errno));
 		goto fail_final;
 	}
+	fault_point("store.put.dir_fsynced");
 	if (commit_record(st, nid, final, &r, wire_len, why,
 	    sizeof(why)) == -1)
 		goto fail_final;
+	/* Durable now; a kill here is a stored message never acknowledged. */
+	fault_point("store.put.committed");
 	free(rcpts);
 	*id = nid;
 	return STORE_OK;
@@ -1427,12 +1442,17 @@ store_remove(struct store *st, const uint64_t *ids, size_t n,
 		if (gone)
 			unl[nunl++] = ids[i];
 	}
+	fault_point("store.remove.before_commit");
 	if (txn_commit(st, txn) == -1) {
 		free(unl);
 		return STORE_TEMPFAIL;
 	}
-	for (i = 0; i < nunl; i++)
+	/* A kill from here on leaves orphan files for fsck, nothing else. */
+	fault_point("store.remove.committed");
+	for (i = 0; i < nunl; i++) {
 		unlink_msg(st, unl[i]);
+		fault_point("store.remove.unlinked");
+	}
 	free(unl);
 	return STORE_OK;
  abort:
@@ -1463,8 +1483,10 @@ del_commit(struct store *st, MDB_txn *txn, uint64_t id, struct rec *r)
 		mdb_txn_abort(txn);
 		return STORE_TEMPFAIL;
 	}
+	fault_point("store.del.before_commit");
 	if (txn_commit(st, txn) == -1)
 		return STORE_TEMPFAIL;
+	fault_point("store.del.committed");
 	unlink_msg(st, id);
 	return STORE_OK;
 }
@@ -1504,7 +1526,11 @@ marker_commit(struct store *st, MDB_txn *txn, uint64_t id,
 		mdb_txn_abort(txn);
 		return STORE_TEMPFAIL;
 	}
-	return txn_commit(st, txn) == 0 ? STORE_OK : STORE_TEMPFAIL;
+	fault_point("store.marker.before_commit");
+	if (txn_commit(st, txn) == -1)
+		return STORE_TEMPFAIL;
+	fault_point("store.marker.committed");
+	return STORE_OK;
 }
 
 enum store_res
