@@ -1,11 +1,12 @@
 /*
  * lock: ephemeral maildrop locks under RUN_DIR (DESIGN.md §3, §4).
  * Each lock is a byte-range lock (Linux open file description locks,
- * F_OFD_SETLK) on one file per punt, RUN_DIR/locks/PUNT.lock: the kernel
- * drops it when the owner dies, so a dead owner's lock is always taken
- * over, a crash never leaves one behind, nothing is fsync'd, and a login
- * creates no file (a made-up user name costs nothing that outlives the
- * session).  A maildrop is one byte of that file, at an offset hashed from
+ * F_OFD_SETLK) on one of a fixed set of files per punt,
+ * RUN_DIR/locks/PUNT.00 to PUNT.3f: the kernel drops it when the owner
+ * dies, so a dead owner's lock is always taken over, a crash never leaves
+ * one behind, nothing is fsync'd, and a login creates no file of its own
+ * (a made-up user name costs nothing that outlives the session).  A
+ * maildrop is one byte in one of those files, both chosen by a hash of
  * its name: a host session write-locks the host's byte; a user session
  * read-locks it and write-locks its user's own byte.  So host conflicts
  * with everything on the host, user with host and with the same user.
@@ -20,7 +21,8 @@ enum lock_res {
 };
 
 struct lock {
-	int	fd;	/* the punt's lock file, own open; -1 when not held */
+	int	host_fd;	/* the host byte's file, own open; -1: none */
+	int	user_fd;	/* the user byte's file; -1 for a host session */
 };
 
 /* A struct lock that holds nothing. */
