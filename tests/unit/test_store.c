@@ -583,6 +583,15 @@ test_claim_table(void **state)
 			    store_msg_open(f->st, id, &fd, NULL) != STORE_GONE)
 				bad++, print_error("%s, step %zu: open\n",
 				    c->name, j);
+			/* The admin still sees every record's file. */
+			if (g == STORE_OK) {
+				if (store_msg_open_admin(f->st, id, &fd,
+				    NULL) != STORE_OK)
+					bad++, print_error("%s, step %zu: "
+					    "admin open\n", c->name, j);
+				else
+					close(fd);
+			}
 			store_msg_free(&m);
 		}
 		/* Back to a normal lease for the next case. */
