@@ -607,7 +607,8 @@ ctl_spool_show(struct ctl *c)
 	if ((st = punt_open(c->cf, p)) == NULL)
 		return 1;
 	memset(&m, 0, sizeof(m));
-	res = store_msg_open(st, id, &fd, &m);
+	/* spool ls lists DEL messages; show must show them too. */
+	res = store_msg_open_admin(st, id, &fd, &m);
 	switch (res) {
 	case STORE_OK:
 		break;

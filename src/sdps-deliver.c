@@ -18,6 +18,7 @@
 #include "sdps/auth.h"
 #include "sdps/config.h"
 #include "sdps/deliver.h"
+#include "sdps/fault.h"
 #include "sdps/log.h"
 #include "sdps/store.h"
 #include "sdps/util.h"
@@ -327,6 +328,8 @@ main(int argc, char **argv)
 			die(EX_TEMPFAIL, "cannot store for %s: %s",
 			    d.hosts[i].host, d.why);
 		}
+		/* Tests: a kill between two hosts' copies (or before exit). */
+		fault_point("deliver.host_stored");
 	}
 
 	for (p = 0; p < d.cf.npunts; p++)

@@ -23,6 +23,7 @@
 
 #include <lmdb.h>
 
+#include "sdps/fault.h"
 #include "sdps/log.h"
 #include "sdps/store.h"
 #include "sdps/util.h"
@@ -814,20 +815,25 @@ write_tmp(struct store *st, const void *data, size_t len, char *path,
 	if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
 	    0660)) == -1)
 		return -1;
-	if (util_write_all(fd, data, len) == -1 || fsync(fd) == -1) {
-		serrno = errno;
-		close(fd);
-		unlink(path);
-		errno = serrno;
-		return -1;
-	}
+	if (util_write_all(fd, data, len) == -1)
+		goto fail;
+	fault_point("store.put.tmp_written");
+	if (fsync(fd) == -1)
+		goto fail;
 	if (close(fd) == -1) {
 		serrno = errno;
 		unlink(path);
 		errno = serrno;
 		return -1;
 	}
+	fault_point("store.put.fsynced");
 	return 0;
+ fail:
+	serrno = errno;
+	close(fd);
+	unlink(path);
+	errno = serrno;
+	return -1;
 }
 
 /* Take the next id in its own commit: ids are never reused. */
@@ -848,7 +854,11 @@ alloc_id(struct store *st, uint64_t *id)
 		    mdb_strerror(rc));
 		goto abort;
 	}
-	return txn_commit(st, txn);
+	fault_point("store.put.id_before_commit");
+	if (txn_commit(st, txn) == -1)
+		return -1;
+	fault_point("store.put.id_committed");
+	return 0;
  abort:
 	mdb_txn_abort(txn);
 	return -1;
@@ -919,6 +929,7 @@ commit_record(struct store *st, uint64_t id, const char *final,
 		    mdb_strerror(rc));
 		goto abort;
 	}
+	fault_point("store.put.before_commit");
 	if (txn_commit(st, txn) == -1) {
 		seterr(err, errlen, "index commit failed");
 		return -1;
@@ -976,13 +987,17 @@ store_put(struct store *st, const struct store_envelope *env,
 		    strerror(errno));
 		goto fail_tmp;
 	}
+	fault_point("store.put.renamed");
 	if (util_fsync_dir(dir) == -1) {
 		seterr(why, sizeof(why), "fsync spool: %s", strerror(errno));
 		goto fail_final;
 	}
+	fault_point("store.put.dir_fsynced");
 	if (commit_record(st, nid, final, &r, wire_len, why,
 	    sizeof(why)) == -1)
 		goto fail_final;
+	/* Durable now; a kill here is a stored message never acknowledged. */
+	fault_point("store.put.committed");
 	free(rcpts);
 	*id = nid;
 	return STORE_OK;
@@ -1221,8 +1236,9 @@ store_msg_free(struct store_msg *m)
 	memset(m, 0, sizeof(*m));
 }
 
-enum store_res
-store_msg_open(struct store *st, uint64_t id, int *fd, struct store_msg *m)
+static enum store_res
+msg_open(struct store *st, uint64_t id, int *fd, struct store_msg *m,
+    bool pop_deleted_too)
 {
 	struct store_msg	 tm, again;
 	enum store_res		 res;
@@ -1232,7 +1248,7 @@ store_msg_open(struct store *st, uint64_t id, int *fd, struct store_msg *m)
 	errno = ENAMETOOLONG;
 	if ((res = store_msg_get(st, id, &tm)) != STORE_OK)
 		return res;
-	if (tm.flags & STORE_F_POP_DELETED) {
+	if ((tm.flags & STORE_F_POP_DELETED) && !pop_deleted_too) {
 		store_msg_free(&tm);
 		return STORE_GONE;
 	}
@@ -1254,6 +1270,19 @@ store_msg_open(struct store *st, uint64_t id, int *fd, struct store_msg *m)
 	else
 		store_msg_free(&tm);
 	return STORE_OK;
+}
+
+enum store_res
+store_msg_open(struct store *st, uint64_t id, int *fd, struct store_msg *m)
+{
+	return msg_open(st, id, fd, m, false);
+}
+
+enum store_res
+store_msg_open_admin(struct store *st, uint64_t id, int *fd,
+    struct store_msg *m)
+{
+	return msg_open(st, id, fd, m, true);
 }
 
 int
@@ -1350,7 +1379,7 @@ store_remove(struct store *st, const uint64_t *ids, size_t n,
 	MDB_txn		*txn;
 	MDB_val		 v;
 	uint64_t	*unl, now;
-	size_t		 i, nunl = 0, left;
+	size_t		 i, nunl = 0, left, keptlen;
 	bool		 gone;
 
 	if (n == 0)
@@ -1382,7 +1411,7 @@ store_remove(struct store *st, const uint64_t *ids, size_t n,
 				log_warn("store %s: remove", st->name);
 				goto abort;
 			}
-			if (rcpts_without(&r, user, buf, &r.rcpts_len,
+			if (rcpts_without(&r, user, buf, &keptlen,
 			    &left) == 0) {
 				free(buf);
 				continue;
@@ -1390,6 +1419,7 @@ store_remove(struct store *st, const uint64_t *ids, size_t n,
 			if (left > 0) {
 				/* Others still want it: drop only this one. */
 				r.rcpts = buf;
+				r.rcpts_len = keptlen;
 				r.nrcpts = left;
 				if (rec_put(st, txn, ids[i], &r, 0) == -1) {
 					free(buf);
@@ -1398,6 +1428,13 @@ store_remove(struct store *st, const uint64_t *ids, size_t n,
 				free(buf);
 				continue;
 			}
+			/*
+			 * The last recipient: the whole message goes, as for
+			 * a host session.  r keeps its recipient list, so a
+			 * claimed one becomes a decodable POP_DELETED record
+			 * that smtp done/release remove (issue 8 finding 9:
+			 * an empty list under a nonzero count was written).
+			 */
 			free(buf);
 		}
 		if (remove_or_mark(st, txn, ids[i], &r, now, &gone) == -1)
@@ -1405,12 +1442,17 @@ store_remove(struct store *st, const uint64_t *ids, size_t n,
 		if (gone)
 			unl[nunl++] = ids[i];
 	}
+	fault_point("store.remove.before_commit");
 	if (txn_commit(st, txn) == -1) {
 		free(unl);
 		return STORE_TEMPFAIL;
 	}
-	for (i = 0; i < nunl; i++)
+	/* A kill from here on leaves orphan files for fsck, nothing else. */
+	fault_point("store.remove.committed");
+	for (i = 0; i < nunl; i++) {
 		unlink_msg(st, unl[i]);
+		fault_point("store.remove.unlinked");
+	}
 	free(unl);
 	return STORE_OK;
  abort:
@@ -1441,8 +1483,10 @@ del_commit(struct store *st, MDB_txn *txn, uint64_t id, struct rec *r)
 		mdb_txn_abort(txn);
 		return STORE_TEMPFAIL;
 	}
+	fault_point("store.del.before_commit");
 	if (txn_commit(st, txn) == -1)
 		return STORE_TEMPFAIL;
+	fault_point("store.del.committed");
 	unlink_msg(st, id);
 	return STORE_OK;
 }
@@ -1482,7 +1526,11 @@ marker_commit(struct store *st, MDB_txn *txn, uint64_t id,
 		mdb_txn_abort(txn);
 		return STORE_TEMPFAIL;
 	}
-	return txn_commit(st, txn) == 0 ? STORE_OK : STORE_TEMPFAIL;
+	fault_point("store.marker.before_commit");
+	if (txn_commit(st, txn) == -1)
+		return STORE_TEMPFAIL;
+	fault_point("store.marker.committed");
+	return STORE_OK;
 }
 
 enum store_res

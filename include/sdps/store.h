@@ -174,6 +174,14 @@ void	store_msg_free(struct store_msg *m);
 enum store_res store_msg_open(struct store *st, uint64_t id, int *fd,
 	    struct store_msg *m);
 
+/*
+ * store_msg_open for the administrator (sdps-ctl spool show): a
+ * POP_DELETED message is opened too, since its file stays until the SMTP
+ * claim ends and spool ls lists it.
+ */
+enum store_res store_msg_open_admin(struct store *st, uint64_t id, int *fd,
+	    struct store_msg *m);
+
 /* Set READ on every id (missing ids are skipped), in one commit. */
 int	store_mark_read(struct store *st, const uint64_t *ids, size_t n);
 

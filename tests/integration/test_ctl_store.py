@@ -279,3 +279,53 @@ def test_punt_create(tmp_path):
         for d in ("index", "spool", "tmp"):
             assert os.path.isdir(os.path.join(s.punt_paths[p], d))
     assert s.fsck().rc == 0
+
+
+# ---- issue 8 finding 9 and 10: POP3 DELE of a claimed message ----
+
+from daemon import PW1, daemon  # noqa: E402,F401  (the fixture)
+
+
+@pytest.mark.parametrize("user,then", [
+    ("carol@" + HOST, "done"), ("carol@" + HOST, "release"),
+    ("carol+" + HOST, "done"), (HOST, "done"), (HOST, "release")])
+def test_dele_of_claimed_message_by_pop3(daemon, user, then):
+    """A message whose only recipient is carol, claimed by SMTP, deleted
+    by a POP3 session (user or host): listed as DLV,DEL, shown by spool
+    show, gone at smtp done/release, fsck clean throughout."""
+    daemon.deliver_ok(MSG, ["carol@" + HOST], punt="finchley")
+    daemon.deliver_ok(MSG, ["dave@" + HOST], punt="finchley")
+    first = daemon.spool_ls()["messages"][0]
+    assert first["rcpts"] == ["carol"]
+    ref = "finchley:%d" % first["id"]
+    path = daemon.spool_file("finchley", first["id"])
+    daemon.ctl_ok("smtp", "claim", ref, "--agent", "x")
+    with daemon.login(user, PW1) as p:
+        p.ok("DELE 1")
+        assert p.quit().startswith("+OK")
+        assert p.closed()
+    msgs = {m["id"]: m for m in daemon.spool_ls()["messages"]}
+    assert first["id"] in msgs, "spool ls lost the claimed message"
+    m = msgs[first["id"]]
+    assert m["flags"] == ["IN_DELIVERY", "POP_DELETED"]
+    assert m["rcpts"] == ["carol"]
+    assert "DLV,DEL" in daemon.ctl_ok("spool", "ls").text
+    # the admin sees it while it is still on disk (finding 10)
+    assert daemon.ctl_ok("spool", "show", ref).out == \
+        MSG.replace(b"\n", b"\r\n")
+    j = daemon.ctl_json("spool", "show", ref)
+    assert j["message"]["flags"] == ["IN_DELIVERY", "POP_DELETED"]
+    assert os.path.exists(path)
+    r = daemon.fsck()
+    assert r.rc == 0, r
+    # hidden from POP3
+    with daemon.login_when_free("carol@" + HOST, PW1) as p:
+        assert p.stat()[0] == 0
+    daemon.ctl_ok("smtp", then, ref)
+    assert first["id"] not in {m["id"] for m in
+                               daemon.spool_ls()["messages"]}
+    assert not os.path.exists(path)
+    fail_line(daemon.ctl("spool", "show", ref))
+    assert len(daemon.spool_ls()["messages"]) == 1
+    r = daemon.fsck()
+    assert r.rc == 0, r

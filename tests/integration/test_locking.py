@@ -2,6 +2,7 @@
 worker killed mid-session."""
 
 import os
+import re
 import signal
 
 import pytest
@@ -160,3 +161,47 @@ def test_lock_held_during_update_is_released(mail):
             # after the server closed the connection the lock is free
             assert r.startswith("+OK"), r
             p2.quit()
+
+
+def lock_area_files(d):
+    """Every file and directory below RUN_DIR/locks."""
+    top = os.path.join(d.run_dir, "locks")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        found += [os.path.join(dirpath, n) for n in dirnames + filenames]
+    return sorted(found)
+
+
+def test_made_up_users_leave_no_lock_files(mail):
+    """Issue 8 finding 7: logins as made-up users of a host (and drops,
+    and refused second logins) cost no file that outlives the session;
+    only the one lock file per punt stays."""
+    n = 120
+    for i in range(n):
+        user = "nobody%d@%s" % (i, HOST)
+        p, r = try_login(mail, user)
+        with p:
+            assert r.startswith("+OK"), r
+            if i % 3 == 0:
+                p2, r2 = try_login(mail, user, PW2)
+                with p2:
+                    assert r2.startswith("-ERR [IN-USE]"), r2
+            if i % 2 == 0:
+                assert p.quit().startswith("+OK")
+                assert p.closed()
+            # else: dropped without QUIT
+    # a dropped session's locks go when its worker notices the drop
+    with mail.login_when_free(HOST, PW1) as p:
+        assert p.stat()[0] == 3
+        assert p.quit().startswith("+OK")
+    # only the punts' fixed shard files, at most 64 each, whatever logged in
+    pat = re.compile(r"^(%s)\.[0-9a-f]{2}$"
+                     % "|".join(map(re.escape, mail.spool.punt_paths)))
+    top = os.path.join(mail.run_dir, "locks")
+
+    def only_shards():
+        found = lock_area_files(mail)
+        return all(os.path.dirname(f) == top and os.path.isfile(f) and
+                   pat.match(os.path.basename(f)) for f in found)
+    wait_for(only_shards, what="lock area holds only shard files")
+    assert len(lock_area_files(mail)) <= 64 * len(mail.spool.punt_paths)

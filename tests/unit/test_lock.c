@@ -1,7 +1,10 @@
 /* test_lock: maildrop lock conflicts and takeover from a dead owner. */
 
+#include <sys/mman.h>
 #include <sys/wait.h>
 
+#include <ftw.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -155,6 +158,170 @@ test_dead_owner(void **state)
 	lock_release(&a);
 }
 
+static int	 nentries;
+static int	 nbad;		/* entries that are not punt shard files */
+
+static int
+check_entry(const char *path, const struct stat *sb, int flag,
+    struct FTW *ftw)
+{
+	const char	*name = path + ftw->base;
+	size_t		 len = strlen(name);
+
+	(void)sb;
+	if (ftw->level == 0)
+		return 0;
+	nentries++;
+	/* Only files "p1.XX" / "p2.XX", XX two hex digits, one level down. */
+	if (flag != FTW_F || ftw->level != 1 || len != 5 ||
+	    (strncmp(name, "p1.", 3) != 0 && strncmp(name, "p2.", 3) != 0) ||
+	    strspn(name + 3, "0123456789abcdef") != 2)
+		nbad++;
+	return 0;
+}
+
+/*
+ * Issue 8 finding 7: logins as made-up users must not leave a file (or a
+ * directory) per name behind.  Only the punts' fixed shard files (at most
+ * 64 each) may be there, however many maildrops were locked.
+ */
+static void
+test_no_files_left(void **state)
+{
+	char		 rd[sizeof(run_dir) + 16], locks[sizeof(rd) + 8];
+	char		 user[32], host[64];
+	struct lock	 a, b;
+	int		 i, round, after[2];
+
+	(void)state;
+	snprintf(rd, sizeof(rd), "%s/nofiles", run_dir);
+	snprintf(locks, sizeof(locks), "%s/locks", rd);
+	for (round = 0; round < 2; round++) {
+		for (i = 0; i < 500; i++) {
+			snprintf(user, sizeof(user), "made-up-%d-%d", round,
+			    i);
+			assert_int_equal(lock_take(rd, "p1",
+			    "fred.example.net", user, &a), LOCK_OK);
+			/* A refused taker leaves nothing either. */
+			assert_int_equal(lock_take(rd, "p1",
+			    "fred.example.net", user, &b), LOCK_BUSY);
+			lock_release(&a);
+		}
+		for (i = 0; i < 100; i++) {
+			snprintf(host, sizeof(host), "h%d-%d.example.net",
+			    round, i);
+			assert_int_equal(lock_take(rd, "p1", host, NULL, &a),
+			    LOCK_OK);
+			lock_release(&a);
+			assert_int_equal(lock_take(rd, "p2", host, "alice",
+			    &a), LOCK_OK);
+			lock_release(&a);
+		}
+		nentries = nbad = 0;
+		assert_int_equal(nftw(locks, check_entry, 16, FTW_PHYS), 0);
+		assert_int_equal(nbad, 0);
+		after[round] = nentries;
+	}
+	print_message("lock files after 700 logins: %d, after 1400: %d\n",
+	    after[0], after[1]);
+	assert_true(after[0] <= 2 * 64);
+	/* Twice the logins, no more files. */
+	assert_true(after[1] <= 2 * 64);
+}
+
+/* Shared between the racers: who holds what right now. */
+struct board {
+	volatile int	 host;		/* host sessions holding */
+	volatile int	 users;		/* user sessions holding */
+	volatile int	 user[2];	/* per user */
+	volatile int	 violations;
+	volatile int	 taken;
+};
+
+#define RACERS		4
+#define RACE_ROUNDS	3000
+
+static void __attribute__((noreturn))
+racer(struct board *b, unsigned seed)
+{
+	static const char *const users[2] = { "alice", "bob" };
+	struct lock	 lk;
+	unsigned	 s = seed * 2654435761u + 1;
+	int		 i, k, u, h, us, uu;
+
+	for (i = 0; i < RACE_ROUNDS; i++) {
+		s ^= s << 13;
+		s ^= s >> 17;
+		s ^= s << 5;
+		k = (int)(s % 3);	/* 0 host, 1 alice, 2 bob */
+		u = k - 1;
+		if (lock_take(run_dir, "race", "fred.example.net",
+		    k == 0 ? NULL : users[u], &lk) != LOCK_OK)
+			continue;
+		__atomic_add_fetch(&b->taken, 1, __ATOMIC_SEQ_CST);
+		if (k == 0) {
+			h = __atomic_add_fetch(&b->host, 1, __ATOMIC_SEQ_CST);
+			us = __atomic_load_n(&b->users, __ATOMIC_SEQ_CST);
+			if (h != 1 || us != 0)
+				__atomic_add_fetch(&b->violations, 1,
+				    __ATOMIC_SEQ_CST);
+		} else {
+			us = __atomic_add_fetch(&b->users, 1, __ATOMIC_SEQ_CST);
+			uu = __atomic_add_fetch(&b->user[u], 1,
+			    __ATOMIC_SEQ_CST);
+			h = __atomic_load_n(&b->host, __ATOMIC_SEQ_CST);
+			if (uu != 1 || h != 0)
+				__atomic_add_fetch(&b->violations, 1,
+				    __ATOMIC_SEQ_CST);
+		}
+		/* Hold it a little so the others collide with it. */
+		for (us = 0; us < (int)(s % 4); us++)
+			sched_yield();
+		if (k == 0)
+			__atomic_sub_fetch(&b->host, 1, __ATOMIC_SEQ_CST);
+		else {
+			__atomic_sub_fetch(&b->user[u], 1, __ATOMIC_SEQ_CST);
+			__atomic_sub_fetch(&b->users, 1, __ATOMIC_SEQ_CST);
+		}
+		lock_release(&lk);
+	}
+	_exit(0);
+}
+
+/*
+ * Several processes take and release the same maildrop's locks in a
+ * bounded loop: host excludes everything, a user excludes the host and
+ * itself, never violated.  (A counter only changes while its lock is
+ * held, so any overlap the locks allowed shows in the counts.)
+ */
+static void
+test_race(void **state)
+{
+	struct board	*b;
+	pid_t		 pid[RACERS];
+	int		 i, status;
+
+	(void)state;
+	b = mmap(NULL, sizeof(*b), PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(b != MAP_FAILED);
+	memset((void *)b, 0, sizeof(*b));
+	for (i = 0; i < RACERS; i++) {
+		if ((pid[i] = fork()) == 0)
+			racer(b, (unsigned)i + 1);
+		assert_true(pid[i] > 0);
+	}
+	for (i = 0; i < RACERS; i++) {
+		assert_int_equal(waitpid(pid[i], &status, 0), pid[i]);
+		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+	print_message("race: %d locks taken, %d violations\n", b->taken,
+	    b->violations);
+	assert_int_equal(b->violations, 0);
+	assert_true(b->taken > 0);
+	munmap(b, sizeof(*b));
+}
+
 static int
 setup(void **state)
 {
@@ -180,6 +347,8 @@ main(void)
 		cmocka_unit_test(test_other_punt),
 		cmocka_unit_test(test_bad_names),
 		cmocka_unit_test(test_dead_owner),
+		cmocka_unit_test(test_no_files_left),
+		cmocka_unit_test(test_race),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

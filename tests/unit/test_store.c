@@ -397,8 +397,8 @@ test_per_rcpt_delete(void **state)
 
 /* docs/design.md §4.2: QUIT and the SMTP markers, one message per case. */
 enum op {
-	OP_END, OP_CLAIM, OP_CLAIM2, OP_QUIT_HOST, OP_QUIT_ALICE, OP_RELEASE,
-	OP_DONE, OP_EXPIRE, OP_LEASE0
+	OP_END, OP_CLAIM, OP_CLAIM2, OP_QUIT_HOST, OP_QUIT_ALICE, OP_QUIT_BOB,
+	OP_RELEASE, OP_DONE, OP_EXPIRE, OP_LEASE0
 };
 
 enum mstate {
@@ -462,6 +462,37 @@ static const struct ccase ccases[] = {
 		{ OP_QUIT_HOST, STORE_OK, M_HIDDEN, ID | PD },
 		{ OP_LEASE0, STORE_OK, M_HIDDEN, ID | PD },
 		{ OP_CLAIM2, STORE_GONE, M_GONE, 0 } } },
+	/*
+	 * Issue 8 finding 9: user sessions that take the last recipient of
+	 * a claimed message must leave a POP_DELETED record, as a host
+	 * session does, that done and release then remove.
+	 */
+	{ "claimed, user QUITs take every recipient, then done", {
+		{ OP_CLAIM, STORE_OK, M_LISTED, ID },
+		{ OP_QUIT_ALICE, STORE_OK, M_LISTED, ID },
+		{ OP_QUIT_BOB, STORE_OK, M_HIDDEN, ID | PD },
+		{ OP_CLAIM2, STORE_GONE, M_HIDDEN, ID | PD },
+		{ OP_DONE, STORE_OK, M_GONE, 0 } } },
+	{ "claimed, user QUITs take every recipient, then release", {
+		{ OP_CLAIM, STORE_OK, M_LISTED, ID },
+		{ OP_QUIT_BOB, STORE_OK, M_LISTED, ID },
+		{ OP_QUIT_ALICE, STORE_OK, M_HIDDEN, ID | PD },
+		{ OP_RELEASE, STORE_OK, M_GONE, 0 },
+		{ OP_RELEASE, STORE_GONE, M_GONE, 0 } } },
+	{ "unclaimed, user QUITs take every recipient", {
+		{ OP_QUIT_ALICE, STORE_OK, M_LISTED, 0 },
+		{ OP_QUIT_BOB, STORE_OK, M_GONE, 0 },
+		{ OP_CLAIM, STORE_GONE, M_GONE, 0 } } },
+	{ "user QUIT after host QUIT under a claim changes nothing", {
+		{ OP_CLAIM, STORE_OK, M_LISTED, ID },
+		{ OP_QUIT_HOST, STORE_OK, M_HIDDEN, ID | PD },
+		{ OP_QUIT_ALICE, STORE_OK, M_HIDDEN, ID | PD },
+		{ OP_DONE, STORE_OK, M_GONE, 0 } } },
+	{ "stale claim, user QUITs take every recipient", {
+		{ OP_CLAIM, STORE_OK, M_LISTED, ID },
+		{ OP_LEASE0, STORE_OK, M_LISTED, ID },
+		{ OP_QUIT_ALICE, STORE_OK, M_LISTED, ID },
+		{ OP_QUIT_BOB, STORE_OK, M_GONE, 0 } } },
 };
 
 static bool
@@ -491,6 +522,8 @@ run_op(struct fx *f, enum op op, uint64_t id)
 		return store_remove(f->st, &id, 1, NULL);
 	case OP_QUIT_ALICE:
 		return store_remove(f->st, &id, 1, "alice");
+	case OP_QUIT_BOB:
+		return store_remove(f->st, &id, 1, "bob");
 	case OP_RELEASE:
 		return store_release(f->st, id);
 	case OP_DONE:
@@ -531,6 +564,10 @@ test_claim_table(void **state)
 				bad++;
 			}
 			assert_non_null(f->st);
+			/* Every state a step leaves is a consistent punt. */
+			if (store_fsck(f->st, false, NULL, NULL, NULL) != 0)
+				bad++, print_error("%s, step %zu: fsck\n",
+				    c->name, j);
 			g = store_msg_get(f->st, id, &m);
 			if (s->after == M_GONE) {
 				if (g != STORE_GONE || spool_file_exists(f, id))
@@ -546,6 +583,15 @@ test_claim_table(void **state)
 			    store_msg_open(f->st, id, &fd, NULL) != STORE_GONE)
 				bad++, print_error("%s, step %zu: open\n",
 				    c->name, j);
+			/* The admin still sees every record's file. */
+			if (g == STORE_OK) {
+				if (store_msg_open_admin(f->st, id, &fd,
+				    NULL) != STORE_OK)
+					bad++, print_error("%s, step %zu: "
+					    "admin open\n", c->name, j);
+				else
+					close(fd);
+			}
 			store_msg_free(&m);
 		}
 		/* Back to a normal lease for the next case. */
