@@ -450,20 +450,18 @@ master_drop_privs(struct master *m)
 
 /* ------------------------------------------------------------- workers */
 
+/*
+ * No worker on slot i (reaped, or not forked yet).  sb_slot_reset, not a
+ * seqlock write: a worker SIGKILLed inside a write left seq odd, and the
+ * master must neither wait for it to turn even nor trip the workers'
+ * fault point.
+ */
 static void
 master_slot_clear(struct master *m, unsigned i)
 {
 	struct sb_slot	*s = &m->sb.slots[i];
 
-	sb_slot_write_begin(s);
-	s->state = SB_FREE;
-	s->session_id = 0;
-	s->peer[0] = s->maildrop[0] = s->command[0] = '\0';
-	s->started_us = s->login_us = s->last_us = 0;
-	s->sessions_served = 0;
-	s->retr = s->top = s->dele = s->octets_out = 0;
-	s->punts_used = 0;
-	sb_slot_write_end(s);
+	sb_slot_reset(s, SB_FREE);
 	s->hashing = 0;
 	atomic_store(&s->please_exit, 0);
 	atomic_store(&s->pid, 0);
@@ -491,9 +489,7 @@ master_spawn(struct master *m, unsigned i)
 
 	master_slot_clear(m, i);
 	s->generation = atomic_load(&m->sb.hdr->generation);
-	sb_slot_write_begin(s);
-	s->state = SB_STARTING;
-	sb_slot_write_end(s);
+	sb_slot_reset(s, SB_STARTING);
 	if ((pid = fork()) == -1) {
 		log_warn("fork");
 		master_slot_clear(m, i);
@@ -536,7 +532,7 @@ master_reap(struct master *m)
 	unsigned	 i;
 	pid_t		 pid;
 	int		 st;
-	bool		 early;
+	bool		 early, torn;
 
 	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
 		now = util_now_us();
@@ -547,7 +543,14 @@ master_reap(struct master *m)
 			log_debug("reaped unknown child %ld", (long)pid);
 			continue;
 		}
-		sb_slot_read(&m->sb.slots[i], &copy);
+		/*
+		 * The worker is gone, so nobody writes its slot: peek, do
+		 * not seqlock-read (a worker killed inside a write left seq
+		 * odd for good; waiting for it hung the master).  A torn
+		 * copy still has each word old or new, good enough for the
+		 * start-up guess and the log line.
+		 */
+		torn = sb_slot_peek(&m->sb.slots[i], &copy);
 		/* A crash inside a session says nothing about start-up;
 		 * one before the first session soon after fork does. */
 		early = copy.state == SB_STARTING ||
@@ -563,9 +566,10 @@ master_reap(struct master *m)
 			    WEXITSTATUS(st) == WORKER_EX_FATAL ?
 			    " (fatal error)" : "");
 		else if (WIFSIGNALED(st))
-			log_warnx("worker %u (pid %ld) killed by signal %d%s%s%s",
-			    i, (long)pid, WTERMSIG(st),
+			log_warnx("worker %u (pid %ld) killed by signal "
+			    "%d%s%s%s%s", i, (long)pid, WTERMSIG(st),
 			    WCOREDUMP(st) ? " (core dumped)" : "",
+			    torn ? " inside a scoreboard write" : "",
 			    copy.session_id != 0 ? " in session " : "",
 			    copy.session_id != 0 ? copy.peer : "");
 		/*
@@ -606,7 +610,9 @@ master_maintain(struct master *m)
 		if (m->pids[i] == 0)
 			continue;
 		live++;
-		sb_slot_read(&m->sb.slots[i], &copy);
+		/* Busy (a writer dead, not reaped yet): not idle. */
+		if (sb_slot_read(&m->sb.slots[i], &copy) == -1)
+			continue;
 		if (copy.generation != gen ||
 		    atomic_load(&m->sb.slots[i].please_exit))
 			continue;
@@ -693,8 +699,8 @@ master_check_ready(struct master *m)
 	for (i = 0; i < m->nslots; i++) {
 		if (m->pids[i] == 0)
 			continue;
-		sb_slot_read(&m->sb.slots[i], &copy);
-		if (copy.state == SB_IDLE)
+		if (sb_slot_read(&m->sb.slots[i], &copy) == 0 &&
+		    copy.state == SB_IDLE)
 			idle++;
 	}
 	if (idle < want)

@@ -9,8 +9,8 @@ import socket
 import pytest
 
 import harness
-from daemon import (HOST, PW1, Daemon, daemon, parse_kv,  # noqa: F401
-                    wait_for)
+from daemon import (HOST, PW1, Daemon, Pop3, daemon,  # noqa: F401
+                    parse_kv, pid_alive, wait_for)
 
 # every scenario must leave the punts consistent
 FSCK_AFTER = True
@@ -398,5 +398,70 @@ def test_sigterm_grace_expired_session_ends_without_update():
         msgs = d.messages()
         assert len(msgs) == 1
         assert d.workers() == []
+    finally:
+        d.cleanup()
+
+
+# ------------------------------- worker killed inside a scoreboard write --
+# Issue 8, finding 3: a worker SIGKILLed between sb_slot_write_begin and
+# sb_slot_write_end leaves its slot's seq odd.  The master used to spin
+# on that slot in its reaper (100% CPU, deaf to SIGTERM, no new workers),
+# and sdps-ctl sessions/status spun on it too.
+
+# Every worker kills itself at its 40th slot write ("sb.slot.write" is
+# inside sb_slot_write_begin, with seq odd).  A worker makes one write at
+# start and about a dozen per POP3 session, so each serves a few sessions
+# first and then dies in the middle of one, over and over.
+SB_WRITE_FAULT = "sb.slot.write:40"
+
+
+def one_session(d):
+    """Log in, STAT, QUIT: True if the whole session worked."""
+    try:
+        with Pop3(port=d.port, timeout=10) as p:
+            p.login(HOST, PW1)
+            p.stat()
+            return p.quit().startswith("+OK")
+    except (OSError, EOFError, AssertionError):
+        return False
+
+
+def test_worker_killed_inside_scoreboard_write_master_carries_on():
+    d = Daemon(server={"min_spare": 2, "max_spare": 4, "max_workers": 8},
+               env={"SDPS_FAULT": SB_WRITE_FAULT})
+    try:
+        d.deliver_ok(harness.simple_message("x"), ALICE)
+        seen = set(d.workers())
+        ok_after_death = 0
+        misses = 0
+        for _ in range(80):     # bounded count of connections
+            ok = one_session(d)
+            seen |= set(d.workers())
+            dead = {p for p in seen if not pid_alive(p)}
+            if ok and dead:
+                ok_after_death += 1
+            misses = 0 if ok else misses + 1
+            if len(dead) >= 4 and ok_after_death >= 3:
+                break
+            # a hung master forks no more workers: stop asking
+            if misses >= 6:
+                break
+        # sdps-ctl must not spin on an odd slot, nor on a slot the hung
+        # master never reset (the timeout makes a hang a failure)
+        for verb in ("status", "sessions"):
+            r = d.ctl(verb, timeout=60)
+            assert r.rc == 0, r
+            r = d.ctl(verb, "--json", timeout=60)
+            assert r.rc == 0, r
+            r.json()
+        assert len(dead) >= 4, "workers did not die as planned"
+        # the master reaped them, said where they died, replaced them,
+        # and the replacements served
+        torn = d.log_lines(r"killed by signal 9 inside a scoreboard write")
+        assert len(torn) >= 4, d.log()
+        assert ok_after_death >= 3, "no service after the first death"
+        assert d.running()
+        d.signal(signal.SIGTERM)
+        assert d.wait_exit(60) == 0, d.log()
     finally:
         d.cleanup()
