@@ -33,7 +33,9 @@ enum ktype {
 	K_CMD,		/* command line starting with an absolute path, or "" */
 	K_LISTEN,	/* repeatable address */
 	K_LMTP,		/* repeatable address or unix socket path */
-	K_COST		/* hash cost name */
+	K_COST,		/* hash cost name */
+	K_MODE,		/* octal permission bits, at most max */
+	K_GROUP		/* group name or "" (field of 64) */
 };
 
 struct key {
@@ -72,6 +74,12 @@ static const struct key keys[] = {
 	    CF(max_bad_commands), 1, 100000 },
 	{ S_SERVER, "shutdown_grace",	K_UINT,
 	    CF(shutdown_grace_s), 0, 86400 },
+	/* Issue 8 (h-sb): socket and scoreboard access. */
+	{ S_SERVER, "lmtp_socket_mode",	K_MODE,
+	    CF(lmtp_socket_mode), 0, 0777 },
+	{ S_SERVER, "lmtp_socket_group", K_GROUP,
+	    CF(lmtp_socket_group), 0, 0 },
+	{ S_SERVER, "admin_group",	K_GROUP, CF(admin_group), 0, 0 },
 	{ S_AUTH, "path",		K_PATH,	CF(auth_path), 0, 0 },
 	{ S_AUTH, "map_size_mb",	K_MB,	CF(auth_map_size), 1, 1048576 },
 	{ S_AUTH, "hash_cost",		K_COST,	0, 0, 0 },
@@ -135,6 +143,7 @@ config_defaults(struct config *cf)
 	cf->auth_cache_entries = 4096;
 	cf->max_bad_commands = 20;
 	cf->shutdown_grace_s = 30;
+	cf->lmtp_socket_mode = 0660;	/* groups stay "" */
 	strcpy(cf->auth_path, "/var/lib/sdps/auth");
 	cf->auth_map_size = 64 * MIB;
 	cf->hash_cost = CONFIG_HASH_INTERACTIVE;
@@ -256,6 +265,32 @@ set_key(struct parse *p, const struct key *k, const char *value)
 			return;
 		}
 		strcpy(cf->user, value);
+		return;
+	case K_GROUP:
+		/* Checked against the group database at start-up. */
+		if (strcmp(value, "\"\"") == 0)
+			value = "";
+		if (strlen(value) >= sizeof(cf->admin_group) ||
+		    strspn(value, "abcdefghijklmnopqrstuvwxyz"
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+		    strlen(value) || value[0] == '-') {
+			perr(p, line, "%s: bad group name \"%s\"", k->name,
+			    value);
+			return;
+		}
+		strcpy(field, value);
+		return;
+	case K_MODE:
+		/* Octal, as chmod takes it: "0660" or "660". */
+		if (value[0] == '\0' || strspn(value, "01234567") !=
+		    strlen(value) || strlen(value) > 4 ||
+		    (v = strtoull(value, NULL, 8)) > k->max) {
+			perr(p, line, "%s: expected octal permission bits "
+			    "0..%llo, got \"%s\"", k->name,
+			    (unsigned long long)k->max, value);
+			return;
+		}
+		*(unsigned *)(void *)field = (unsigned)v;
 		return;
 	case K_CMD:
 		if (strcmp(value, "\"\"") == 0)

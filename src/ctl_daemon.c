@@ -99,14 +99,60 @@ ctl_in_session(const struct sb_slot *s)
 	return false;
 }
 
-/* A live session's slot copy, or false for a free or stale slot. */
-static bool
+/*
+ * Printable ASCII only, in place: the strings come from a map that every
+ * worker may write, and they go to an administrator's terminal.  The
+ * scoreboard already stores commands this way (sb_slot_command); this is
+ * the second line of defence, for every string.
+ */
+static void
+ctl_sanitize(char *p, size_t size)
+{
+	size_t	 i;
+
+	for (i = 0; i < size && p[i] != '\0'; i++)
+		if ((unsigned char)p[i] < 0x20 || (unsigned char)p[i] >= 0x7f)
+			p[i] = '?';
+	if (size > 0)
+		p[size - 1] = '\0';
+}
+
+enum ctl_slot {
+	CTL_SLOT_NONE,		/* free, idle, or its worker is gone */
+	CTL_SLOT_SESSION,	/* a live session: copy holds it */
+	CTL_SLOT_BUSY		/* a live worker's slot stayed unreadable */
+};
+
+/*
+ * Slot i as sdps-ctl sees it.  A slot whose seq stays odd (its writer
+ * died inside a write and the master has not reset it yet) is reported
+ * busy after a bounded number of tries, never waited for.
+ */
+static enum ctl_slot
 ctl_session_slot(const struct scoreboard *sb, unsigned i,
     struct sb_slot *copy)
 {
-	sb_slot_read(&sb->slots[i], copy);
+	if (sb_slot_read(&sb->slots[i], copy) == -1)
+		return copy->pid != 0 && ctl_pid_alive(copy->pid) ?
+		    CTL_SLOT_BUSY : CTL_SLOT_NONE;
+	ctl_sanitize(copy->peer, sizeof(copy->peer));
+	ctl_sanitize(copy->maildrop, sizeof(copy->maildrop));
+	ctl_sanitize(copy->command, sizeof(copy->command));
 	return copy->pid != 0 && ctl_in_session(copy) &&
-	    ctl_pid_alive(copy->pid);
+	    ctl_pid_alive(copy->pid) ? CTL_SLOT_SESSION : CTL_SLOT_NONE;
+}
+
+/* A slot that stayed unreadable: its pid, state "busy", nothing else. */
+static void
+ctl_busy_line(const struct sb_slot *s, bool json, bool first)
+{
+	if (json)
+		printf("%s\n  {\"id\": \"\", \"pid\": %ld, \"peer\": \"\", "
+		    "\"maildrop\": \"\", \"state\": \"busy\"}",
+		    first ? "" : ",", (long)s->pid);
+	else
+		printf("%-12s %-7ld %-22s %-30s %-6s\n", "-", (long)s->pid,
+		    "-", "-", "busy");
 }
 
 static void
@@ -161,6 +207,7 @@ ctl_sessions(struct ctl *c)
 	char			 login[32];
 	uint64_t		 now = util_now_us();
 	unsigned		 i, n = 0;
+	enum ctl_slot		 what;
 
 	if (ctl_sb_open(c, &sb) != 0)
 		return 1;
@@ -172,8 +219,14 @@ ctl_sessions(struct ctl *c)
 		    "LOGIN", "IDLE", "CMD", "RETR", "DELE", "OCTETS");
 	if (ctl_master_alive(&sb)) {
 		for (i = 0; i < sb.hdr->nslots; i++) {
-			if (!ctl_session_slot(&sb, i, &s))
+			if ((what = ctl_session_slot(&sb, i, &s)) ==
+			    CTL_SLOT_NONE)
 				continue;
+			if (what == CTL_SLOT_BUSY) {
+				ctl_busy_line(&s, c->json, n == 0);
+				n++;
+				continue;
+			}
 			if (c->json) {
 				ctl_session_json(&s, now, n == 0);
 				n++;
@@ -243,7 +296,7 @@ ctl_kill(struct ctl *c)
 		return ctl_fail("kill: sdpsd is not running");
 	}
 	for (i = 0; i < sb.hdr->nslots; i++) {
-		if (!ctl_session_slot(&sb, i, &s))
+		if (ctl_session_slot(&sb, i, &s) != CTL_SLOT_SESSION)
 			continue;
 		if (c->host != NULL ? !ctl_maildrop_host(s.maildrop, host) :
 		    s.session_id != sid)
@@ -253,8 +306,8 @@ ctl_kill(struct ctl *c)
 		if (ctl_ppid(s.pid) != sb.hdr->master_pid)
 			continue;
 		/* The worker may have moved on to another session. */
-		sb_slot_read(&sb.slots[i], &again);
-		if (again.session_id != s.session_id)
+		if (sb_slot_read(&sb.slots[i], &again) == -1 ||
+		    again.session_id != s.session_id)
 			continue;
 		if (kill(s.pid, SIGUSR2) == -1) {
 			fprintf(stderr, "sdps-ctl: kill: pid %ld: %s\n",
@@ -277,6 +330,7 @@ ctl_kill(struct ctl *c)
 
 struct ctl_counts {
 	unsigned	 busy, idle, starting, other;
+	unsigned	 unreadable;	/* seq stayed odd: writer died in a write */
 };
 
 static void
@@ -287,7 +341,11 @@ ctl_count(const struct scoreboard *sb, struct ctl_counts *k)
 
 	memset(k, 0, sizeof(*k));
 	for (i = 0; i < sb->hdr->nslots; i++) {
-		sb_slot_read(&sb->slots[i], &s);
+		if (sb_slot_read(&sb->slots[i], &s) == -1) {
+			if (s.pid != 0 && ctl_pid_alive(s.pid))
+				k->unreadable++;
+			continue;
+		}
 		if (s.pid == 0 || !ctl_pid_alive(s.pid))
 			continue;
 		if (ctl_in_session(&s))
@@ -317,8 +375,9 @@ ctl_status_json(const struct scoreboard *sb, bool alive,
 	    (unsigned long long)(alive ? ctl_age_s(now, h->start_us) : 0),
 	    LLU(h->generation));
 	printf(" \"workers\": {\"busy\": %u, \"idle\": %u, \"starting\": %u, "
-	    "\"exiting\": %u, \"slots\": %u},\n", k->busy, k->idle,
-	    k->starting, k->other, h->nslots);
+	    "\"exiting\": %u, \"unreadable\": %u, \"slots\": %u},\n",
+	    k->busy, k->idle, k->starting, k->other, k->unreadable,
+	    h->nslots);
 	printf(" \"totals\": {\"sessions\": %llu, \"auth_failures\": %llu, "
 	    "\"retrieved\": %llu, \"deleted\": %llu, \"octets_out\": %llu, "
 	    "\"lmtp_messages\": %llu},\n", LLU(h->total_sessions),
@@ -356,6 +415,9 @@ ctl_status_text(const struct scoreboard *sb, bool alive,
 	printf("workers:     %u busy, %u idle, %u starting, %u exiting, "
 	    "%u slots\n", k->busy, k->idle, k->starting, k->other,
 	    h->nslots);
+	if (k->unreadable > 0)
+		printf("unreadable:  %u slots (a worker died inside a "
+		    "scoreboard write)\n", k->unreadable);
 	printf("sessions:    %llu (auth failures %llu)\n",
 	    LLU(h->total_sessions), LLU(h->total_auth_failures));
 	printf("messages:    %llu retrieved, %llu deleted, %llu octets "

@@ -64,6 +64,14 @@ struct master {
 	uint64_t	 last_maint_us;
 	bool		 maxed_logged;
 	bool		 fatal_child;
+	/* Issue 8 (h-sb): ids resolved once at start, and run_dir held
+	 * open so nothing in it is ever reached by name as root. */
+	bool		 drop;		/* root, and a user to become */
+	uid_t		 uid;		/* the service user (or our own) */
+	gid_t		 gid;
+	gid_t		 admin_gid;	/* group of the scoreboard */
+	gid_t		 sock_gid;	/* group of unix LMTP sockets */
+	int		 run_fd;	/* RUN_DIR, O_DIRECTORY, or -1 */
 };
 
 static volatile sig_atomic_t	 sig_chld, sig_hup, sig_term, sig_usr1;
@@ -134,48 +142,140 @@ master_timer(uint64_t us)
 
 /* ---------------------------------------------------------- listeners */
 
+/*
+ * A unix socket at path, with the configured mode and group, made safely
+ * although its directory may belong to the service user (RUN_DIR/lmtp.sock
+ * is the usual place, and root binds it).  There is no fchmod for a
+ * socket and chmod/chown by name follow a symlink swapped in after bind,
+ * so: bind in a fresh 0700 directory of our own next to path (nobody else
+ * can touch names in it), under a umask that gives the socket its mode
+ * from the start; set the owner there with AT_SYMLINK_NOFOLLOW; check it
+ * with fstatat; then rename it onto path, which replaces a stale socket
+ * or a planted symlink without following it.
+ */
 static int
-master_listen_unix(const char *path)
+master_listen_unix(struct master *m, const char *path)
 {
 	struct sockaddr_un	 sun;
 	struct stat		 st;
-	int			 fd;
+	char			 dir[PATH_MAX], tmp[PATH_MAX + 16], *slash;
+	const char		*base, *tbase = NULL;
+	mode_t			 mode = (mode_t)m->cf->lmtp_socket_mode, omask;
+	int			 fd = -1, pfd = -1, tfd = -1, cwd = -1, rc;
+	bool			 made = false;
 
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(sun.sun_path)) {
-		log_warnx("listen %s: path too long", path);
+	if (strlen(path) >= sizeof(dir) ||
+	    (slash = strrchr(path, '/')) == NULL || slash[1] == '\0') {
+		log_warnx("listen %s: bad socket path", path);
 		return -1;
 	}
-	strcpy(sun.sun_path, path);
-	/* A stale socket from a previous run; never remove anything else. */
-	if (lstat(path, &st) == 0) {
-		if (!S_ISSOCK(st.st_mode)) {
+	memcpy(dir, path, (size_t)(slash - path));
+	dir[slash - path] = '\0';
+	if (dir[0] == '\0')
+		strcpy(dir, "/");
+	base = slash + 1;
+	if ((pfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
+		log_warn("listen %s: %s", path, dir);
+		return -1;
+	}
+	/* A stale socket or a symlink is replaced; never anything else. */
+	if (fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		if (S_ISLNK(st.st_mode))
+			log_warnx("listen %s: replacing a symlink (not "
+			    "following it)", path);
+		else if (!S_ISSOCK(st.st_mode)) {
 			log_warnx("listen %s: exists and is not a socket",
 			    path);
-			return -1;
+			goto fail;
 		}
-		(void)unlink(path);
+	}
+	rc = snprintf(tmp, sizeof(tmp), "%s/.%s.XXXXXX", dir, base);
+	if (rc < 0 || (size_t)rc >= sizeof(tmp) ||
+	    strlen(base) + 1 >= sizeof(sun.sun_path)) {
+		log_warnx("listen %s: path too long", path);
+		goto fail;
+	}
+	if (mkdtemp(tmp) == NULL) {
+		log_warn("listen %s: mkdtemp %s", path, tmp);
+		goto fail;
+	}
+	made = true;
+	tbase = strrchr(tmp, '/') + 1;
+	/* Ours, by descriptor: a directory swapped in by the parent's
+	 * owner between mkdtemp and here is refused. */
+	if ((tfd = openat(pfd, tbase, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC)) == -1 || fstat(tfd, &st) == -1 ||
+	    st.st_uid != geteuid() || (st.st_mode & 077) != 0) {
+		log_warnx("listen %s: private directory %s not ours", path,
+		    tmp);
+		goto fail;
 	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd == -1) {
 		log_warn("listen %s: socket", path);
-		return -1;
+		goto fail;
 	}
-	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1) {
+	/* bind by a name relative to the private directory: nothing on
+	 * the way can be redirected. */
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	strcpy(sun.sun_path, base);
+	if ((cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC)) == -1 ||
+	    fchdir(tfd) == -1) {
+		log_warn("listen %s: fchdir", path);
+		goto fail;
+	}
+	omask = umask(0777 & ~mode);
+	rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	(void)umask(omask);
+	if (fchdir(cwd) == -1) {
+		log_warn("listen %s: fchdir back", path);
+		goto fail;
+	}
+	if (rc == -1) {
 		log_warn("listen %s: bind", path);
-		close(fd);
-		return -1;
+		goto fail;
 	}
-	/* The MTA runs as its own user; who may connect is a matter for
-	 * the directory's permissions (as Dovecot's lmtp socket). */
-	(void)chmod(path, 0666);
+	if ((m->uid != geteuid() || m->sock_gid != getegid()) &&
+	    fchownat(tfd, base, m->uid, m->sock_gid,
+	    AT_SYMLINK_NOFOLLOW) == -1) {
+		log_warn("listen %s: chown to uid %ld gid %ld", path,
+		    (long)m->uid, (long)m->sock_gid);
+		goto fail;
+	}
+	if (fstatat(tfd, base, &st, AT_SYMLINK_NOFOLLOW) == -1 ||
+	    !S_ISSOCK(st.st_mode) || (st.st_mode & 07777) != mode) {
+		log_warnx("listen %s: socket has mode %o, not %o", path,
+		    (unsigned)(st.st_mode & 07777), (unsigned)mode);
+		goto fail;
+	}
+	if (renameat(tfd, base, pfd, base) == -1) {
+		log_warn("listen %s: rename into place", path);
+		goto fail;
+	}
+	(void)unlinkat(pfd, tbase, AT_REMOVEDIR);
+	close(tfd);
+	close(pfd);
+	close(cwd);
 	if (listen(fd, MASTER_BACKLOG) == -1) {
 		log_warn("listen %s: listen", path);
 		close(fd);
 		return -1;
 	}
 	return fd;
+fail:
+	if (tfd != -1) {
+		(void)unlinkat(tfd, base, 0);
+		close(tfd);
+	}
+	if (made)
+		(void)unlinkat(pfd, tbase, AT_REMOVEDIR);
+	if (fd != -1)
+		close(fd);
+	if (cwd != -1)
+		close(cwd);
+	close(pfd);
+	return -1;
 }
 
 static int
@@ -256,7 +356,7 @@ master_listen(struct master *m)
 
 	for (i = 0; i < cf->nlisten; i++) {
 		fd = cf->listen[i][0] == '/' ?
-		    master_listen_unix(cf->listen[i]) :
+		    master_listen_unix(m, cf->listen[i]) :
 		    master_listen_inet(cf->listen[i]);
 		if (fd == -1)
 			return -1;
@@ -265,7 +365,7 @@ master_listen(struct master *m)
 	}
 	for (i = 0; i < cf->nlmtp_listen; i++) {
 		fd = cf->lmtp_listen[i][0] == '/' ?
-		    master_listen_unix(cf->lmtp_listen[i]) :
+		    master_listen_unix(m, cf->lmtp_listen[i]) :
 		    master_listen_inet(cf->lmtp_listen[i]);
 		if (fd == -1)
 			return -1;
@@ -308,9 +408,16 @@ master_check_running(struct master *m)
 {
 	FILE	*f;
 	long	 pid;
+	int	 fd;
 
-	if ((f = fopen(m->pidfile, "r")) == NULL)
+	/* In run_dir, not followed (root reads it). */
+	if ((fd = openat(m->run_fd, MASTER_PIDFILE, O_RDONLY | O_NOFOLLOW |
+	    O_CLOEXEC)) == -1)
 		return 0;
+	if ((f = fdopen(fd, "r")) == NULL) {
+		close(fd);
+		return 0;
+	}
 	if (fscanf(f, "%ld", &pid) != 1)
 		pid = 0;
 	fclose(f);
@@ -405,34 +512,119 @@ master_detach(struct master *m)
 	return 0;
 }
 
+/* ------------------------------------------- ids and run_dir (h-sb) */
+
+/* "" = dflt, else the named group's id.  0, or -1 (logged). */
+static int
+master_group(const char *key, const char *name, gid_t dflt, gid_t *gid)
+{
+	struct group	*gr;
+
+	if (name[0] == '\0') {
+		*gid = dflt;
+		return 0;
+	}
+	if ((gr = getgrnam(name)) == NULL) {
+		log_warnx("%s %s: no such group", key, name);
+		return -1;
+	}
+	*gid = gr->gr_gid;
+	return 0;
+}
+
+/*
+ * Who the daemon will run as, and the groups of what it creates, before
+ * anything is created: the service user when root and user is set, our
+ * own ids otherwise.  0, or -1 (logged).
+ */
+static int
+master_ids(struct master *m)
+{
+	const struct config	*cf = m->cf;
+	struct passwd		*pw;
+
+	m->drop = cf->user[0] != '\0' && geteuid() == 0;
+	m->uid = geteuid();
+	m->gid = getegid();
+	if (m->drop) {
+		if ((pw = getpwnam(cf->user)) == NULL) {
+			log_warnx("user %s: no such user", cf->user);
+			return -1;
+		}
+		m->uid = pw->pw_uid;
+		m->gid = pw->pw_gid;
+	}
+	if (master_group("admin_group", cf->admin_group, m->gid,
+	    &m->admin_gid) == -1 ||
+	    master_group("lmtp_socket_group", cf->lmtp_socket_group, m->gid,
+	    &m->sock_gid) == -1)
+		return -1;
+	return 0;
+}
+
+/*
+ * Open run_dir and refuse one that others could plant names in: it must
+ * be a real directory (not a symlink), owned by root or the service
+ * user, and not group- or world-writable unless sticky.  Everything in
+ * it is then reached through m->run_fd.  0, or an exit status.
+ */
+static int
+master_run_dir(struct master *m)
+{
+	const char	*dir = m->cf->run_dir;
+	struct stat	 st;
+
+	m->run_fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (m->run_fd == -1) {
+		if (errno == ELOOP || errno == ENOTDIR) {
+			log_warnx("run_dir %s: a symlink or not a directory; "
+			    "refusing to use it", dir);
+			return MASTER_EX_CONFIG;
+		}
+		log_warn("run_dir %s", dir);
+		return MASTER_EX_OSERR;
+	}
+	if (fstat(m->run_fd, &st) == -1) {
+		log_warn("run_dir %s", dir);
+		return MASTER_EX_OSERR;
+	}
+	if (st.st_uid != 0 && st.st_uid != m->uid) {
+		log_warnx("run_dir %s: owned by uid %ld, not by root or the "
+		    "service user (uid %ld); refusing to use it", dir,
+		    (long)st.st_uid, (long)m->uid);
+		return MASTER_EX_CONFIG;
+	}
+	if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 &&
+	    (st.st_mode & S_ISVTX) == 0) {
+		log_warnx("run_dir %s: mode %04o is group- or world-writable "
+		    "without the sticky bit; refusing to use it", dir,
+		    (unsigned)(st.st_mode & 07777));
+		return MASTER_EX_CONFIG;
+	}
+	return 0;
+}
+
 static int
 master_drop_privs(struct master *m)
 {
-	struct passwd	*pw;
-	char		 path[PATH_MAX + 16];
-	uid_t		 uid;
-	gid_t		 gid;
+	uid_t		 uid = m->uid;
+	gid_t		 gid = m->gid;
 
 	if (m->cf->user[0] == '\0')
 		return 0;
-	if (geteuid() != 0) {
+	if (!m->drop) {
 		log_info("not root: running as uid %ld, not as %s",
 		    (long)geteuid(), m->cf->user);
 		return 0;
 	}
-	if ((pw = getpwnam(m->cf->user)) == NULL) {
-		log_warnx("user %s: no such user", m->cf->user);
-		return -1;
-	}
-	uid = pw->pw_uid;
-	gid = pw->pw_gid;
-	/* Workers create lock files under run_dir and write the map. */
-	if (chown(m->cf->run_dir, uid, gid) == -1) {
+	/* Workers create lock files under run_dir.  By descriptor: the
+	 * name may have been swapped since it was checked.  (The
+	 * scoreboard stays root's: workers write it through the map.) */
+	if (fchown(m->run_fd, uid, gid) == -1) {
 		log_warn("chown %s", m->cf->run_dir);
 		return -1;
 	}
-	snprintf(path, sizeof(path), "%s/scoreboard", m->cf->run_dir);
-	(void)chown(path, uid, gid);
 	if (setgroups(1, &gid) == -1 ||
 	    setresgid(gid, gid, gid) == -1 ||
 	    setresuid(uid, uid, uid) == -1) {
@@ -450,20 +642,18 @@ master_drop_privs(struct master *m)
 
 /* ------------------------------------------------------------- workers */
 
+/*
+ * No worker on slot i (reaped, or not forked yet).  sb_slot_reset, not a
+ * seqlock write: a worker SIGKILLed inside a write left seq odd, and the
+ * master must neither wait for it to turn even nor trip the workers'
+ * fault point.
+ */
 static void
 master_slot_clear(struct master *m, unsigned i)
 {
 	struct sb_slot	*s = &m->sb.slots[i];
 
-	sb_slot_write_begin(s);
-	s->state = SB_FREE;
-	s->session_id = 0;
-	s->peer[0] = s->maildrop[0] = s->command[0] = '\0';
-	s->started_us = s->login_us = s->last_us = 0;
-	s->sessions_served = 0;
-	s->retr = s->top = s->dele = s->octets_out = 0;
-	s->punts_used = 0;
-	sb_slot_write_end(s);
+	sb_slot_reset(s, SB_FREE);
 	s->hashing = 0;
 	atomic_store(&s->please_exit, 0);
 	atomic_store(&s->pid, 0);
@@ -491,9 +681,7 @@ master_spawn(struct master *m, unsigned i)
 
 	master_slot_clear(m, i);
 	s->generation = atomic_load(&m->sb.hdr->generation);
-	sb_slot_write_begin(s);
-	s->state = SB_STARTING;
-	sb_slot_write_end(s);
+	sb_slot_reset(s, SB_STARTING);
 	if ((pid = fork()) == -1) {
 		log_warn("fork");
 		master_slot_clear(m, i);
@@ -536,7 +724,7 @@ master_reap(struct master *m)
 	unsigned	 i;
 	pid_t		 pid;
 	int		 st;
-	bool		 early;
+	bool		 early, torn;
 
 	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
 		now = util_now_us();
@@ -547,7 +735,14 @@ master_reap(struct master *m)
 			log_debug("reaped unknown child %ld", (long)pid);
 			continue;
 		}
-		sb_slot_read(&m->sb.slots[i], &copy);
+		/*
+		 * The worker is gone, so nobody writes its slot: peek, do
+		 * not seqlock-read (a worker killed inside a write left seq
+		 * odd for good; waiting for it hung the master).  A torn
+		 * copy still has each word old or new, good enough for the
+		 * start-up guess and the log line.
+		 */
+		torn = sb_slot_peek(&m->sb.slots[i], &copy);
 		/* A crash inside a session says nothing about start-up;
 		 * one before the first session soon after fork does. */
 		early = copy.state == SB_STARTING ||
@@ -563,9 +758,10 @@ master_reap(struct master *m)
 			    WEXITSTATUS(st) == WORKER_EX_FATAL ?
 			    " (fatal error)" : "");
 		else if (WIFSIGNALED(st))
-			log_warnx("worker %u (pid %ld) killed by signal %d%s%s%s",
-			    i, (long)pid, WTERMSIG(st),
+			log_warnx("worker %u (pid %ld) killed by signal "
+			    "%d%s%s%s%s", i, (long)pid, WTERMSIG(st),
 			    WCOREDUMP(st) ? " (core dumped)" : "",
+			    torn ? " inside a scoreboard write" : "",
 			    copy.session_id != 0 ? " in session " : "",
 			    copy.session_id != 0 ? copy.peer : "");
 		/*
@@ -606,7 +802,9 @@ master_maintain(struct master *m)
 		if (m->pids[i] == 0)
 			continue;
 		live++;
-		sb_slot_read(&m->sb.slots[i], &copy);
+		/* Busy (a writer dead, not reaped yet): not idle. */
+		if (sb_slot_read(&m->sb.slots[i], &copy) == -1)
+			continue;
 		if (copy.generation != gen ||
 		    atomic_load(&m->sb.slots[i].please_exit))
 			continue;
@@ -693,8 +891,8 @@ master_check_ready(struct master *m)
 	for (i = 0; i < m->nslots; i++) {
 		if (m->pids[i] == 0)
 			continue;
-		sb_slot_read(&m->sb.slots[i], &copy);
-		if (copy.state == SB_IDLE)
+		if (sb_slot_read(&m->sb.slots[i], &copy) == 0 &&
+		    copy.state == SB_IDLE)
 			idle++;
 	}
 	if (idle < want)
@@ -865,10 +1063,16 @@ master_setup(struct master *m)
 {
 	const struct config *cf = m->cf;
 
+	int		 rc;
+
+	if (master_ids(m) == -1)
+		return MASTER_EX_CONFIG;
 	if (util_mkdir_p(cf->run_dir, 0755) == -1) {
 		log_warn("run_dir %s", cf->run_dir);
 		return MASTER_EX_OSERR;
 	}
+	if ((rc = master_run_dir(m)) != 0)
+		return rc;
 	if (master_check_running(m) == -1)
 		return MASTER_EX_OSERR;
 	if (auth_global_init() == -1) {
@@ -881,7 +1085,9 @@ master_setup(struct master *m)
 		return MASTER_EX_OSERR;
 	/* After detaching: the header records the master's final pid. */
 	m->nslots = cf->max_workers > 0 ? cf->max_workers : 1;
-	if (sb_create(cf->run_dir, m->nslots, cf, &m->sb) == -1)
+	/* root (or our own) and the admin group, mode 0640. */
+	if (sb_create_at(m->run_fd, cf->run_dir, m->nslots, cf, (uid_t)-1,
+	    m->admin_gid, &m->sb) == -1)
 		return MASTER_EX_OSERR;
 	/*
 	 * Before any fork, so every worker inherits the same anonymous
@@ -920,6 +1126,7 @@ master_run(struct config *cf, const char *conf_path, bool foreground,
 	m.foreground = foreground;
 	m.verbose = verbose;
 	m.ready_fd = -1;
+	m.run_fd = -1;
 	m.spawn_batch = 1;
 	log_init("sdpsd", true, LOG_MAIL, verbose);
 	log_setproc("master");
@@ -931,6 +1138,8 @@ master_run(struct config *cf, const char *conf_path, bool foreground,
 	if ((rc = master_setup(&m)) != 0) {
 		if (m.ready_fd != -1)
 			close(m.ready_fd);
+		if (m.run_fd != -1)
+			close(m.run_fd);
 		return rc;
 	}
 	log_info("starting: %s, %u worker slots", conf_path, m.nslots);
@@ -972,6 +1181,8 @@ master_run(struct config *cf, const char *conf_path, bool foreground,
 		close(m.ready_fd);
 	authcache_destroy(m.sb.authcache);
 	sb_close(&m.sb);
+	if (m.run_fd != -1)
+		close(m.run_fd);
 	free(m.pids);
 	free(m.forked_us);
 	free(m.cf);

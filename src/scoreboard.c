@@ -15,11 +15,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sdps/fault.h"
 #include "sdps/log.h"
 #include "sdps/scoreboard.h"
 
 #define SB_FILE		"scoreboard"
 #define SB_ALIGN	64	/* one cache line: slots do not share lines */
+/* Owner (root or the daemon) and the admin group: it names peers and
+ * maildrops, which are nobody else's business. */
+#define SB_MODE		0640
 
 static size_t
 sb_slots_off(void)
@@ -77,10 +81,10 @@ fail:
 }
 
 int
-sb_create(const char *run_dir, unsigned nslots, const struct config *cf,
-    struct scoreboard *sb)
+sb_create_at(int dirfd, const char *run_dir, unsigned nslots,
+    const struct config *cf, uid_t uid, gid_t gid, struct scoreboard *sb)
 {
-	char		 path[PATH_MAX];
+	struct stat	 st;
 	struct sb_header *h;
 	size_t		 len;
 	void		*p;
@@ -91,31 +95,43 @@ sb_create(const char *run_dir, unsigned nslots, const struct config *cf,
 		log_warnx("scoreboard: no slots");
 		return -1;
 	}
-	if (sb_path(run_dir, path, sizeof(path)) == -1) {
-		log_warn("scoreboard: %s", run_dir);
-		return -1;
-	}
 	len = sb_len(nslots);
 	/*
 	 * A fresh file every start: a previous master's slots and mutexes
-	 * mean nothing now.  0644 so sdps-ctl can read it as any user.
+	 * mean nothing now.  The name is unlinked, not opened with O_TRUNC:
+	 * run_dir belongs to the service user, who could have left a
+	 * symlink or a hard link to a root-only file there, and unlinking a
+	 * name never touches what it points to.  O_EXCL|O_NOFOLLOW then
+	 * refuses anything that appears in between.
 	 */
-	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-	    0644);
-	if (fd == -1) {
-		log_warn("scoreboard: open %s", path);
+	if (unlinkat(dirfd, SB_FILE, 0) == -1 && errno != ENOENT) {
+		log_warn("scoreboard: remove %s/%s", run_dir, SB_FILE);
 		return -1;
 	}
-	(void)fchmod(fd, 0644);
+	fd = openat(dirfd, SB_FILE, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW |
+	    O_CLOEXEC, SB_MODE);
+	if (fd == -1) {
+		log_warn("scoreboard: create %s/%s", run_dir, SB_FILE);
+		return -1;
+	}
+	/* Owner and mode through the descriptor, never by name; the mode
+	 * again after fchown (and whatever the umask took away). */
+	if (((uid != (uid_t)-1 || gid != (gid_t)-1) &&
+	    fchown(fd, uid, gid) == -1) || fchmod(fd, SB_MODE) == -1 ||
+	    fstat(fd, &st) == -1) {
+		log_warn("scoreboard: owner/mode of %s/%s", run_dir, SB_FILE);
+		close(fd);
+		return -1;
+	}
 	if (ftruncate(fd, (off_t)len) == -1) {
-		log_warn("scoreboard: ftruncate %s", path);
+		log_warn("scoreboard: ftruncate %s/%s", run_dir, SB_FILE);
 		close(fd);
 		return -1;
 	}
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	close(fd);
 	if (p == MAP_FAILED) {
-		log_warn("scoreboard: mmap %s", path);
+		log_warn("scoreboard: mmap %s/%s", run_dir, SB_FILE);
 		return -1;
 	}
 	memset(p, 0, len);
@@ -150,6 +166,23 @@ sb_create(const char *run_dir, unsigned nslots, const struct config *cf,
 }
 
 int
+sb_create(const char *run_dir, unsigned nslots, const struct config *cf,
+    struct scoreboard *sb)
+{
+	int	 dfd, rc;
+
+	memset(sb, 0, sizeof(*sb));
+	dfd = open(run_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd == -1) {
+		log_warn("scoreboard: %s", run_dir);
+		return -1;
+	}
+	rc = sb_create_at(dfd, run_dir, nslots, cf, (uid_t)-1, (gid_t)-1, sb);
+	close(dfd);
+	return rc;
+}
+
+int
 sb_open_ro(const char *run_dir, struct scoreboard *sb)
 {
 	char		 path[PATH_MAX];
@@ -161,7 +194,9 @@ sb_open_ro(const char *run_dir, struct scoreboard *sb)
 	memset(sb, 0, sizeof(*sb));
 	if (sb_path(run_dir, path, sizeof(path)) == -1)
 		return -1;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+	/* sdps-ctl may run as root: read only a regular file, not
+	 * whatever a symlink of the run_dir's owner points at. */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) == -1)
 		return -1;
 	if (fstat(fd, &st) == -1) {
 		saved = errno;
@@ -169,7 +204,7 @@ sb_open_ro(const char *run_dir, struct scoreboard *sb)
 		errno = saved;
 		return -1;
 	}
-	if ((size_t)st.st_size < sb_len(1)) {
+	if (!S_ISREG(st.st_mode) || (size_t)st.st_size < sb_len(1)) {
 		close(fd);
 		errno = EINVAL;
 		return -1;
@@ -218,6 +253,8 @@ sb_slot_write_begin(struct sb_slot *slot)
 	s = atomic_load_explicit(&slot->seq, memory_order_relaxed);
 	atomic_store_explicit(&slot->seq, s + 1, memory_order_relaxed);
 	atomic_thread_fence(memory_order_release);
+	/* Tests kill a worker here, with seq odd (scoreboard.h). */
+	fault_point("sb.slot.write");
 }
 
 void
@@ -230,40 +267,120 @@ sb_slot_write_end(struct sb_slot *slot)
 }
 
 void
+sb_slot_wipe_strings(struct sb_slot *slot)
+{
+	memset(slot->peer, 0, sizeof(slot->peer));
+	memset(slot->maildrop, 0, sizeof(slot->maildrop));
+	memset(slot->command, 0, sizeof(slot->command));
+}
+
+void
 sb_slot_command(struct sb_slot *slot, const char *name)
 {
+	unsigned char	 c;
+	size_t		 i;
+
 	if (slot == NULL)
 		return;
 	sb_slot_write_begin(slot);
-	snprintf(slot->command, sizeof(slot->command), "%s", name);
+	/*
+	 * The one place a command name enters the scoreboard, so the one
+	 * place it is made harmless: a client's verb could carry terminal
+	 * escapes to whoever runs sdps-ctl sessions.  The tail is zeroed
+	 * too, so no byte of a longer earlier command stays behind.
+	 */
+	for (i = 0; i < sizeof(slot->command) - 1 && name[i] != '\0'; i++) {
+		c = (unsigned char)name[i];
+		slot->command[i] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+	}
+	memset(slot->command + i, 0, sizeof(slot->command) - i);
 	slot->last_us = util_now_us();
 	sb_slot_write_end(slot);
 }
 
-void
+/* A copy's strings end inside their arrays, whatever the writer did. */
+static void
+sb_slot_terminate(struct sb_slot *copy)
+{
+	copy->peer[sizeof(copy->peer) - 1] = '\0';
+	copy->maildrop[sizeof(copy->maildrop) - 1] = '\0';
+	copy->command[sizeof(copy->command) - 1] = '\0';
+}
+
+int
 sb_slot_read(const struct sb_slot *slot, struct sb_slot *copy)
 {
 	struct sb_slot	*s = (struct sb_slot *)slot;
 	uint32_t	 s1, s2;
-	unsigned	 spins = 0;
+	unsigned	 tries;
 
-	for (;;) {
+	/*
+	 * Bounded: a writer killed mid-write leaves seq odd for good (the
+	 * master resets the slot when it reaps the writer, but the master
+	 * itself must not wait for that, nor may sdps-ctl).  A live
+	 * writer's section is a few stores, far below the bound, so "busy"
+	 * means a dead or descheduled writer, not a slow reader.
+	 */
+	for (tries = 0; tries < SB_READ_TRIES; tries++) {
 		s1 = atomic_load_explicit(&s->seq, memory_order_acquire);
 		if ((s1 & 1) == 0) {
 			memcpy(copy, slot, sizeof(*copy));
 			atomic_thread_fence(memory_order_acquire);
 			s2 = atomic_load_explicit(&s->seq,
 			    memory_order_relaxed);
-			if (s1 == s2)
-				break;
+			if (s1 == s2) {
+				/* The copy's own seq is a snapshot; make
+				 * it the even value it was read at. */
+				atomic_store_explicit(&copy->seq, s1,
+				    memory_order_relaxed);
+				sb_slot_terminate(copy);
+				return 0;
+			}
 		}
-		/* A writer killed mid-write leaves seq odd for good; the
-		 * master clears the slot at reap, so yield and retry. */
-		if (++spins % 1024 == 0)
+		if (tries % 1024 == 1023)
 			sched_yield();
 	}
-	/* The copy's own seq is a snapshot; make it even for callers. */
-	atomic_store_explicit(&copy->seq, s1, memory_order_relaxed);
+	memset(copy, 0, sizeof(*copy));
+	atomic_store(&copy->pid, atomic_load(&s->pid));
+	return -1;
+}
+
+bool
+sb_slot_peek(const struct sb_slot *slot, struct sb_slot *copy)
+{
+	uint32_t	 seq;
+
+	seq = atomic_load_explicit(&((struct sb_slot *)slot)->seq,
+	    memory_order_acquire);
+	memcpy(copy, slot, sizeof(*copy));
+	sb_slot_terminate(copy);
+	return (seq & 1) != 0;
+}
+
+void
+sb_slot_reset(struct sb_slot *s, uint32_t state)
+{
+	uint32_t	 seq;
+
+	/*
+	 * No writer is alive, so this is the only writer: make seq odd if
+	 * the dead one left it even, clear, then step it to the next even
+	 * value.  Never a seqlock read, never a wait.
+	 */
+	seq = atomic_load_explicit(&s->seq, memory_order_relaxed);
+	if ((seq & 1) == 0) {
+		seq++;
+		atomic_store_explicit(&s->seq, seq, memory_order_relaxed);
+	}
+	atomic_thread_fence(memory_order_release);
+	s->state = state;
+	s->session_id = 0;
+	sb_slot_wipe_strings(s);
+	s->started_us = s->login_us = s->last_us = 0;
+	s->sessions_served = 0;
+	s->retr = s->top = s->dele = s->octets_out = 0;
+	s->punts_used = 0;
+	atomic_store_explicit(&s->seq, seq + 1, memory_order_release);
 }
 
 static int

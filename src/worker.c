@@ -190,9 +190,8 @@ worker_slot_begin(struct worker_ctx *w, uint32_t state, const char *peer)
 	sb_slot_write_begin(s);
 	s->state = state;
 	s->session_id = sb_session_id(w->sb);
+	sb_slot_wipe_strings(s);
 	snprintf(s->peer, sizeof(s->peer), "%s", peer);
-	s->maildrop[0] = '\0';
-	s->command[0] = '\0';
 	s->started_us = now;
 	s->login_us = 0;
 	s->last_us = now;
@@ -209,9 +208,9 @@ worker_slot_idle(struct worker_ctx *w, bool served)
 	sb_slot_write_begin(s);
 	s->state = SB_IDLE;
 	s->session_id = 0;
-	s->peer[0] = '\0';
-	s->maildrop[0] = '\0';
-	s->command[0] = '\0';
+	/* Whole arrays, not the first byte: the file must not keep the
+	 * last session's peer, maildrop or command (issue 8, finding 10). */
+	sb_slot_wipe_strings(s);
 	s->login_us = 0;
 	s->last_us = util_now_us();
 	s->retr = s->top = s->dele = s->octets_out = 0;

@@ -45,6 +45,11 @@ struct config {
 	unsigned auth_cache_entries;
 	unsigned max_bad_commands;
 	unsigned shutdown_grace_s;
+	/* Issue 8 (h-sb): who may use the LMTP socket and read the
+	 * scoreboard.  "" = the service user's primary group. */
+	unsigned lmtp_socket_mode;	/* permission bits, default 0660 */
+	char	 lmtp_socket_group[64];
+	char	 admin_group[64];	/* group of RUN_DIR/scoreboard */
 
 	/* [auth] */
 	char	 auth_path[PATH_MAX];

@@ -109,9 +109,21 @@ struct scoreboard {
 };
 
 /*
- * Master: create RUN_DIR/scoreboard for nslots workers and the config's
- * punts, initialise the mutexes, map it shared.  Returns 0 or -1 (logged).
+ * Master: create the scoreboard for nslots workers and the config's punts
+ * in the directory dirfd (run_dir names it in log lines), initialise the
+ * mutexes, map it shared.  The file is made afresh: whatever has the name
+ * (a stale scoreboard, or a symlink planted by the directory's owner) is
+ * unlinked, never followed, and the new one created O_EXCL|O_NOFOLLOW,
+ * mode 0640.  When uid or gid is not -1 the file is given to them through
+ * the descriptor (fchown), so sdps-ctl reads it as root or as a member of
+ * the admin group.  The workers need no access by name: they write
+ * through the mapping they inherit.  Returns 0 or -1 (logged).
  */
+int	sb_create_at(int dirfd, const char *run_dir, unsigned nslots,
+	    const struct config *cf, uid_t uid, gid_t gid,
+	    struct scoreboard *sb);
+
+/* sb_create_at on run_dir opened by name, without a chown (tests). */
 int	sb_create(const char *run_dir, unsigned nslots, const struct config *cf,
 	    struct scoreboard *sb);
 
@@ -121,18 +133,56 @@ int	sb_open_ro(const char *run_dir, struct scoreboard *sb);
 
 void	sb_close(struct scoreboard *sb);
 
-/* Worker: bracket every write to its own slot's worker fields. */
+/*
+ * Worker: bracket every write to its own slot's worker fields.  Only a
+ * slot's worker calls these (the master uses sb_slot_reset): begin holds
+ * the fault point "sb.slot.write", hit with seq odd, so a test can kill a
+ * worker inside a write (SDPS_FAULT=sb.slot.write:N).
+ */
 void	sb_slot_write_begin(struct sb_slot *slot);
 void	sb_slot_write_end(struct sb_slot *slot);
 
 /*
- * Worker: record the command being served (name, truncated to fit) and
- * the time of last activity.  slot may be NULL (no scoreboard).
+ * Worker: record the command being served and the time of last activity.
+ * Only printable ASCII is stored (anything else becomes '?'), truncated
+ * to fit: the name may be a client's raw verb, and sdps-ctl prints it.
+ * slot may be NULL (no scoreboard).
  */
 void	sb_slot_command(struct sb_slot *slot, const char *name);
 
-/* Reader: a consistent copy of slot (retries while a write is going on). */
-void	sb_slot_read(const struct sb_slot *slot, struct sb_slot *copy);
+/* Word-sized loads of seq a reader makes before it calls a slot busy. */
+#define SB_READ_TRIES	65536
+
+/*
+ * Reader: a consistent copy of slot.  A write in progress is retried, at
+ * most SB_READ_TRIES times: a writer killed inside a write leaves seq odd
+ * for good, and no reader may wait for that.  Returns 0 (copy consistent),
+ * or -1 (busy: copy is a zeroed slot with only pid filled in).
+ */
+int	sb_slot_read(const struct sb_slot *slot, struct sb_slot *copy);
+
+/*
+ * Master, once the slot's worker has been reaped (nobody writes the slot
+ * any more): its last contents, without the seqlock, and true if the
+ * worker died inside a write (then the copy may be half old, half new;
+ * its strings are terminated).  Never waits.
+ */
+bool	sb_slot_peek(const struct sb_slot *slot, struct sb_slot *copy);
+
+/*
+ * Master, no worker alive on the slot (reaped, or not yet forked): clear
+ * every worker field, strings wiped whole, set state, and leave seq even
+ * whatever a dead writer left it at.  Readers retry meanwhile as during
+ * any write.  pid, generation, please_exit and hashing are the caller's.
+ */
+void	sb_slot_reset(struct sb_slot *slot, uint32_t state);
+
+/*
+ * Worker, at the end of a session: wipe the strings whole (peer, maildrop,
+ * command: the scoreboard must not keep past sessions' data).  Call inside
+ * sb_slot_write_begin/end.
+ */
+void	sb_slot_wipe_strings(struct sb_slot *slot);
 
 /* Take/drop the accept mutex; a dead holder's lock is recovered. 0/-1. */
 int	sb_accept_lock(struct scoreboard *sb);

@@ -290,8 +290,12 @@ class Daemon:
     """A harness.Spool plus a running sdpsd on it."""
 
     def __init__(self, npunts=2, server=None, overrides=None,
-                 punt_paths=None, hosts=((HOST, PW1, PW2),), start=True):
+                 punt_paths=None, hosts=((HOST, PW1, PW2),), start=True,
+                 env=None):
         self.port = free_port()
+        # extra environment for sdpsd (e.g. SDPS_FAULT), inherited by
+        # its workers
+        self.env = dict(env or {})
         self.server = dict(DEFAULT_SERVER)
         self.server["listen"] = "127.0.0.1:%d" % self.port
         self.server.update(server or {})
@@ -347,7 +351,8 @@ class Daemon:
         self._log = open(self.logpath, "ab")
         self.proc = subprocess.Popen(
             [harness.binary("sdpsd"), "-c", self.conf, "-f"],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log)
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+            env=dict(os.environ, **self.env) if self.env else None)
         self.wait_ready(timeout)
         return self
 

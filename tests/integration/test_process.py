@@ -3,14 +3,17 @@ sessions/kill/status): admin kill, session listing, SIGHUP, SIGTERM,
 worker recycling, idle timeout, session log lines."""
 
 import os
+import shutil
 import signal
 import socket
+import stat
+import subprocess
 
 import pytest
 
 import harness
-from daemon import (HOST, PW1, Daemon, daemon, parse_kv,  # noqa: F401
-                    wait_for)
+from daemon import (HOST, PW1, Daemon, Pop3, daemon,  # noqa: F401
+                    free_port, parse_kv, pid_alive, wait_for)
 
 # every scenario must leave the punts consistent
 FSCK_AFTER = True
@@ -398,5 +401,288 @@ def test_sigterm_grace_expired_session_ends_without_update():
         msgs = d.messages()
         assert len(msgs) == 1
         assert d.workers() == []
+    finally:
+        d.cleanup()
+
+
+# ------------------------------- worker killed inside a scoreboard write --
+# Issue 8, finding 3: a worker SIGKILLed between sb_slot_write_begin and
+# sb_slot_write_end leaves its slot's seq odd.  The master used to spin
+# on that slot in its reaper (100% CPU, deaf to SIGTERM, no new workers),
+# and sdps-ctl sessions/status spun on it too.
+
+# Every worker kills itself at its 40th slot write ("sb.slot.write" is
+# inside sb_slot_write_begin, with seq odd).  A worker makes one write at
+# start and about a dozen per POP3 session, so each serves a few sessions
+# first and then dies in the middle of one, over and over.
+SB_WRITE_FAULT = "sb.slot.write:40"
+
+
+def one_session(d):
+    """Log in, STAT, QUIT: True if the whole session worked."""
+    try:
+        with Pop3(port=d.port, timeout=10) as p:
+            p.login(HOST, PW1)
+            p.stat()
+            return p.quit().startswith("+OK")
+    except (OSError, EOFError, AssertionError):
+        return False
+
+
+def test_worker_killed_inside_scoreboard_write_master_carries_on():
+    d = Daemon(server={"min_spare": 2, "max_spare": 4, "max_workers": 8},
+               env={"SDPS_FAULT": SB_WRITE_FAULT})
+    try:
+        d.deliver_ok(harness.simple_message("x"), ALICE)
+        seen = set(d.workers())
+        ok_after_death = 0
+        misses = 0
+        for _ in range(80):     # bounded count of connections
+            ok = one_session(d)
+            seen |= set(d.workers())
+            dead = {p for p in seen if not pid_alive(p)}
+            if ok and dead:
+                ok_after_death += 1
+            misses = 0 if ok else misses + 1
+            if len(dead) >= 4 and ok_after_death >= 3:
+                break
+            # a hung master forks no more workers: stop asking
+            if misses >= 6:
+                break
+        # sdps-ctl must not spin on an odd slot, nor on a slot the hung
+        # master never reset (the timeout makes a hang a failure)
+        for verb in ("status", "sessions"):
+            r = d.ctl(verb, timeout=60)
+            assert r.rc == 0, r
+            r = d.ctl(verb, "--json", timeout=60)
+            assert r.rc == 0, r
+            r.json()
+        assert len(dead) >= 4, "workers did not die as planned"
+        # the master reaped them, said where they died, replaced them,
+        # and the replacements served
+        torn = d.log_lines(r"killed by signal 9 inside a scoreboard write")
+        assert len(torn) >= 4, d.log()
+        assert ok_after_death >= 3, "no service after the first death"
+        assert d.running()
+        d.signal(signal.SIGTERM)
+        assert d.wait_exit(60) == 0, d.log()
+    finally:
+        d.cleanup()
+
+
+# ------------------------------------------- run directory (finding 6) --
+# Root starts sdpsd in a run_dir the service user may own: nothing in it
+# may be followed, and a directory others can plant names in is refused.
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def precious(d, name="precious"):
+    """A root-only file with known content, outside run_dir."""
+    path = os.path.join(d.root, name)
+    with open(path, "w") as f:
+        f.write("root only\n")
+    os.chmod(path, 0o600)
+    os.chown(path, 0, 0)
+    return path
+
+
+def unchanged(path):
+    st = os.lstat(path)
+    with open(path) as f:
+        text = f.read()
+    return (st.st_mode & 0o7777, st.st_uid, st.st_gid, st.st_nlink,
+            text) == (0o600, 0, 0, 1, "root only\n")
+
+
+@needs_root
+@pytest.mark.parametrize("plant", ["lmtp.sock-symlink", "scoreboard-symlink",
+                                   "scoreboard-hardlink"])
+def test_planted_names_in_run_dir_not_followed(plant):
+    d = Daemon(start=False)
+    try:
+        sock = os.path.join(d.run_dir, "lmtp.sock")
+        d.rewrite_config(server={"lmtp_listen": sock})
+        os.makedirs(d.run_dir, 0o755, exist_ok=True)
+        target = precious(d)
+        name, how = plant.split("-")
+        where = os.path.join(d.run_dir, name)
+        if how == "symlink":
+            os.symlink(target, where)
+        else:
+            # the old code opened this O_TRUNC, then made it 0644
+            os.link(target, where)
+        d.start()
+        # the name was replaced; what it pointed at is untouched
+        assert os.stat(target).st_nlink == 1
+        assert unchanged(target), os.stat(target)
+        st = os.lstat(sock)
+        assert stat.S_ISSOCK(st.st_mode)
+        assert st.st_mode & 0o7777 == 0o660
+        st = os.lstat(os.path.join(d.run_dir, "scoreboard"))
+        assert stat.S_ISREG(st.st_mode)
+        assert st.st_mode & 0o7777 == 0o640
+        # and it serves LMTP on the socket
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(20)
+        s.connect(sock)
+        assert s.recv(512).startswith(b"220")
+        s.close()
+        assert d.ctl("status").rc == 0
+        # no private directory left next to the socket
+        assert [n for n in os.listdir(d.run_dir) if n.startswith(".")] \
+            == []
+    finally:
+        d.cleanup()
+
+
+def start_fails(d):
+    """Run sdpsd on d's config in the foreground: (exit status, log)."""
+    r = harness.run([harness.binary("sdpsd"), "-c", d.conf, "-f"],
+                    timeout=60)
+    return r.rc, r.errtext
+
+
+@needs_root
+@pytest.mark.parametrize("bad", ["world-writable", "group-writable",
+                                 "other-owner", "symlink"])
+def test_bad_run_dir_refused(bad):
+    d = Daemon(start=False)
+    try:
+        if bad == "symlink":
+            real = os.path.join(d.root, "elsewhere")
+            os.mkdir(real, 0o755)
+            shutil.rmtree(d.run_dir, ignore_errors=True)
+            os.symlink(real, d.run_dir)
+        else:
+            os.makedirs(d.run_dir, 0o755, exist_ok=True)
+        if bad == "world-writable":
+            os.chmod(d.run_dir, 0o777)
+        elif bad == "group-writable":
+            os.chmod(d.run_dir, 0o775)
+        elif bad == "other-owner":
+            os.chown(d.run_dir, 65534, 65534)
+        rc, err = start_fails(d)
+        assert rc == 78, err
+        assert "run_dir" in err and "refusing" in err, err
+        # nothing was created in it
+        assert "scoreboard" not in os.listdir(d.run_dir)
+    finally:
+        d.cleanup()
+
+
+@needs_root
+def test_sticky_world_writable_run_dir_accepted():
+    d = Daemon(start=False)
+    try:
+        os.makedirs(d.run_dir, 0o755, exist_ok=True)
+        os.chmod(d.run_dir, 0o1777)
+        d.start()
+        assert d.ctl("status").rc == 0
+    finally:
+        d.cleanup()
+
+
+@needs_root
+def test_lmtp_socket_mode_and_group_from_config():
+    import grp
+    d = Daemon(start=False)
+    try:
+        sock = os.path.join(d.root, "lmtp.sock")
+        d.rewrite_config(server={"lmtp_listen": sock,
+                                 "lmtp_socket_mode": "0620",
+                                 "lmtp_socket_group": "mail"})
+        d.start()
+        st = os.lstat(sock)
+        assert stat.S_ISSOCK(st.st_mode)
+        assert st.st_mode & 0o7777 == 0o620
+        assert st.st_gid == grp.getgrnam("mail").gr_gid
+        d.stop()
+        d.rewrite_config(server={"lmtp_socket_group": "no-such-group"})
+        rc, err = start_fails(d)
+        assert rc == 78, err
+        assert "no-such-group" in err
+    finally:
+        d.cleanup()
+
+
+# ------------------------------------------ scoreboard (finding 10) --
+
+def ctl_as(d, uid, gid, groups, *args):
+    """sdps-ctl as another user (the test's files made readable)."""
+    def become():
+        os.setgroups(groups)
+        os.setgid(gid)
+        os.setuid(uid)
+    return subprocess.run([harness.binary("sdps-ctl"), "-c", d.conf]
+                          + list(args), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=60,
+                          preexec_fn=become)
+
+
+@needs_root
+@pytest.mark.parametrize("admin", [None, "adm"])
+def test_scoreboard_readable_by_admin_group_only(admin):
+    import grp
+    gid = grp.getgrnam(admin).gr_gid if admin else os.getegid()
+    d = Daemon(server={"admin_group": admin} if admin else None)
+    try:
+        sb = os.path.join(d.run_dir, "scoreboard")
+        st = os.stat(sb)
+        assert st.st_mode & 0o7777 == 0o640
+        assert st.st_gid == gid
+        # let nobody reach the config and run_dir, not the scoreboard
+        for p in (d.root, d.run_dir):
+            os.chmod(p, 0o755)
+        os.chmod(d.conf, 0o644)
+        r = ctl_as(d, 65534, 65534, [], "status")
+        assert r.returncode != 0, r
+        assert b"Permission denied" in r.stderr, r
+        r = ctl_as(d, 65534, 65534, [gid], "status")
+        assert r.returncode == 0, r
+        assert str(d.pid).encode() in r.stdout
+    finally:
+        d.cleanup()
+
+
+def test_scoreboard_keeps_no_past_session_strings(mail):
+    sb = os.path.join(mail.run_dir, "scoreboard")
+    with mail.login(ALICE, PW1) as p:
+        p.stat()
+        p.quit()
+    with mail.login_when_free() as p:
+        p.ok("NOOP")
+        p.quit()
+
+    def clean():
+        if live(mail):
+            return False
+        with open(sb, "rb") as f:
+            data = f.read()
+        return not any(s in data for s in (HOST.encode(), b"27.0.0.1",
+                                           b"OOP", b"UIT"))
+    wait_for(clean, what="past sessions' strings wiped from the "
+             "scoreboard")
+
+
+def test_lmtp_verb_escape_sequences_not_shown():
+    port = free_port()
+    d = Daemon(server={"lmtp_listen": "127.0.0.1:%d" % port})
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=20)
+        with s, s.makefile("rb") as f:
+            assert f.readline().startswith(b"220")
+            s.sendall(b"\x1b[31mEVIL\x07\r\n")
+            assert f.readline()[:1] in (b"5", b"4")
+
+            def shown():
+                r = d.ctl("sessions")
+                return "[31mEVIL" in r.text and r
+            r = wait_for(shown, what="the verb in sdps-ctl sessions")
+            assert b"\x1b" not in r.out and b"\x07" not in r.out
+            r = d.ctl_ok("sessions", "--json")
+            assert b"\x1b" not in r.out and b"\\u001b" not in r.out
+            cmds = [x.get("command") for x in d.sessions()]
+            assert "?[31mEVIL?" in cmds, cmds
     finally:
         d.cleanup()

@@ -81,6 +81,9 @@ test_defaults(void **state)
 	assert_int_equal(cf.auth_cache_entries, 4096);
 	assert_int_equal(cf.max_bad_commands, 20);
 	assert_int_equal(cf.shutdown_grace_s, 30);
+	assert_int_equal(cf.lmtp_socket_mode, 0660);
+	assert_string_equal(cf.lmtp_socket_group, "");
+	assert_string_equal(cf.admin_group, "");
 	assert_string_equal(cf.auth_path, "/var/lib/sdps/auth");
 	assert_int_equal(cf.auth_map_size, 64ULL << 20);
 	assert_int_equal(cf.hash_cost, CONFIG_HASH_INTERACTIVE);
@@ -142,6 +145,9 @@ test_good(void **state)
 	    "max_workers = 1\n"
 	    "idle_timeout = 5\n"
 	    "auth_cache_ttl = 0\n"
+	    "lmtp_socket_mode = 600\n"
+	    "lmtp_socket_group = postfix\n"
+	    "admin_group = adm\n"
 	    "\n"
 	    "[auth]\n"
 	    "path = /a\n"
@@ -173,6 +179,9 @@ test_good(void **state)
 	assert_int_equal(cf.max_workers, 1);
 	assert_int_equal(cf.idle_timeout_s, 5);
 	assert_int_equal(cf.auth_cache_ttl_s, 0);
+	assert_int_equal(cf.lmtp_socket_mode, 0600);
+	assert_string_equal(cf.lmtp_socket_group, "postfix");
+	assert_string_equal(cf.admin_group, "adm");
 	assert_int_equal(cf.auth_map_size, 2ULL << 20);
 	assert_int_equal(cf.hash_cost, CONFIG_HASH_MIN);
 	assert_int_equal(cf.store_map_size, 3ULL << 20);
@@ -234,6 +243,13 @@ test_bad(void **state)
 		    "lmtp_listen" },
 		{ PUNT "[server]\nrun_dir = run\n", 4, "absolute" },
 		{ PUNT "[server]\nuser = a b\n", 4, "user" },
+		{ PUNT "[server]\nlmtp_socket_mode = 0999\n", 4,
+		    "lmtp_socket_mode" },
+		{ PUNT "[server]\nlmtp_socket_mode = 01777\n", 4,
+		    "lmtp_socket_mode" },
+		{ PUNT "[server]\nlmtp_socket_group = a b\n", 4,
+		    "bad group name" },
+		{ PUNT "[server]\nadmin_group = -x\n", 4, "admin_group" },
 		{ PUNT "[auth]\nhash_cost = fast\n", 4, "hash_cost" },
 		{ PUNT "[auth]\nmap_size_mb = 0\n", 4, "map_size_mb" },
 		{ PUNT "[expire]\nsendmail = sendmail -oi\n", 4, "sendmail" },

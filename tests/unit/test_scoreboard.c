@@ -1,13 +1,16 @@
 /*
  * test_scoreboard: the shared scoreboard across real processes: readers
  * never see a torn slot, the accept mutex survives a SIGKILLed holder,
- * sb_auth_enter never lets more than max hash at once.
+ * sb_auth_enter never lets more than max hash at once, a writer killed
+ * inside a write stalls no reader and the master's reset repairs its
+ * slot, commands are stored printable, planted names are not followed.
  */
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -168,7 +171,10 @@ test_no_torn_slot(void **state)
 	}
 	for (i = 0; i < READS; i++) {
 		w = i % NWRITERS;
-		sb_slot_read(&fx->sb.slots[w], &copy);
+		/* Busy (a writer descheduled mid-write past the bound)
+		 * is an honest answer, not a torn copy. */
+		if (sb_slot_read(&fx->sb.slots[w], &copy) == -1)
+			continue;
 		if (!pattern_ok(&copy)) {
 			if (torn++ < 5)
 				print_error("torn slot %u at read %u: id %llu\n",
@@ -185,7 +191,7 @@ test_no_torn_slot(void **state)
 	for (w = 0; w < NWRITERS; w++) {
 		assert_int_equal(waitpid(pids[w], &st, 0), pids[w]);
 		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-		sb_slot_read(&fx->sb.slots[w], &copy);
+		assert_int_equal(sb_slot_read(&fx->sb.slots[w], &copy), 0);
 		assert_int_equal(copy.session_id, WRITES);
 		assert_true(pattern_ok(&copy));
 		assert_int_equal(copy.seq % 2, 0);
@@ -307,7 +313,8 @@ test_open_ro(void **state)
 
 	snprintf(path, sizeof(path), "%s/scoreboard", fx->dir);
 	assert_int_equal(stat(path, &st), 0);
-	assert_int_equal(st.st_mode & 0777, 0644);
+	/* Not world-readable: peers and maildrops (issue 8, finding 10). */
+	assert_int_equal(st.st_mode & 0777, 0640);
 
 	sb_slot_write_begin(&fx->sb.slots[3]);
 	strcpy(fx->sb.slots[3].maildrop, "fred.example.net");
@@ -321,7 +328,7 @@ test_open_ro(void **state)
 	assert_int_equal(ro.hdr->npunts, 2);
 	assert_string_equal(ro.hdr->punts[1].name, "docklands");
 	assert_int_equal(ro.hdr->master_pid, getpid());
-	sb_slot_read(&ro.slots[3], &copy);
+	assert_int_equal(sb_slot_read(&ro.slots[3], &copy), 0);
 	assert_string_equal(copy.maildrop, "fred.example.net");
 	assert_string_equal(sb_state_name(copy.state), "trans");
 	sb_close(&ro);
@@ -330,6 +337,163 @@ test_open_ro(void **state)
 	assert_int_equal(sb_open_ro(empty, &ro), -1);
 	assert_int_equal(errno, ENOENT);
 	rmdir(empty);
+}
+
+/* A writer SIGKILLed between write_begin and write_end (finding 3). */
+static void
+test_dead_writer_odd_seq(void **state)
+{
+	struct fixture	*fx = *state;
+	struct sb_slot	*sl = &fx->sb.slots[2];
+	struct scoreboard ro;
+	struct sb_slot	 copy;
+	uint32_t	 seq;
+	pid_t		 pid;
+	int		 st;
+
+	sb_slot_write_begin(sl);
+	sl->state = SB_TRANS;
+	strcpy(sl->maildrop, "old.example.net");
+	sb_slot_write_end(sl);
+	pid = fork();
+	assert_true(pid != -1);
+	if (pid == 0) {
+		sb_slot_write_begin(sl);
+		strcpy(sl->peer, "half");
+		raise(SIGKILL);
+		_exit(1);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	seq = atomic_load(&sl->seq);
+	assert_int_equal(seq % 2, 1);
+
+	/* Readers give up (bounded) and say busy; pid still shown. */
+	atomic_store(&sl->pid, getpid());
+	memset(&copy, 0x55, sizeof(copy));
+	assert_int_equal(sb_slot_read(sl, &copy), -1);
+	assert_int_equal(copy.pid, getpid());
+	assert_int_equal(copy.state, SB_FREE);
+	assert_string_equal(copy.peer, "");
+	assert_int_equal(sb_open_ro(fx->dir, &ro), 0);
+	assert_int_equal(sb_slot_read(&ro.slots[2], &copy), -1);
+
+	/* The master's view after the reap: the last contents, torn. */
+	assert_true(sb_slot_peek(sl, &copy));
+	assert_string_equal(copy.peer, "half");
+	assert_string_equal(copy.maildrop, "old.example.net");
+
+	/* The master's reset: no wait, seq even, every string wiped. */
+	sb_slot_reset(sl, SB_STARTING);
+	assert_int_equal(atomic_load(&sl->seq), seq + 1);
+	assert_int_equal(sb_slot_read(&ro.slots[2], &copy), 0);
+	assert_int_equal(copy.state, SB_STARTING);
+	assert_int_equal(copy.session_id, 0);
+	assert_false(sb_slot_peek(sl, &copy));
+	sb_close(&ro);
+	{
+		static const char zero[SB_MAILDROP_MAX];
+
+		assert_memory_equal(sl->peer, zero, sizeof(sl->peer));
+		assert_memory_equal(sl->maildrop, zero, sizeof(sl->maildrop));
+		assert_memory_equal(sl->command, zero, sizeof(sl->command));
+	}
+	/* From an even seq, a reset is a whole write: +2. */
+	seq = atomic_load(&sl->seq);
+	sb_slot_reset(sl, SB_FREE);
+	assert_int_equal(atomic_load(&sl->seq), seq + 2);
+	/* The worker that comes next writes as usual. */
+	sb_slot_write_begin(sl);
+	sl->state = SB_IDLE;
+	sb_slot_write_end(sl);
+	assert_int_equal(sb_slot_read(sl, &copy), 0);
+	assert_int_equal(copy.state, SB_IDLE);
+}
+
+/* sb_slot_command keeps printable ASCII only, and no stale tail. */
+static void
+test_command_sanitized(void **state)
+{
+	struct fixture	*fx = *state;
+	struct sb_slot	*sl = &fx->sb.slots[1];
+	struct sb_slot	 copy;
+	size_t		 i;
+
+	sb_slot_command(sl, "\x1b[31mEVIL");
+	assert_int_equal(sb_slot_read(sl, &copy), 0);
+	assert_string_equal(copy.command, "?[31mEVIL");
+	sb_slot_command(sl, "A\r\n\t\x7f\xc2\x9b" "B");
+	assert_int_equal(sb_slot_read(sl, &copy), 0);
+	assert_string_equal(copy.command, "A??????B");
+	sb_slot_command(sl, "ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+	assert_int_equal(sb_slot_read(sl, &copy), 0);
+	assert_int_equal(strlen(copy.command), SB_CMD_MAX - 1);
+	sb_slot_command(sl, "NOOP");
+	for (i = strlen("NOOP"); i < sizeof(sl->command); i++)
+		assert_int_equal(sl->command[i], 0);
+	sb_slot_command(NULL, "x");
+
+	/* The session-end wipe clears whole arrays. */
+	sb_slot_write_begin(sl);
+	memset(sl->peer, 'p', sizeof(sl->peer) - 1);
+	memset(sl->maildrop, 'm', sizeof(sl->maildrop) - 1);
+	sb_slot_wipe_strings(sl);
+	sb_slot_write_end(sl);
+	for (i = 0; i < sizeof(sl->peer); i++)
+		assert_int_equal(sl->peer[i], 0);
+	for (i = 0; i < sizeof(sl->maildrop); i++)
+		assert_int_equal(sl->maildrop[i], 0);
+	for (i = 0; i < sizeof(sl->command); i++)
+		assert_int_equal(sl->command[i], 0);
+}
+
+/*
+ * A name planted in the run directory (finding 6): a symlink or a hard
+ * link called "scoreboard" to someone else's file.  sb_create replaces
+ * the name and leaves the file alone (it used to open it O_TRUNC).
+ */
+static void
+test_create_over_planted_names(void **state)
+{
+	struct fixture	*fx = *state;
+	struct scoreboard sb2;
+	char		 target[128], path[128], buf[16];
+	struct stat	 st;
+	int		 fd, how;
+
+	snprintf(target, sizeof(target), "%s/precious", fx->dir);
+	snprintf(path, sizeof(path), "%s/scoreboard", fx->dir);
+	for (how = 0; how < 2; how++) {
+		fd = open(target, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		assert_true(fd != -1);
+		assert_int_equal(write(fd, "keep me", 7), 7);
+		close(fd);
+		assert_int_equal(unlink(path), 0);
+		if (how == 0)
+			assert_int_equal(symlink(target, path), 0);
+		else
+			assert_int_equal(link(target, path), 0);
+		assert_int_equal(sb_create(fx->dir, 4, fx->cf, &sb2), 0);
+		assert_int_equal(stat(target, &st), 0);
+		assert_int_equal(st.st_mode & 07777, 0600);
+		assert_int_equal(st.st_size, 7);
+		assert_int_equal(st.st_nlink, 1);
+		fd = open(target, O_RDONLY);
+		assert_int_equal(read(fd, buf, sizeof(buf)), 7);
+		close(fd);
+		assert_memory_equal(buf, "keep me", 7);
+		assert_int_equal(lstat(path, &st), 0);
+		assert_true(S_ISREG(st.st_mode));
+		assert_int_equal(st.st_mode & 0777, 0640);
+		sb_close(&sb2);
+		unlink(target);
+	}
+	/* sdps-ctl does not follow a symlink either. */
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(symlink("/etc/passwd", path), 0);
+	assert_int_equal(sb_open_ro(fx->dir, &sb2), -1);
+	assert_int_equal(errno, ELOOP);
+	/* teardown unlinks the name and sb_close unmaps the first map */
 }
 
 static void
@@ -362,6 +526,12 @@ main(void)
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_open_ro, setup,
 		    teardown),
+		cmocka_unit_test_setup_teardown(test_dead_writer_odd_seq,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_command_sanitized,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_create_over_planted_names,
+		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_session_ids_unique,
 		    setup, teardown),
 	};
