@@ -680,6 +680,22 @@ auth_cached(struct session *s, const char *pw, uint64_t epoch)
 	    epoch, (uint64_t)time(NULL));
 }
 
+/* session_login, and a successful one starts the LOGIN-DELAY clock. */
+static enum cmd_res
+pass_login(struct session *s)
+{
+	struct throttle_limits	 lim;
+	enum cmd_res		 res;
+
+	res = session_login(s);
+	if (s->state == ST_TRANS && s->cf->login_delay_s > 0) {
+		session_limits(s->cf, &lim);
+		throttle_login_done(session_throttle(s), &lim, s->host,
+		    (uint64_t)time(NULL));
+	}
+	return res;
+}
+
 static enum cmd_res
 cmd_pass(struct session *s, struct pop3_args *a)
 {
@@ -689,6 +705,7 @@ cmd_pass(struct session *s, struct pop3_args *a)
 	struct throttle_limits	 lim;
 	enum throttle_verdict	 tv;
 	enum auth_res		 ar;
+	unsigned		 wait;
 	uint64_t		 epoch = 0, gen = 0;
 	bool			 gated;
 
@@ -715,6 +732,23 @@ cmd_pass(struct session *s, struct pop3_args *a)
 		s->have_user = false;
 		return auth_throttled(s, tv);
 	}
+	/*
+	 * RFC 2449 LOGIN-DELAY (off by default): too soon after the host's
+	 * last login.  Answered before the password is looked at, right or
+	 * wrong, so the answer is no password oracle, and not a failure.
+	 */
+	if (s->cf->login_delay_s > 0 && (wait = throttle_login_wait(
+	    session_throttle(s), s->host, (uint64_t)time(NULL),
+	    s->cf->login_delay_s)) > 0) {
+		auth_wipe(pw, pwlen);
+		session_refund(s);
+		s->have_user = false;
+		log_info("sid=%016" PRIx64 " peer=%s event=login-delay wait=%u",
+		    s->sid, s->peer, wait);
+		reply_err(s, "LOGIN-DELAY", "wait %u seconds between logins",
+		    s->cf->login_delay_s);
+		return CMD_REPLIED;
+	}
 	/* Read the epoch before hashing: a flush during the hash leaves
 	 * the entry made below already stale. */
 	if (w->sb != NULL)
@@ -723,7 +757,7 @@ cmd_pass(struct session *s, struct pop3_args *a)
 		auth_wipe(pw, pwlen);
 		session_refund(s);
 		s->auth_from_cache = true;
-		return session_login(s);
+		return pass_login(s);
 	}
 	gated = w->sb != NULL && w->slot != NULL;
 	if (gated && sb_auth_enter(w->sb, w->slot, s->cf->auth_max_parallel,
@@ -750,7 +784,7 @@ cmd_pass(struct session *s, struct pop3_args *a)
 	auth_wipe(pw, pwlen);
 	switch (ar) {
 	case AUTH_OK:
-		return session_login(s);
+		return pass_login(s);
 	case AUTH_FAIL:
 		s->have_user = false;
 		return auth_failed(s);
@@ -776,8 +810,11 @@ cmd_capa(struct session *s, struct pop3_args *a)
 	/* RFC 2449 §6; EXPIRE is the expiry policy in days. */
 	pop3_printf(&s->c, "+OK capability list follows\r\n"
 	    "TOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n"
-	    "PIPELINING\r\nEXPIRE %u\r\nIMPLEMENTATION sdps\r\nX-SDPS\r\n"
-	    ".\r\n", s->cf->expire_days);
+	    "PIPELINING\r\nEXPIRE %u\r\n", s->cf->expire_days);
+	/* RFC 2449 §6.5, only when enforced (login_delay, issue 8). */
+	if (s->cf->login_delay_s > 0)
+		pop3_printf(&s->c, "LOGIN-DELAY %u\r\n", s->cf->login_delay_s);
+	pop3_printf(&s->c, "IMPLEMENTATION sdps\r\nX-SDPS\r\n.\r\n");
 	return CMD_REPLIED;
 }
 

@@ -29,7 +29,7 @@
 #define THR_KEY_LEN	16	/* crypto_shorthash_KEYBYTES */
 #define THR_NAME_MAX	256
 
-enum thr_kind { THR_K_SOURCE = 1, THR_K_HOST = 2 };
+enum thr_kind { THR_K_SOURCE = 1, THR_K_HOST = 2, THR_K_LOGIN = 3 };
 
 struct thr_entry {
 	uint64_t	 tag;		/* keyed hash of kind and name; 0 = empty */
@@ -93,7 +93,7 @@ thr_hash(const uint8_t *key, enum thr_kind kind, const char *name)
 	buf[0] = (uint8_t)kind;
 	if (kind == THR_K_SOURCE)
 		n = 1 + thr_source_bytes(name, buf + 1, sizeof(buf) - 1);
-	else {
+	else {	/* a host name, for its failures or its last login */
 		len = strlen(name);
 		if (len > sizeof(buf) - 1)
 			len = sizeof(buf) - 1;
@@ -183,10 +183,17 @@ thr_unlock(struct throttle *t)
 	pthread_mutex_unlock(&t->mu);
 }
 
+/* A login record has no budget: it counts as drained for eviction. */
 static unsigned
 thr_budget(const struct throttle_limits *lim, uint32_t kind)
 {
-	return kind == THR_K_SOURCE ? lim->source_budget : lim->host_budget;
+	switch (kind) {
+	case THR_K_SOURCE:
+		return lim->source_budget;
+	case THR_K_HOST:
+		return lim->host_budget;
+	}
+	return 0;
 }
 
 /* The entry's level at now_s: a whole budget drains per window. */
@@ -360,6 +367,42 @@ throttle_source_id(const struct throttle *t, const char *source)
 {
 	return thr_hash(t != NULL ? t->key : thr_fixed_key, THR_K_SOURCE,
 	    source);
+}
+
+unsigned
+throttle_login_wait(struct throttle *t, const char *host, uint64_t now_s,
+    unsigned min_s)
+{
+	struct thr_entry	*e;
+	uint64_t		 tag, wait = 0;
+
+	if (t == NULL || min_s == 0)
+		return 0;
+	tag = thr_hash(t->key, THR_K_LOGIN, host);
+	if (!thr_lock(t))
+		return 0;
+	if ((e = thr_find(t, tag)) != NULL && e->kind == THR_K_LOGIN &&
+	    now_s >= e->stamp_s && now_s - e->stamp_s < min_s)
+		wait = min_s - (now_s - e->stamp_s);
+	thr_unlock(t);
+	return (unsigned)wait;
+}
+
+void
+throttle_login_done(struct throttle *t, const struct throttle_limits *lim,
+    const char *host, uint64_t now_s)
+{
+	struct thr_entry	*e;
+
+	if (t == NULL)
+		return;
+	if (!thr_lock(t))
+		return;
+	e = thr_get(t, lim, thr_hash(t->key, THR_K_LOGIN, host),
+	    THR_K_LOGIN, now_s);
+	e->stamp_s = now_s;
+	e->level = 0;
+	thr_unlock(t);
 }
 
 void

@@ -98,6 +98,21 @@ unsigned throttle_delay_ms(unsigned base_ms, unsigned recent, unsigned cap_ms);
  */
 uint64_t throttle_source_id(const struct throttle *t, const char *source);
 
+/*
+ * RFC 2449 LOGIN-DELAY, per host: seconds host must still wait before it
+ * may log in again, given min_s between logins (0: it may now), and
+ * throttle_login_done records a login at now_s (lim: the budgets in
+ * force, so the record evicts only drained entries when it can).  A
+ * host's last login lives in the same table, evicted before any failure
+ * record that has not drained.
+ * t == NULL or min_s == 0: 0 / no-op.
+ */
+unsigned throttle_login_wait(struct throttle *t, const char *host,
+	    uint64_t now_s, unsigned min_s);
+void	throttle_login_done(struct throttle *t,
+	    const struct throttle_limits *lim, const char *host,
+	    uint64_t now_s);
+
 void	throttle_stats(struct throttle *t, const struct throttle_limits *lim,
 	    uint64_t now_s, struct throttle_stats *st);
 

@@ -187,3 +187,37 @@ def test_dot_recipients_refused(daemon, rcpt):
     r = daemon.deliver(simple_message(), [rcpt])
     assert r.rc == 65, r
     assert daemon.total_msgs() == 0
+
+
+def capa(d):
+    with d.connect() as p:
+        return [c.decode() for c in p.multi_ok("CAPA")]
+
+
+def test_login_delay_off_by_default(daemon):
+    assert not any(c.startswith("LOGIN-DELAY") for c in capa(daemon))
+    for _ in range(3):
+        assert try_pass(daemon, "127.0.0.1", PW1).startswith("+OK")
+
+
+def test_login_delay():
+    d = Daemon(server={"login_delay": 3600, "auth_fail_delay_ms": 0})
+    try:
+        assert "LOGIN-DELAY 3600" in capa(d)
+        assert try_pass(d, "127.0.0.1", PW1).startswith("+OK")
+        hashes = auth(d)["hashes"]
+        # Too soon, from anywhere, as a host or a user session ...
+        r = try_pass(d, "127.0.0.2", PW1)
+        assert r.startswith("-ERR [LOGIN-DELAY] "), r
+        r = try_pass(d, "127.0.0.2", PW1, user="alice@" + HOST)
+        assert r.startswith("-ERR [LOGIN-DELAY] "), r
+        # ... and a wrong password gets the same answer: no oracle, no
+        # hash, no failure.
+        r = try_pass(d, "127.0.0.3", "wrong")
+        assert r.startswith("-ERR [LOGIN-DELAY] "), r
+        a = auth(d)
+        assert a["hashes"] == hashes and a["failures"] == 0
+        assert len(events(d, "login-delay")) == 3
+    finally:
+        d.stop()
+        d.spool.cleanup()

@@ -269,6 +269,54 @@ test_delay(void **state)
 	assert_int_equal(throttle_delay_ms(1000, 5, 0), 1000);
 }
 
+static void
+test_login_delay(void **state)
+{
+	struct throttle_limits lim = { 1, 1, 600 };
+	struct throttle	*t = *state;
+
+	assert_int_equal(throttle_login_wait(t, "fred", NOW, 60), 0);
+	throttle_login_done(t, &lim, "fred", NOW);
+	assert_int_equal(throttle_login_wait(t, "fred", NOW, 60), 60);
+	assert_int_equal(throttle_login_wait(t, "fred", NOW + 59, 60), 1);
+	assert_int_equal(throttle_login_wait(t, "fred", NOW + 60, 60), 0);
+	assert_int_equal(throttle_login_wait(t, "barney", NOW, 60), 0);
+	assert_int_equal(throttle_login_wait(t, "fred", NOW, 0), 0);
+	/* Its own kind: fred's login record is not fred's failures. */
+	assert_int_equal(fail_once(t, &lim, "192.0.2.1", "fred", NOW, NULL),
+	    THROTTLE_ALLOW);
+	assert_int_equal(throttle_login_wait(NULL, "fred", NOW, 60), 0);
+	throttle_login_done(NULL, &lim, "fred", NOW);
+}
+
+/* A login record goes before a failure record that has not drained. */
+static void
+test_login_evicts_drained_first(void **state)
+{
+	struct throttle_limits lim = { 1, 0, 600 };
+	struct throttle	*t;
+	char		 src[32];
+	unsigned	 i;
+
+	(void)state;
+	assert_non_null(t = throttle_create(8));
+	for (i = 0; i < 8; i++) {
+		snprintf(src, sizeof(src), "10.1.0.%u", i);
+		fail_once(t, &lim, src, "h", NOW, NULL);
+	}
+	/* Full of live failures: the login record takes the oldest way. */
+	throttle_login_done(t, &lim, "fred", NOW + 1);
+	assert_int_equal(throttle_login_wait(t, "fred", NOW + 1, 60), 60);
+	/* A new failure then evicts the login record, not a failure. */
+	fail_once(t, &lim, "10.1.0.99", "h", NOW + 2, NULL);
+	for (i = 1; i < 8; i++) {
+		snprintf(src, sizeof(src), "10.1.0.%u", i);
+		assert_int_equal(fail_once(t, &lim, src, "h", NOW + 2, NULL),
+		    THROTTLE_SOURCE);
+	}
+	throttle_destroy(t);
+}
+
 /*
  * Four processes admit from one source at once: exactly the budget gets
  * through, since the charge is taken under the same lock as the check.
@@ -322,6 +370,9 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_ipv6_budget, setup,
 		    teardown),
 		cmocka_unit_test(test_delay),
+		cmocka_unit_test_setup_teardown(test_login_delay, setup,
+		    teardown),
+		cmocka_unit_test(test_login_evicts_drained_first),
 		cmocka_unit_test_setup_teardown(test_forked, setup, teardown),
 	};
 
