@@ -20,7 +20,7 @@
 #include "sdps/util.h"
 
 #define SB_MAGIC	0x53445053u	/* "SDPS" */
-#define SB_VERSION	1
+#define SB_VERSION	2	/* 2: auth throttle fields (issue 8) */
 #define SB_PEER_MAX	64
 #define SB_MAILDROP_MAX	(UTIL_ADDR_MAX + 1)
 #define SB_CMD_MAX	16
