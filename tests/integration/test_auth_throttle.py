@@ -221,3 +221,24 @@ def test_login_delay():
     finally:
         d.stop()
         d.spool.cleanup()
+
+
+def test_dot_recipients_refused_by_lmtp():
+    import smtplib
+    from daemon import free_port
+    port = free_port()
+    d = Daemon(server={"lmtp_listen": "127.0.0.1:%d" % port})
+    try:
+        c = smtplib.LMTP("127.0.0.1", port)
+        c.ehlo_or_helo_if_needed = lambda: None
+        assert c.docmd("LHLO", "test")[0] == 250
+        assert c.docmd("MAIL", "FROM:<s@example.org>")[0] == 250
+        for rcpt in (".@" + HOST, "..@" + HOST):
+            code, _ = c.docmd("RCPT", "TO:<%s>" % rcpt)
+            assert code == 501, (rcpt, code)
+        assert c.docmd("RCPT", "TO:<...@%s>" % HOST)[0] == 250
+        c.docmd("QUIT")
+        c.close()
+    finally:
+        d.stop()
+        d.spool.cleanup()
