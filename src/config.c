@@ -70,6 +70,19 @@ static const struct key keys[] = {
 	    CF(auth_cache_ttl_s), 0, 86400 },
 	{ S_SERVER, "auth_cache_entries", K_UINT,
 	    CF(auth_cache_entries), 1, 10000000 },
+	/* Auth throttle (issue 8). */
+	{ S_SERVER, "auth_source_budget", K_UINT,
+	    CF(auth_source_budget), 0, 1000000 },
+	{ S_SERVER, "auth_host_budget", K_UINT,
+	    CF(auth_host_budget), 0, 1000000 },
+	{ S_SERVER, "auth_budget_window", K_UINT,
+	    CF(auth_budget_window_s), 1, 86400 },
+	{ S_SERVER, "auth_fail_delay_max_ms", K_UINT,
+	    CF(auth_fail_delay_max_ms), 0, 600000 },
+	{ S_SERVER, "auth_throttle_entries", K_UINT,
+	    CF(auth_throttle_entries), 8, 10000000 },
+	{ S_SERVER, "login_delay",	K_UINT,
+	    CF(login_delay_s), 0, 86400 },
 	{ S_SERVER, "max_bad_commands",	K_UINT,
 	    CF(max_bad_commands), 1, 100000 },
 	{ S_SERVER, "shutdown_grace",	K_UINT,
@@ -141,6 +154,12 @@ config_defaults(struct config *cf)
 	cf->auth_max_parallel = 2;
 	cf->auth_cache_ttl_s = 300;
 	cf->auth_cache_entries = 4096;
+	cf->auth_source_budget = 10;
+	cf->auth_host_budget = 30;
+	cf->auth_budget_window_s = 600;
+	cf->auth_fail_delay_max_ms = 15000;
+	cf->auth_throttle_entries = 16384;
+	cf->login_delay_s = 0;
 	cf->max_bad_commands = 20;
 	cf->shutdown_grace_s = 30;
 	cf->lmtp_socket_mode = 0660;	/* groups stay "" */

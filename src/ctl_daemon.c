@@ -384,6 +384,13 @@ ctl_status_json(const struct scoreboard *sb, bool alive,
 	    LLU(h->total_auth_failures), LLU(h->total_retrieved),
 	    LLU(h->total_deleted), LLU(h->total_octets_out),
 	    LLU(h->total_lmtp_msgs));
+	/* Auth throttle (issue 8): totals since start, gauges now. */
+	printf(" \"auth\": {\"failures\": %llu, \"throttled\": %llu, "
+	    "\"hashes\": %llu, \"blocked_sources\": %u, "
+	    "\"blocked_hosts\": %u},\n", LLU(h->total_auth_failures),
+	    LLU(h->total_auth_throttled), LLU(h->total_auth_hashes),
+	    atomic_load(&h->auth_blocked_sources),
+	    atomic_load(&h->auth_blocked_hosts));
 	printf(" \"punts\": [");
 	for (i = 0; i < h->npunts; i++) {
 		printf("%s\n  {\"name\": ", i ? "," : "");
@@ -424,6 +431,12 @@ ctl_status_text(const struct scoreboard *sb, bool alive,
 	    "sent, %llu by LMTP\n", LLU(h->total_retrieved),
 	    LLU(h->total_deleted), LLU(h->total_octets_out),
 	    LLU(h->total_lmtp_msgs));
+	/* Auth throttle (issue 8). */
+	printf("auth:        %llu failed, %llu refused by the throttle, "
+	    "%llu hashes; blocked now: %u sources, %u hosts\n",
+	    LLU(h->total_auth_failures), LLU(h->total_auth_throttled),
+	    LLU(h->total_auth_hashes), atomic_load(&h->auth_blocked_sources),
+	    atomic_load(&h->auth_blocked_hosts));
 	for (i = 0; i < h->npunts; i++) {
 		checked = atomic_load(&h->punts[i].checked_us);
 		if (checked == 0)

@@ -27,6 +27,7 @@
 
 #include "sdps/auth.h"
 #include "sdps/authcache.h"
+#include "sdps/throttle.h"
 #include "sdps/log.h"
 #include "sdps/master.h"
 #include "sdps/scoreboard.h"
@@ -787,6 +788,24 @@ master_reap(struct master *m)
  * consecutive pass (up to 32), above max_spare ask one idle worker to
  * leave per pass, so the pool shrinks gently after a burst.
  */
+/* Auth throttle (issue 8): sdps-ctl status shows what is blocked now,
+ * and only the master's processes can see the anonymous table. */
+static void
+master_throttle_gauges(struct master *m)
+{
+	struct throttle_limits	 lim;
+	struct throttle_stats	 st;
+
+	if (m->sb.throttle == NULL)
+		return;
+	lim.source_budget = m->cf->auth_source_budget;
+	lim.host_budget = m->cf->auth_host_budget;
+	lim.window_s = m->cf->auth_budget_window_s;
+	throttle_stats(m->sb.throttle, &lim, (uint64_t)time(NULL), &st);
+	atomic_store(&m->sb.hdr->auth_blocked_sources, st.blocked_sources);
+	atomic_store(&m->sb.hdr->auth_blocked_hosts, st.blocked_hosts);
+}
+
 static void
 master_maintain(struct master *m)
 {
@@ -797,6 +816,7 @@ master_maintain(struct master *m)
 	int		 last_idle = -1;
 
 	m->last_maint_us = now;
+	master_throttle_gauges(m);
 	gen = atomic_load(&m->sb.hdr->generation);
 	for (i = 0; i < m->nslots; i++) {
 		if (m->pids[i] == 0)
@@ -1100,6 +1120,13 @@ master_setup(struct master *m)
 		log_warn("authcache_create");
 		return MASTER_EX_OSERR;
 	}
+	/* Auth throttle (issue 8): the same way, always on (budgets of 0
+	 * only stop it refusing); its size is fixed at start too. */
+	if ((m->sb.throttle = throttle_create(cf->auth_throttle_entries)) ==
+	    NULL) {
+		log_warn("throttle_create");
+		return MASTER_EX_OSERR;
+	}
 	m->pids = calloc(m->nslots, sizeof(*m->pids));
 	m->forked_us = calloc(m->nslots, sizeof(*m->forked_us));
 	if (m->pids == NULL || m->forked_us == NULL) {
@@ -1180,6 +1207,7 @@ master_run(struct config *cf, const char *conf_path, bool foreground,
 	if (m.ready_fd != -1)
 		close(m.ready_fd);
 	authcache_destroy(m.sb.authcache);
+	throttle_destroy(m.sb.throttle);
 	sb_close(&m.sb);
 	if (m.run_fd != -1)
 		close(m.run_fd);

@@ -5,11 +5,16 @@
  */
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+
+#include <linux/futex.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <sched.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -420,44 +425,131 @@ sb_accept_unlock(struct scoreboard *sb)
 	pthread_mutex_unlock(&sb->hdr->accept_mutex);
 }
 
+/*
+ * Fair hashing queue (issue 8).  Waiters sleep on hdr->auth_wake (a
+ * futex in the shared file mapping); every change of who hashes or who
+ * waits bumps it and wakes them all to look again.  A bounded sleep
+ * covers a wake lost to a holder that died between its change and its
+ * wake.
+ */
+#define SB_AUTH_NAP_MS	100
+
 static void
-sb_sleep_ms(unsigned ms)
+sb_auth_wake(struct sb_header *h)
+{
+	atomic_fetch_add(&h->auth_wake, 1);
+	(void)syscall(SYS_futex, (uint32_t *)&h->auth_wake, FUTEX_WAKE,
+	    INT_MAX, NULL, NULL, 0);
+}
+
+static void
+sb_auth_nap(struct sb_header *h, uint32_t seen, unsigned ms)
 {
 	struct timespec	 ts;
 
 	ts.tv_sec = ms / 1000;
 	ts.tv_nsec = (long)(ms % 1000) * 1000000L;
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
+	/* Returns at once if auth_wake moved since seen. */
+	(void)syscall(SYS_futex, (uint32_t *)&h->auth_wake, FUTEX_WAIT,
+	    seen, &ts, NULL, 0);
+}
+
+/* A waiter whose process is gone: forget it, it will never take its turn. */
+static bool
+sb_auth_dead(struct sb_slot *w)
+{
+	if (kill(w->auth_wait_pid, 0) == 0 || errno != ESRCH)
+		return false;
+	w->auth_wait_pid = 0;
+	return true;
+}
+
+/* Under the mutex: the tag of a new waiter of source (see the header). */
+static uint64_t
+sb_auth_tag(struct scoreboard *sb, struct sb_slot *slot, uint64_t source)
+{
+	struct sb_slot	*w;
+	uint64_t	 tag = sb->hdr->auth_vtime;
+	unsigned	 i;
+
+	for (i = 0; i < sb->hdr->nslots; i++) {
+		w = &sb->slots[i];
+		if (w == slot || w->auth_source != source ||
+		    (w->auth_wait_pid == 0 && !w->hashing))
+			continue;
+		if (w->auth_tag + 1 > tag)
+			tag = w->auth_tag + 1;
+	}
+	return tag;
+}
+
+/* Under the mutex: does no live waiter come before slot? */
+static bool
+sb_auth_my_turn(struct scoreboard *sb, struct sb_slot *slot)
+{
+	struct sb_slot	*w;
+	unsigned	 i;
+
+	for (i = 0; i < sb->hdr->nslots; i++) {
+		w = &sb->slots[i];
+		if (w == slot || w->auth_wait_pid == 0)
+			continue;
+		if ((w->auth_tag < slot->auth_tag ||
+		    (w->auth_tag == slot->auth_tag &&
+		    w->auth_seq < slot->auth_seq)) && !sb_auth_dead(w))
+			return false;
+	}
+	return true;
 }
 
 int
 sb_auth_enter(struct scoreboard *sb, struct sb_slot *slot, unsigned max,
-    unsigned wait_ms)
+    unsigned wait_ms, uint64_t source)
 {
-	unsigned	 busy, i, waited = 0;
+	struct sb_header *h = sb->hdr;
+	uint64_t	 start_us = util_now_us(), waited_ms;
+	unsigned	 busy, i;
+	uint32_t	 seen;
+	int		 rc = -1;
 
 	if (max == 0)
 		max = 1;
+	if (sb_mutex_lock(&h->auth_mutex, "auth") == -1)
+		return -1;
+	slot->auth_tag = sb_auth_tag(sb, slot, source);
+	slot->auth_seq = ++h->auth_next_seq;
+	slot->auth_source = source;
+	slot->auth_wait_pid = getpid();
 	for (;;) {
-		if (sb_mutex_lock(&sb->hdr->auth_mutex, "auth") == -1)
-			return -1;
 		busy = 0;
-		for (i = 0; i < sb->hdr->nslots; i++) {
+		for (i = 0; i < h->nslots; i++) {
 			if (&sb->slots[i] != slot && sb->slots[i].hashing)
 				busy++;
 		}
-		if (busy < max) {
+		if (busy < max && sb_auth_my_turn(sb, slot)) {
 			slot->hashing = 1;
-			pthread_mutex_unlock(&sb->hdr->auth_mutex);
-			return 0;
+			if (slot->auth_tag > h->auth_vtime)
+				h->auth_vtime = slot->auth_tag;
+			rc = 0;
+			break;
 		}
-		pthread_mutex_unlock(&sb->hdr->auth_mutex);
-		if (waited >= wait_ms)
+		waited_ms = (util_now_us() - start_us) / 1000;
+		if (waited_ms >= wait_ms)
+			break;
+		seen = atomic_load(&h->auth_wake);
+		pthread_mutex_unlock(&h->auth_mutex);
+		sb_auth_nap(h, seen, wait_ms - waited_ms < SB_AUTH_NAP_MS ?
+		    (unsigned)(wait_ms - waited_ms) : SB_AUTH_NAP_MS);
+		if (sb_mutex_lock(&h->auth_mutex, "auth") == -1) {
+			slot->auth_wait_pid = 0;
 			return -1;
-		sb_sleep_ms(10);
-		waited += 10;
+		}
 	}
+	slot->auth_wait_pid = 0;
+	pthread_mutex_unlock(&h->auth_mutex);
+	/* Entering or giving up changes who is first in line. */
+	sb_auth_wake(h);
+	return rc;
 }
 
 void
@@ -467,10 +559,12 @@ sb_auth_leave(struct scoreboard *sb, struct sb_slot *slot)
 		/* Unrecoverable mutex: clearing our own flag is still safe
 		 * enough, since only the counter reads it. */
 		slot->hashing = 0;
+		sb_auth_wake(sb->hdr);
 		return;
 	}
 	slot->hashing = 0;
 	pthread_mutex_unlock(&sb->hdr->auth_mutex);
+	sb_auth_wake(sb->hdr);
 }
 
 uint64_t

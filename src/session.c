@@ -27,6 +27,7 @@
 #include "sdps/scoreboard.h"
 #include "sdps/session.h"
 #include "sdps/store.h"
+#include "sdps/throttle.h"
 #include "sdps/util.h"
 #include "sdps/worker.h"
 
@@ -102,6 +103,7 @@ struct session {
 	char			 user_arg[POP3_LINE_MAX];	/* as typed */
 	char			 maildrop[SB_MAILDROP_MAX];
 	unsigned		 auth_failures, bad_commands;
+	unsigned		 thr_recent;	/* source's recent failures */
 
 	/* TRANSACTION */
 	struct s_punt		 punts[CONFIG_PUNT_MAX];
@@ -558,35 +560,106 @@ session_login(struct session *s)
 	return reply_ok(s, "maildrop has %zu messages", s->nmsgs);
 }
 
-static enum cmd_res
-auth_failed(struct session *s)
+/* ---- Auth throttle (issue 8): see throttle.h ---- */
+
+static struct throttle *
+session_throttle(struct session *s)
+{
+	return s->w->sb != NULL ? s->w->sb->throttle : NULL;
+}
+
+static void
+session_limits(const struct config *cf, struct throttle_limits *lim)
+{
+	lim->source_budget = cf->auth_source_budget;
+	lim->host_budget = cf->auth_host_budget;
+	lim->window_s = cf->auth_budget_window_s;
+}
+
+/* The check throttle_admit charged was not a failure after all. */
+static void
+session_refund(struct session *s)
+{
+	struct throttle_limits	 lim;
+
+	session_limits(s->cf, &lim);
+	throttle_refund(session_throttle(s), &lim, s->peer, s->host,
+	    (uint64_t)time(NULL));
+}
+
+/*
+ * Log a failed or refused PASS for fail2ban-style tools: always the
+ * source address; the name as typed and the host only for a real host,
+ * since people type passwords into USER.  Never the password.
+ */
+static void
+auth_log(struct session *s, const char *event, const char *reason)
 {
 	struct auth_host	 h;
 
-	s->auth_failures++;
-	if (s->w->sb != NULL)
-		atomic_fetch_add(&s->w->sb->hdr->total_auth_failures, 1);
-	/* People type passwords into USER: name it only for a real host. */
 	if (s->w->auth != NULL &&
 	    auth_host_get(s->w->auth, s->host, &h) == AUTH_OK)
-		log_info("sid=%016" PRIx64 " peer=%s event=auth-fail user=%s",
-		    s->sid, s->peer, s->user_arg);
+		log_info("sid=%016" PRIx64 " peer=%s event=%s%s%s user=%s"
+		    " host=%s recent=%u", s->sid, s->peer, event,
+		    reason != NULL ? " reason=" : "",
+		    reason != NULL ? reason : "", s->user_arg, s->host,
+		    s->thr_recent);
 	else
-		log_info("sid=%016" PRIx64 " peer=%s event=auth-fail",
-		    s->sid, s->peer);
+		log_info("sid=%016" PRIx64 " peer=%s event=%s%s%s recent=%u",
+		    s->sid, s->peer, event, reason != NULL ? " reason=" : "",
+		    reason != NULL ? reason : "", s->thr_recent);
+}
+
+/*
+ * The failure delay, then the answer: the same delay for a refused PASS
+ * as for a wrong one at the same count, doubling per recent failure of
+ * the source (auth_fail_delay_max_ms caps it).
+ */
+static enum cmd_res
+auth_answer(struct session *s, const char *text)
+{
+	unsigned	 ms;
+
 	if (pop3_flush(&s->c) == -1)
 		return CMD_IOFAIL;
-	if (pop3_sleep_ms(&s->c, s->cf->auth_fail_delay_ms) != POP3_OK) {
+	ms = throttle_delay_ms(s->cf->auth_fail_delay_ms, s->thr_recent,
+	    s->cf->auth_fail_delay_max_ms);
+	if (pop3_sleep_ms(&s->c, ms) != POP3_OK) {
 		s->how = END_KILLED;
 		return CMD_IOFAIL;
 	}
-	reply_err(s, "AUTH", "invalid user name or password");
+	reply_err(s, "AUTH", "%s", text);
 	if (s->cf->auth_max_failures > 0 &&
 	    s->auth_failures >= s->cf->auth_max_failures) {
 		s->how = END_AUTHFAIL;
 		return CMD_CLOSE;
 	}
 	return CMD_REPLIED;
+}
+
+/*
+ * Over budget: refused without looking at the password (a right one
+ * too), so guessing from this source stops costing us a hash and tells
+ * the guesser nothing.  It counts toward auth_max_failures.
+ */
+static enum cmd_res
+auth_throttled(struct session *s, enum throttle_verdict v)
+{
+	s->auth_failures++;
+	if (s->w->sb != NULL)
+		atomic_fetch_add(&s->w->sb->hdr->total_auth_throttled, 1);
+	auth_log(s, "auth-throttled", v == THROTTLE_HOST ? "host" : "source");
+	return auth_answer(s, "too many failed logins, try again later");
+}
+
+static enum cmd_res
+auth_failed(struct session *s)
+{
+	s->auth_failures++;
+	if (s->w->sb != NULL)
+		atomic_fetch_add(&s->w->sb->hdr->total_auth_failures, 1);
+	auth_log(s, "auth-fail", NULL);
+	return auth_answer(s, "invalid user name or password");
 }
 
 /*
@@ -607,13 +680,32 @@ auth_cached(struct session *s, const char *pw, uint64_t epoch)
 	    epoch, (uint64_t)time(NULL));
 }
 
+/* session_login, and a successful one starts the LOGIN-DELAY clock. */
+static enum cmd_res
+pass_login(struct session *s)
+{
+	struct throttle_limits	 lim;
+	enum cmd_res		 res;
+
+	res = session_login(s);
+	if (s->state == ST_TRANS && s->cf->login_delay_s > 0) {
+		session_limits(s->cf, &lim);
+		throttle_login_done(session_throttle(s), &lim, s->host,
+		    (uint64_t)time(NULL));
+	}
+	return res;
+}
+
 static enum cmd_res
 cmd_pass(struct session *s, struct pop3_args *a)
 {
 	struct worker_ctx	*w = s->w;
 	char			*pw = a->argv[0];
 	size_t			 pwlen = strlen(pw);
+	struct throttle_limits	 lim;
+	enum throttle_verdict	 tv;
 	enum auth_res		 ar;
+	unsigned		 wait;
 	uint64_t		 epoch = 0, gen = 0;
 	bool			 gated;
 
@@ -627,19 +719,52 @@ cmd_pass(struct session *s, struct pop3_args *a)
 		reply_err(s, "SYS/TEMP", "authentication unavailable, try later");
 		return CMD_REPLIED;
 	}
+	/*
+	 * Throttle before the cache: a cache hit from an over-budget source
+	 * would tell the guesser it found the password.  From here on one
+	 * failure is charged; every way out but a wrong password refunds.
+	 */
+	session_limits(s->cf, &lim);
+	tv = throttle_admit(session_throttle(s), &lim, s->peer, s->host,
+	    (uint64_t)time(NULL), &s->thr_recent);
+	if (tv != THROTTLE_ALLOW) {
+		auth_wipe(pw, pwlen);
+		s->have_user = false;
+		return auth_throttled(s, tv);
+	}
+	/*
+	 * RFC 2449 LOGIN-DELAY (off by default): too soon after the host's
+	 * last login.  Answered before the password is looked at, right or
+	 * wrong, so the answer is no password oracle, and not a failure.
+	 */
+	if (s->cf->login_delay_s > 0 && (wait = throttle_login_wait(
+	    session_throttle(s), s->host, (uint64_t)time(NULL),
+	    s->cf->login_delay_s)) > 0) {
+		auth_wipe(pw, pwlen);
+		session_refund(s);
+		s->have_user = false;
+		log_info("sid=%016" PRIx64 " peer=%s event=login-delay wait=%u",
+		    s->sid, s->peer, wait);
+		reply_err(s, "LOGIN-DELAY", "wait %u seconds between logins",
+		    s->cf->login_delay_s);
+		return CMD_REPLIED;
+	}
 	/* Read the epoch before hashing: a flush during the hash leaves
 	 * the entry made below already stale. */
 	if (w->sb != NULL)
 		epoch = atomic_load(&w->sb->hdr->auth_cache_epoch);
 	if (auth_cached(s, pw, epoch)) {
 		auth_wipe(pw, pwlen);
+		session_refund(s);
 		s->auth_from_cache = true;
-		return session_login(s);
+		return pass_login(s);
 	}
 	gated = w->sb != NULL && w->slot != NULL;
 	if (gated && sb_auth_enter(w->sb, w->slot, s->cf->auth_max_parallel,
-	    AUTH_WAIT_MS) == -1) {
+	    AUTH_WAIT_MS, throttle_source_id(session_throttle(s), s->peer)) ==
+	    -1) {
 		auth_wipe(pw, pwlen);
+		session_refund(s);
 		s->have_user = false;
 		log_info("sid=%016" PRIx64 " peer=%s event=auth-busy",
 		    s->sid, s->peer);
@@ -649,13 +774,17 @@ cmd_pass(struct session *s, struct pop3_args *a)
 	ar = auth_verify(w->auth, s->host, pw, &gen);
 	if (gated)
 		sb_auth_leave(w->sb, w->slot);
+	if (w->sb != NULL)
+		atomic_fetch_add(&w->sb->hdr->total_auth_hashes, 1);
+	if (ar != AUTH_FAIL)
+		session_refund(s);
 	if (ar == AUTH_OK && w->sb != NULL)
 		authcache_put(w->sb->authcache, s->host, pw, gen, epoch,
 		    (uint64_t)time(NULL));
 	auth_wipe(pw, pwlen);
 	switch (ar) {
 	case AUTH_OK:
-		return session_login(s);
+		return pass_login(s);
 	case AUTH_FAIL:
 		s->have_user = false;
 		return auth_failed(s);
@@ -681,8 +810,11 @@ cmd_capa(struct session *s, struct pop3_args *a)
 	/* RFC 2449 §6; EXPIRE is the expiry policy in days. */
 	pop3_printf(&s->c, "+OK capability list follows\r\n"
 	    "TOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n"
-	    "PIPELINING\r\nEXPIRE %u\r\nIMPLEMENTATION sdps\r\nX-SDPS\r\n"
-	    ".\r\n", s->cf->expire_days);
+	    "PIPELINING\r\nEXPIRE %u\r\n", s->cf->expire_days);
+	/* RFC 2449 §6.5, only when enforced (login_delay, issue 8). */
+	if (s->cf->login_delay_s > 0)
+		pop3_printf(&s->c, "LOGIN-DELAY %u\r\n", s->cf->login_delay_s);
+	pop3_printf(&s->c, "IMPLEMENTATION sdps\r\nX-SDPS\r\n.\r\n");
 	return CMD_REPLIED;
 }
 

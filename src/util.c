@@ -86,6 +86,12 @@ util_user_normalize(const char *in, char *out)
 	}
 	if (i == 0)
 		return -1;
+	/*
+	 * "." and ".." would become lock file names (RUN_DIR/locks/PUNT/
+	 * HOST/USER) and index keys that mean a directory, not a user.
+	 */
+	if (in[0] == '.' && (i == 1 || (i == 2 && in[1] == '.')))
+		return -1;
 	out[i] = '\0';
 	return 0;
 }

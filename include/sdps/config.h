@@ -43,6 +43,13 @@ struct config {
 	unsigned auth_max_parallel;	/* argon2id hashes at once */
 	unsigned auth_cache_ttl_s;	/* 0 = no auth cache */
 	unsigned auth_cache_entries;
+	/* Auth throttle (issue 8): see throttle.h. */
+	unsigned auth_source_budget;	/* failures per window; 0 = off */
+	unsigned auth_host_budget;	/* failures per window; 0 = off */
+	unsigned auth_budget_window_s;
+	unsigned auth_fail_delay_max_ms; /* cap of the doubling delay */
+	unsigned auth_throttle_entries;
+	unsigned login_delay_s;		/* RFC 2449 LOGIN-DELAY; 0 = off */
 	unsigned max_bad_commands;
 	unsigned shutdown_grace_s;
 	/* Issue 8 (h-sb): who may use the LMTP socket and read the

@@ -20,7 +20,7 @@
 #include "sdps/util.h"
 
 #define SB_MAGIC	0x53445053u	/* "SDPS" */
-#define SB_VERSION	1
+#define SB_VERSION	2	/* 2: auth throttle fields (issue 8) */
 #define SB_PEER_MAX	64
 #define SB_MAILDROP_MAX	(UTIL_ADDR_MAX + 1)
 #define SB_CMD_MAX	16
@@ -44,6 +44,14 @@ struct sb_slot {
 	_Atomic uint32_t please_exit;
 	/* Worker, under the auth mutex: 1 while hashing a password. */
 	uint32_t	 hashing;
+	/* Worker, under the auth mutex: the fair hashing queue (issue 8).
+	 * auth_wait_pid is the waiter's pid while it waits for a place;
+	 * auth_tag its virtual start time, auth_seq its arrival order;
+	 * auth_source the client's source id.  Tag and source are kept
+	 * while hashing. */
+	pid_t		 auth_wait_pid;
+	uint64_t	 auth_tag, auth_seq;
+	uint64_t	 auth_source;
 
 	/* Worker, inside sb_slot_write_begin/end. */
 	_Atomic uint32_t seq;		/* odd while being written */
@@ -94,9 +102,25 @@ struct sb_header {
 	pthread_mutex_t	 accept_mutex;
 	/* Robust, process-shared: guards the slots' hashing fields. */
 	pthread_mutex_t	 auth_mutex;
+	/*
+	 * Auth throttle and fair hashing queue (issue 8).  Workers add the
+	 * totals; the master refreshes the two gauges every tick from the
+	 * throttle table (which sdps-ctl cannot see: it is anonymous).
+	 */
+	_Atomic uint64_t total_auth_throttled;	/* refused without a hash */
+	_Atomic uint64_t total_auth_hashes;	/* password hashes computed */
+	_Atomic uint32_t auth_blocked_sources;	/* over their budget now */
+	_Atomic uint32_t auth_blocked_hosts;
+	/* Under auth_mutex: the last arrival's number and the tag of the
+	 * last waiter to enter (the queue's virtual time). */
+	uint64_t	 auth_next_seq, auth_vtime;
+	/* Futex word: bumped whenever a hashing place may have changed
+	 * hands, so waiters sleep instead of polling. */
+	_Atomic uint32_t auth_wake;
 };
 
 struct authcache;
+struct throttle;
 
 struct scoreboard {
 	struct sb_header *hdr;
@@ -106,6 +130,9 @@ struct scoreboard {
 	/* Master, before fork: the shared auth cache, or NULL when
 	 * auth_cache_ttl is 0.  Process-local pointer, not in the file. */
 	struct authcache *authcache;
+	/* Master, before fork: the shared auth throttle table (issue 8).
+	 * Process-local pointer, not in the file. */
+	struct throttle	*throttle;
 };
 
 /*
@@ -191,10 +218,19 @@ void	sb_accept_unlock(struct scoreboard *sb);
 /*
  * Enter the set of at most max workers hashing a password, waiting up to
  * wait_ms for room.  0 entered, -1 still full.  Slots of dead workers do
- * not count (the master clears them at reap).
+ * not count (the master clears them at reap; a dead waiter is skipped).
+ *
+ * Fair between sources (issue 8): source identifies the client (e.g.
+ * throttle_source_id).  Start-time fair queueing with one unit per hash:
+ * a waiter's tag is one more than the last tag its source already has in
+ * line or hashing, and never below the tag of the last waiter that
+ * entered; the smallest (tag, arrival) goes next.  So sources take turns:
+ * one source with many connections gets one place per round while other
+ * sources wait, and a newcomer waits about one hash per waiting source,
+ * not one per waiting connection.
  */
 int	sb_auth_enter(struct scoreboard *sb, struct sb_slot *slot, unsigned max,
-	    unsigned wait_ms);
+	    unsigned wait_ms, uint64_t source);
 void	sb_auth_leave(struct scoreboard *sb, struct sb_slot *slot);
 
 /* A new non-zero session id, unique for this scoreboard. */

@@ -25,7 +25,8 @@ int	util_host_normalize(const char *in, char *out);
 
 /*
  * Validate and lowercase a user part (envelope local part): 1..64 octets of
- * printable ASCII without '@', space, '/' or control characters.
+ * printable ASCII without '@', space, '/' or control characters,
+ * and neither "." nor "..".
  * out must hold UTIL_USER_MAX + 1 octets.  Returns 0 or -1.
  */
 int	util_user_normalize(const char *in, char *out);

@@ -79,6 +79,12 @@ test_defaults(void **state)
 	assert_int_equal(cf.auth_max_parallel, 2);
 	assert_int_equal(cf.auth_cache_ttl_s, 300);
 	assert_int_equal(cf.auth_cache_entries, 4096);
+	assert_int_equal(cf.auth_source_budget, 10);
+	assert_int_equal(cf.auth_host_budget, 30);
+	assert_int_equal(cf.auth_budget_window_s, 600);
+	assert_int_equal(cf.auth_fail_delay_max_ms, 15000);
+	assert_int_equal(cf.auth_throttle_entries, 16384);
+	assert_int_equal(cf.login_delay_s, 0);
 	assert_int_equal(cf.max_bad_commands, 20);
 	assert_int_equal(cf.shutdown_grace_s, 30);
 	assert_int_equal(cf.lmtp_socket_mode, 0660);
@@ -226,6 +232,10 @@ test_bad(void **state)
 		    "max_workers" },
 		{ PUNT "[server]\nmax_workers = 0x10\n", 4, "max_workers" },
 		{ PUNT "[server]\nidle_timeout = 0\n", 4, "idle_timeout" },
+		{ PUNT "[server]\nauth_budget_window = 0\n", 4,
+		    "auth_budget_window" },
+		{ PUNT "[server]\nauth_throttle_entries = 7\n", 4,
+		    "auth_throttle_entries" },
 		{ PUNT "[server]\n\nmin_spare = 20\n", 5,
 		    "min_spare (20) is over max_spare (16)" },
 		{ PUNT "[server]\nmax_workers = 8\n\nmin_spare = 1\n", 4,

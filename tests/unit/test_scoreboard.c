@@ -242,13 +242,13 @@ test_auth_enter_max(void **state)
 	struct fixture	*fx = *state;
 	struct scoreboard *sb = &fx->sb;
 
-	assert_int_equal(sb_auth_enter(sb, &sb->slots[0], AUTH_MAX, 0), 0);
-	assert_int_equal(sb_auth_enter(sb, &sb->slots[1], AUTH_MAX, 0), 0);
+	assert_int_equal(sb_auth_enter(sb, &sb->slots[0], AUTH_MAX, 0, 1), 0);
+	assert_int_equal(sb_auth_enter(sb, &sb->slots[1], AUTH_MAX, 0, 2), 0);
 	/* Full: a third waits, then gives up. */
-	assert_int_equal(sb_auth_enter(sb, &sb->slots[2], AUTH_MAX, 30), -1);
+	assert_int_equal(sb_auth_enter(sb, &sb->slots[2], AUTH_MAX, 30, 3), -1);
 	assert_int_equal(sb->slots[2].hashing, 0);
 	sb_auth_leave(sb, &sb->slots[0]);
-	assert_int_equal(sb_auth_enter(sb, &sb->slots[2], AUTH_MAX, 0), 0);
+	assert_int_equal(sb_auth_enter(sb, &sb->slots[2], AUTH_MAX, 0, 3), 0);
 	sb_auth_leave(sb, &sb->slots[1]);
 	sb_auth_leave(sb, &sb->slots[2]);
 	assert_int_equal(sb->slots[0].hashing + sb->slots[1].hashing +
@@ -277,7 +277,7 @@ test_auth_enter_concurrent(void **state)
 			continue;
 		for (r = 0; r < AUTH_ROUNDS; r++) {
 			if (sb_auth_enter(&fx->sb, &fx->sb.slots[i], AUTH_MAX,
-			    100000) != 0)
+			    100000, 1 + i % 2) != 0)
 				_exit(2);
 			now = atomic_fetch_add(&shared[0], 1) + 1;
 			most = atomic_load(&shared[1]);
@@ -299,6 +299,86 @@ test_auth_enter_concurrent(void **state)
 	assert_true(atomic_load(&shared[1]) >= 1);
 	assert_true(atomic_load(&shared[1]) <= AUTH_MAX);
 	munmap(shared, 2 * sizeof(*shared));
+}
+
+/*
+ * The fair queue (issue 8): with one place held by source A, three more
+ * connections from A and then one from B wait.  A has its turn in hand,
+ * so B, arriving last, goes first and A's waiters follow in order (the
+ * old polling gate gave 1 2 3 4 here: B behind every A).
+ * Order of entry is recorded; nothing depends on timing: each waiter is
+ * known to be queued before the next is started.
+ */
+static void
+test_auth_fair(void **state)
+{
+	struct fixture	*fx = *state;
+	struct scoreboard *sb = &fx->sb;
+	static const uint64_t src[] = { 0, 0xa, 0xa, 0xa, 0xb };
+	_Atomic unsigned *log;	/* [0] count, [1..] slot numbers */
+	pid_t		 pids[5];
+	unsigned	 i, spins;
+	int		 st;
+
+	log = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(log != MAP_FAILED);
+	assert_int_equal(sb_auth_enter(sb, &sb->slots[0], 1, 0, 0xa), 0);
+	for (i = 1; i <= 4; i++) {
+		pids[i] = fork();
+		assert_true(pids[i] != -1);
+		if (pids[i] == 0) {
+			if (sb_auth_enter(sb, &sb->slots[i], 1, 600000,
+			    src[i]) != 0)
+				_exit(2);
+			log[1 + atomic_fetch_add(&log[0], 1)] = i;
+			sb_auth_leave(sb, &sb->slots[i]);
+			_exit(0);
+		}
+		/* Queued (an observable state), within a generous bound. */
+		for (spins = 0; spins < 100000 &&
+		    ((volatile struct sb_slot *)&sb->slots[i])->auth_wait_pid
+		    == 0; spins++)
+			usleep(100);
+		assert_true(sb->slots[i].auth_wait_pid != 0);
+	}
+	sb_auth_leave(sb, &sb->slots[0]);
+	for (i = 1; i <= 4; i++) {
+		assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
+		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	assert_int_equal(atomic_load(&log[0]), 4);
+	print_message("order: %u %u %u %u\n", log[1], log[2], log[3],
+	    log[4]);
+	assert_int_equal(log[1], 4);
+	assert_int_equal(log[2], 1);
+	assert_int_equal(log[3], 2);
+	assert_int_equal(log[4], 3);
+	munmap(log, 4096);
+}
+
+/* A waiter that dies is skipped, not waited for. */
+static void
+test_auth_dead_waiter(void **state)
+{
+	struct fixture	*fx = *state;
+	struct scoreboard *sb = &fx->sb;
+	pid_t		 pid;
+	int		 st;
+
+	/* A dead process's pid, as a waiter first in line would show. */
+	pid = fork();
+	assert_true(pid != -1);
+	if (pid == 0)
+		_exit(0);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	sb->slots[3].auth_wait_pid = pid;
+	sb->slots[3].auth_tag = 0;
+	sb->slots[3].auth_seq = 0;
+	sb->slots[3].auth_source = 0xd;
+	assert_int_equal(sb_auth_enter(sb, &sb->slots[0], 1, 0, 0xa), 0);
+	assert_int_equal(sb->slots[3].auth_wait_pid, 0);
+	sb_auth_leave(sb, &sb->slots[0]);
 }
 
 static void
@@ -521,6 +601,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_accept_mutex_dead_holder,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_auth_enter_max, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_auth_fair, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_auth_dead_waiter, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_auth_enter_concurrent,
 		    setup, teardown),

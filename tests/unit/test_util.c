@@ -141,6 +141,11 @@ test_user(void **state)
 		{ "a b", NULL },
 		{ "a@b", NULL },
 		{ "../x", NULL },
+		/* Lock file names and keys (issue 8, finding 10). */
+		{ ".", NULL },
+		{ "..", NULL },
+		{ "...", "..." },
+		{ ".x", ".x" },
 		{ "a/b", NULL },
 		{ "a\tb", NULL },
 		{ "a\rb", NULL },
@@ -175,6 +180,9 @@ test_addr_split(void **state)
 		{ "a@", NULL, NULL },
 		{ "ab", NULL, NULL },
 		{ "a@../x", NULL, NULL },
+		{ ".@b", NULL, NULL },
+		{ "..@b", NULL, NULL },
+		{ "..+x@b", "..+x", "b" },
 		{ "a b@c", NULL, NULL },
 		{ "", NULL, NULL },
 	};
