@@ -404,3 +404,154 @@ def test_punt_down_stores_on_the_other(request):
         assert len(d.messages()) == 6
     finally:
         D._finish(request, d)
+
+
+# -- issue 8 "Hardening": SMTP smuggling (finding 8) --------------------------
+
+SMUGGLED = ("MAIL FROM:<ceo@forged.example>\r\n"
+            "RCPT TO:<a@fred.example.net>\r\nDATA\r\n"
+            "Subject: smuggled\r\n\r\nsend money\r\n")
+
+
+@pytest.mark.parametrize("fake", ["\n.\n", "\r\n.\n", "\n.\r\n"])
+def test_smuggled_terminator_stores_nothing(ld, fake):
+    """Only CRLF.CRLF ends DATA.  A fake terminator with a bare LF does
+    not, the bytes after it are never run as commands, and the bare LF
+    refuses the message for every recipient after the real final dot."""
+    c = Raw(ld.lmtp_port)
+    c.send("LHLO mta\r\nMAIL FROM:<s@example.org>\r\n"
+           "RCPT TO:<a@fred.example.net>\r\n"
+           "RCPT TO:<b@wilma.example.net>\r\nDATA\r\n")
+    c.reply()
+    assert [c.code()[0] for _ in range(3)] == [250, 250, 354]
+    c.send("Subject: real\r\n\r\nhello" + fake + SMUGGLED + ".\r\n")
+    assert [c.code()[1][:9] for _ in range(2)] == ["554 5.6.0"] * 2
+    # the next reply is the one to NOOP: nothing smuggled was answered
+    c.send("NOOP\r\n")
+    assert c.code()[1].startswith("250 2.0.0 OK")
+    assert ld.messages() == []
+    # the session is in sync: a clean message goes through byte-exact
+    c.send("MAIL FROM:<s@example.org>\r\n"
+           "RCPT TO:<a@fred.example.net>\r\nDATA\r\n")
+    assert [c.code()[0] for _ in range(3)] == [250, 250, 354]
+    c.send(MSG.replace(b"\r\n.\r\n", b"\r\n..\r\n").replace(
+        b"\r\n.a", b"\r\n..a").replace(b"\r\n..t", b"\r\n...t") + b".\r\n")
+    assert c.code()[1].startswith("250 2.0.0")
+    c.send("QUIT\r\n")
+    assert c.code()[0] == 221
+    c.close()
+    msgs = ld.messages()
+    assert [(m["sender"], m["host"]) for m in msgs] == [
+        ("s@example.org", HOST)]
+    assert pop3_all(ld)[0][1] == b"Return-Path: <s@example.org>\r\n" + MSG
+
+
+@pytest.mark.parametrize("data", [
+    "Subject: x\nX-A: b\r\n\r\nbody\r\n",       # bare LF in the header
+    "Subject: x\r\n\r\nbo\ndy\r\n",             # bare LF in the body
+    "Subject: x\r\n\r\nbo\rdy\r\n",             # bare CR
+    "Subject: x\r\n\r\nbody\r\r\n",             # CR CR LF
+])
+def test_bare_line_ends_refused(ld, data):
+    c = Raw(ld.lmtp_port)
+    c.send("LHLO mta\r\nMAIL FROM:<s@example.org>\r\n"
+           "RCPT TO:<a@fred.example.net>\r\nDATA\r\n")
+    c.reply()
+    assert [c.code()[0] for _ in range(2)] == [250, 250]
+    assert c.code()[0] == 354
+    c.send(data + ".\r\n")
+    assert c.code()[1][:9] == "554 5.6.0"
+    c.send("QUIT\r\n")
+    assert c.code()[0] == 221
+    c.close()
+    assert ld.messages() == []
+
+
+# -- finding 10: unknown hosts at RCPT count as bad commands -----------------
+
+def test_unknown_host_rcpt_counts_as_bad_command(request):
+    d = lmtp_daemon(server={"max_bad_commands": 3})
+    try:
+        c = Raw(d.lmtp_port)
+        c.send("LHLO mta\r\nMAIL FROM:<s@example.org>\r\n")
+        c.reply()
+        assert c.code()[0] == 250
+        # a known host is fine and does not count
+        c.send("RCPT TO:<a@fred.example.net>\r\n")
+        assert c.code()[0] == 250
+        for i in range(3):
+            c.send("RCPT TO:<x@guess%d.example>\r\n" % i)
+            assert c.code()[1].startswith("550 5.1.1")
+        # the third one reached the limit: goodbye
+        assert c.code()[1].startswith("421 4.7.0")
+        with pytest.raises(EOFError):
+            c.line()
+        c.close()
+        d.wait_log(r"event=lmtp-close how=badcmd-limit")
+        assert d.messages() == []
+    finally:
+        D._finish(request, d)
+
+
+# -- finding 5: DATA is streamed to disk, not held in memory -----------------
+
+def vm_hwm_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for ln in f:
+            if ln.startswith("VmHWM:"):
+                return int(ln.split()[1])
+    raise AssertionError("no VmHWM for %d" % pid)
+
+
+def lmtp_worker(d):
+    """Pid of the worker serving the only LMTP session (sdps-ctl
+    sessions shows it in state lmtp)."""
+    def find():
+        s = [x for x in d.sessions() if x.get("state") == "lmtp"]
+        return s[0]["pid"] if len(s) == 1 else None
+    return D.wait_for(find, 20, what="the lmtp session's worker")
+
+
+def big_message(mb):
+    line = b"0123456789abcdefghijklmnopqrstuvwxyz" * 2 + b"\r\n"   # 74
+    body = line * (mb * 1024 * 1024 // len(line))
+    return b"Subject: big\r\nFrom: s@example.org\r\n\r\n" + body
+
+
+def test_large_message_memory_bound(request):
+    """A 40 MB message raises the LMTP worker's peak RSS (VmHWM) by far
+    less than its size: DATA goes to the spool through a small buffer."""
+    d = lmtp_daemon(overrides={"store": {"max_message_size": 64 << 20}})
+    try:
+        msg = big_message(40)
+        c = Raw(d.lmtp_port)
+        c.send("LHLO mta\r\n")
+        c.reply()
+        pid = lmtp_worker(d)
+        c.send("MAIL FROM:<s@example.org>\r\n"
+               "RCPT TO:<a@fred.example.net>\r\n"
+               "RCPT TO:<b@wilma.example.net>\r\nDATA\r\n")
+        assert [c.code()[0] for _ in range(4)] == [250, 250, 250, 354]
+        before = vm_hwm_kb(pid)
+        c.send(msg + b".\r\n")
+        assert [c.code()[1][:9] for _ in range(2)] == ["250 2.0.0"] * 2
+        after = vm_hwm_kb(pid)
+        c.send("QUIT\r\n")
+        c.close()
+        grow_kb = after - before
+        print("VmHWM before %d kB after %d kB growth %d kB" %
+              (before, after, grow_kb))
+        assert grow_kb < 8 * 1024, (before, after)
+        msgs = d.messages()
+        assert len(msgs) == 2
+        for m in msgs:
+            assert m["stored_octets"] == len(msg)
+            assert m["octets"] == len(msg) + len(
+                b"Return-Path: <s@example.org>\r\n")
+            with open(d.spool_file(m["punt"], m["id"]), "rb") as f:
+                assert f.read() == msg
+        # nothing left in tmp/
+        for p in d.spool.punt_paths.values():
+            assert os.listdir(os.path.join(p, "tmp")) == []
+    finally:
+        D._finish(request, d)
