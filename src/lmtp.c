@@ -19,6 +19,7 @@
 #include "sdps/auth.h"
 #include "sdps/config.h"
 #include "sdps/deliver.h"
+#include "sdps/fault.h"
 #include "sdps/lmtp.h"
 #include "sdps/log.h"
 #include "sdps/pop3.h"
@@ -343,10 +344,12 @@ line_end_len(const struct pop3_conn *c, const char *line, size_t len)
 static int
 data_drain(struct l_data *d)
 {
-	if (d->fd != -1 && d->w.len > 0 &&
-	    util_write_all(d->fd, d->w.buf, d->w.len) == -1) {
-		d->serrno = errno;
-		return -1;
+	if (d->fd != -1 && d->w.len > 0) {
+		if (util_write_all(d->fd, d->w.buf, d->w.len) == -1) {
+			d->serrno = errno;
+			return -1;
+		}
+		fault_point("lmtp-data-write");
 	}
 	wire_drain(&d->w);
 	return 0;
@@ -430,6 +433,8 @@ read_data(struct lmtp *l, struct l_data *d)
 		dres = DATA_SPOOL;
 	if (dres == DATA_SPOOL && d->serrno == 0)
 		d->serrno = errno;
+	if (dres == DATA_OK)
+		fault_point("lmtp-data-synced");
 	return dres;
 }
 
