@@ -484,6 +484,7 @@ lmtp_store(struct lmtp *l, const struct l_data *d)
 			    h->name, cf->punts[h->punt].name, h->id,
 			    h->nusers, d->w.body_octets,
 			    linked ? "link" : "copy");
+			fault_point("lmtp-host-stored");
 		} else
 			log_warnx("sid=%016" PRIx64 " peer=%s "
 			    "event=lmtp-tempfail host=%s why=\"%s\"", l->sid,

@@ -641,3 +641,37 @@ def test_copy_across_filesystems(request):
     finally:
         D._finish(request, d)
         shutil.rmtree(other, ignore_errors=True)
+
+
+def test_worker_killed_between_hosts_keeps_the_committed_copy(
+        request, monkeypatch):
+    """Killed after the first host's copy is committed (before any reply):
+    that copy is durable and whole (it shares its inode with the tmp file
+    it was linked from; fsck --repair removes only the tmp name), the
+    second host has nothing, and the MTA, which got no reply, retries."""
+    monkeypatch.setenv("SDPS_FAULT", "lmtp-host-stored")
+    d = lmtp_daemon()
+    monkeypatch.delenv("SDPS_FAULT")
+    try:
+        body = b"Subject: half\r\n\r\n" + (b"w" * 70 + b"\r\n") * 2000
+        c = Raw(d.lmtp_port)
+        c.send("LHLO m\r\nMAIL FROM:<s@example.org>\r\n"
+               "RCPT TO:<q@fred.example.net>\r\n"
+               "RCPT TO:<r@wilma.example.net>\r\nDATA\r\n")
+        c.reply()
+        assert [c.code()[0] for _ in range(4)] == [250, 250, 250, 354]
+        c.send(body + b".\r\n")
+        with pytest.raises((EOFError, ConnectionResetError)):
+            c.line()
+        c.close()
+        msgs = d.messages()
+        assert [(m["host"], m["rcpts"]) for m in msgs] == [(HOST, ["q"])]
+        d.stop()
+        r = d.ctl("fsck", "--repair")
+        assert r.rc == 0, r
+        for p in d.spool.punt_paths.values():
+            assert os.listdir(os.path.join(p, "tmp")) == []
+        with open(d.spool_file(msgs[0]["punt"], msgs[0]["id"]), "rb") as f:
+            assert f.read() == body
+    finally:
+        D._finish(request, d)
