@@ -128,7 +128,7 @@ enum store_res
 deliver_store_file(deliver_punt_fn *get, void *arg, int npunts, int first,
     const struct store_envelope *env, const char *src_path, int src_fd,
     uint64_t wire_len, uint64_t body_octets, int *idx, uint64_t *id,
-    bool *linked, char *why, size_t whylen)
+    bool last, enum store_via *via, char *why, size_t whylen)
 {
 	struct store	*st;
 	enum store_res	 res;
@@ -141,7 +141,7 @@ deliver_store_file(deliver_punt_fn *get, void *arg, int npunts, int first,
 			continue;
 		err[0] = '\0';
 		res = store_put_file(st, env, src_path, src_fd, wire_len,
-		    body_octets, id, linked, err, sizeof(err));
+		    body_octets, last, id, via, err, sizeof(err));
 		if (res == STORE_OK) {
 			*idx = order[i];
 			return STORE_OK;

@@ -447,8 +447,9 @@ get_punt(void *arg, int idx)
 /*
  * Store the message (fsynced in d's tmp file) once per host; host->res
  * says how it went.  The first host tries the file's own punt first, so
- * a single-host message is linked, never copied; every other host gets
- * its own random punt order (deliver.c).
+ * a single-host message is renamed into place, never copied; every
+ * other host gets its own random punt order (deliver.c).  The last host
+ * may take the file's name, the others link or copy it.
  */
 static void
 lmtp_store(struct lmtp *l, const struct l_data *d)
@@ -458,7 +459,8 @@ lmtp_store(struct lmtp *l, const struct l_data *d)
 	struct l_host		*h;
 	char			 why[1024];
 	size_t			 i;
-	bool			 linked;
+	enum store_via		 via;
+	static const char *const via_name[] = { "copy", "link", "rename" };
 
 	for (i = 0; i < l->nhosts; i++) {
 		h = &l->hosts[i];
@@ -470,11 +472,11 @@ lmtp_store(struct lmtp *l, const struct l_data *d)
 		env.rcpts = (const char *const *)h->users;
 		env.nrcpts = h->nusers;
 		why[0] = '\0';
-		linked = false;
+		via = STORE_VIA_COPY;
 		h->res = deliver_store_file(get_punt, l->w, cf->npunts,
 		    i == 0 ? d->punt : -1, &env, d->path, d->fd,
-		    d->w.drained, d->w.body_octets, &h->punt, &h->id, &linked,
-		    why, sizeof(why));
+		    d->w.drained, d->w.body_octets, &h->punt, &h->id,
+		    i + 1 == l->nhosts, &via, why, sizeof(why));
 		if (h->res == STORE_OK) {
 			l->msgs++;
 			atomic_fetch_add(&l->w->sb->hdr->total_lmtp_msgs, 1);
@@ -482,8 +484,7 @@ lmtp_store(struct lmtp *l, const struct l_data *d)
 			    "host=%s punt=%s id=%" PRIu64 " rcpts=%zu "
 			    "octets=%" PRIu64 " via=%s", l->sid, l->peer,
 			    h->name, cf->punts[h->punt].name, h->id,
-			    h->nusers, d->w.body_octets,
-			    linked ? "link" : "copy");
+			    h->nusers, d->w.body_octets, via_name[via]);
 			fault_point("lmtp-host-stored");
 		} else
 			log_warnx("sid=%016" PRIx64 " peer=%s "
@@ -493,7 +494,10 @@ lmtp_store(struct lmtp *l, const struct l_data *d)
 	}
 }
 
-/* The tmp file goes in every case: the stored copies have their own. */
+/*
+ * The tmp file goes in every case (unless the last host's copy took its
+ * name): the stored copies have their own names.
+ */
 static void
 data_end(struct l_data *d)
 {

@@ -2525,10 +2525,14 @@ put_file_rec(const struct store_envelope *env, uint64_t wire_len,
 	return 0;
 }
 
-/* tmp (durable data) -> spool, directory fsync, commit; as store_put. */
+/*
+ * tmp (durable data) -> spool, directory fsync, commit; as store_put.
+ * With own_tmp a failure before the rename removes tmp; without, tmp is
+ * the caller's.  (After the rename a failure removes the spool name.)
+ */
 static int
 put_file_tail(struct store *st, const char *tmp, struct rec *r,
-    uint64_t wire_len, uint64_t *id, char *why, size_t whylen)
+    uint64_t wire_len, uint64_t *id, char *why, size_t whylen, bool own_tmp)
 {
 	char		 final[PATH_MAX], dir[PATH_MAX];
 	uint64_t	 nid;
@@ -2560,44 +2564,64 @@ put_file_tail(struct store *st, const char *tmp, struct rec *r,
 	unlink(final);
 	return -1;
  fail_tmp:
-	unlink(tmp);
+	if (own_tmp)
+		unlink(tmp);
 	return -1;
 }
 
 enum store_res
 store_put_file(struct store *st, const struct store_envelope *env,
     const char *src_path, int src_fd, uint64_t wire_len,
-    uint64_t body_octets, uint64_t *id, bool *linked, char *err,
-    size_t errlen)
+    uint64_t body_octets, bool last, uint64_t *id, enum store_via *via,
+    char *err, size_t errlen)
 {
 	char		 tmp[PATH_MAX];
 	char		 why[PATH_MAX + 64];
 	unsigned char	*rcpts = NULL;
 	struct rec	 r;
+	struct stat	 ssb, tsb;
+	bool		 same_fs;
 
-	*linked = false;
+	*via = STORE_VIA_COPY;
 	if (put_file_rec(env, wire_len, body_octets, &r, &rcpts) == -1) {
 		seterr(err, errlen, "bad envelope");
 		return STORE_PERMFAIL;
 	}
-	if (wire_len > SIZE_MAX || tmp_name(st, tmp, sizeof(tmp)) == -1) {
+	if (wire_len > SIZE_MAX || fstat(src_fd, &ssb) == -1 ||
+	    stat(st->tmp, &tsb) == -1) {
+		seterr(why, sizeof(why), "stat %s/: %s", st->tmp,
+		    strerror(errno));
+		goto fail;
+	}
+	same_fs = ssb.st_dev == tsb.st_dev;
+	/*
+	 * The same filesystem: the already fsynced data gets its spool name
+	 * by rename (the last copy) or by a hard link into tmp/ first (the
+	 * source is still needed); either name becomes durable with the
+	 * spool directory's fsync.  Otherwise a copy, fsynced before it
+	 * counts.
+	 */
+	if (same_fs && last && access(src_path, F_OK) == 0) {
+		if (put_file_tail(st, src_path, &r, wire_len, id, why,
+		    sizeof(why), false) == -1)
+			goto fail;
+		*via = STORE_VIA_RENAME;
+		free(rcpts);
+		return STORE_OK;
+	}
+	if (tmp_name(st, tmp, sizeof(tmp)) == -1) {
 		seterr(why, sizeof(why), "tmp path too long");
 		goto fail;
 	}
-	/*
-	 * The same filesystem: a second name for the already fsynced data
-	 * (the link itself becomes durable with the spool directory's
-	 * fsync).  Otherwise (EXDEV, or a filesystem without hard links)
-	 * a copy, fsynced before it counts.
-	 */
-	if (link(src_path, tmp) == 0)
-		*linked = true;
+	if (same_fs && link(src_path, tmp) == 0)
+		*via = STORE_VIA_LINK;
 	else if (copy_to_tmp(src_fd, wire_len, tmp) == -1) {
 		seterr(why, sizeof(why), "copy to %s/: %s", st->tmp,
 		    strerror(errno));
 		goto fail;
 	}
-	if (put_file_tail(st, tmp, &r, wire_len, id, why, sizeof(why)) == -1)
+	if (put_file_tail(st, tmp, &r, wire_len, id, why, sizeof(why),
+	    true) == -1)
 		goto fail;
 	free(rcpts);
 	return STORE_OK;

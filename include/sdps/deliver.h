@@ -43,17 +43,18 @@ int	deliver_tmp_open(deliver_punt_fn *get, void *arg, int npunts,
 
 /*
  * deliver_store for a message already in wire format in the fsynced file
- * src_path (src_fd), wire_len octets (store_put_file: a link on the same
- * filesystem, else a copy).  The punts are tried in a fresh random
- * order, except that first (if >= 0) goes first: the punt holding the
- * file, for the first host, so a single-host message is never copied and
- * its punt is still the first usable one of a random order.
+ * src_path (src_fd), wire_len octets (store_put_file: renamed, for the
+ * last copy, or linked on the same filesystem, else copied; *via says
+ * which).  The punts are tried in a fresh random order, except that
+ * first (if >= 0) goes first: the punt holding the file, for the first
+ * host, so a single-host message is never copied and its punt is still
+ * the first usable one of a random order.
  */
 enum store_res deliver_store_file(deliver_punt_fn *get, void *arg,
 	    int npunts, int first, const struct store_envelope *env,
 	    const char *src_path, int src_fd, uint64_t wire_len,
-	    uint64_t body_octets, int *idx, uint64_t *id, bool *linked,
-	    char *why, size_t whylen);
+	    uint64_t body_octets, int *idx, uint64_t *id, bool last,
+	    enum store_via *via, char *why, size_t whylen);
 
 /* Append one "; "-separated reason to why (whylen octets). */
 void	deliver_why(char *why, size_t whylen, const char *fmt, ...)
