@@ -2410,11 +2410,12 @@ store_fsck(struct store *st, bool repair, struct store_fsck *out,
  *
  * LMTP streams DATA into a tmp file of one punt instead of holding it in
  * memory (issue 8, finding 5); each recipient host's copy then reaches
- * its punt by link(2) (same filesystem: no data written twice) or by
- * copy_file_range(2), and from there takes the same durable path as
- * store_put: tmp/ -> fsync -> rename into spool/ -> directory fsync ->
- * index commit.  put_file_rec() and put_file_tail() are store_put's
- * envelope check and durable tail for a file already in tmp/.
+ * its punt by rename(2) or link(2) (same filesystem: no data written
+ * twice) or by copy_file_range(2), and from there takes the same durable
+ * path as store_put: tmp/ -> fsync -> rename into spool/ -> directory
+ * fsync -> index commit.  put_file_rec() and put_file_tail() are
+ * store_put's envelope check and durable tail (from alloc_id on) for a
+ * file already in tmp/; store_put could call them too.
  */
 
 #define COPY_CHUNK	(64 * 1024)
