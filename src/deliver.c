@@ -1,6 +1,7 @@
 /* deliver: the punt choice for a new message, shared by sdps-deliver and
  * the LMTP session (docs/design.md §10.1: a random punt per message). */
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,53 @@ deliver_why(char *why, size_t whylen, const char *fmt, ...)
 	va_end(ap);
 }
 
+/*
+ * The punts to try, in order: only alone, or first (if >= 0) and then the
+ * rest, or all, in a fresh random order.  Returns how many.
+ */
+static int
+punt_order(int *order, int npunts, int only, int first)
+{
+	int	 n, i, j, t;
+
+	if (npunts > CONFIG_PUNT_MAX)
+		npunts = CONFIG_PUNT_MAX;
+	if (only >= 0) {
+		if (only >= npunts)
+			return 0;
+		order[0] = only;
+		return 1;
+	}
+	n = npunts;
+	for (i = 0; i < n; i++)
+		order[i] = i;
+	/* Fisher-Yates: every order equally likely, so load and the damage
+	 * of a failing punt spread evenly. */
+	for (i = n - 1; i > 0; i--) {
+		j = (int)arc4random_uniform((uint32_t)i + 1);
+		t = order[i];
+		order[i] = order[j];
+		order[j] = t;
+	}
+	if (first >= 0 && first < n)
+		for (i = 1; i < n; i++)
+			if (order[i] == first) {
+				order[i] = order[0];
+				order[0] = first;
+				break;
+			}
+	return n;
+}
+
+static void
+why_fail(char *why, size_t whylen, struct store *st, enum store_res res,
+    const char *err)
+{
+	deliver_why(why, whylen, "punt %s: %s", store_name(st),
+	    err[0] != '\0' ? err : res == STORE_PERMFAIL ?
+	    "permanent failure" : "temporary failure");
+}
+
 enum store_res
 deliver_store(deliver_punt_fn *get, void *arg, int npunts, int only,
     const struct store_envelope *env, const struct wire *w, int *idx,
@@ -37,28 +85,9 @@ deliver_store(deliver_punt_fn *get, void *arg, int npunts, int only,
 	struct store	*st;
 	enum store_res	 res;
 	char		 err[256];
-	int		 order[CONFIG_PUNT_MAX], n, i, j, t;
+	int		 order[CONFIG_PUNT_MAX], n, i;
 
-	if (npunts > CONFIG_PUNT_MAX)
-		npunts = CONFIG_PUNT_MAX;
-	if (only >= 0) {
-		if (only >= npunts)
-			return STORE_TEMPFAIL;
-		order[0] = only;
-		n = 1;
-	} else {
-		n = npunts;
-		for (i = 0; i < n; i++)
-			order[i] = i;
-		/* Fisher-Yates: every order equally likely, so load and
-		 * the damage of a failing punt spread evenly. */
-		for (i = n - 1; i > 0; i--) {
-			j = (int)arc4random_uniform((uint32_t)i + 1);
-			t = order[i];
-			order[i] = order[j];
-			order[j] = t;
-		}
-	}
+	n = punt_order(order, npunts, only, -1);
 	for (i = 0; i < n; i++) {
 		if ((st = get(arg, order[i])) == NULL)
 			continue;	/* get() said why */
@@ -69,9 +98,55 @@ deliver_store(deliver_punt_fn *get, void *arg, int npunts, int only,
 			*idx = order[i];
 			return STORE_OK;
 		}
-		deliver_why(why, whylen, "punt %s: %s", store_name(st),
-		    err[0] != '\0' ? err : res == STORE_PERMFAIL ?
-		    "permanent failure" : "temporary failure");
+		why_fail(why, whylen, st, res, err);
+	}
+	return STORE_TEMPFAIL;
+}
+
+int
+deliver_tmp_open(deliver_punt_fn *get, void *arg, int npunts, int *idx,
+    char *path, size_t pathlen, char *why, size_t whylen)
+{
+	struct store	*st;
+	int		 order[CONFIG_PUNT_MAX], n, i, fd;
+
+	n = punt_order(order, npunts, -1, -1);
+	for (i = 0; i < n; i++) {
+		if ((st = get(arg, order[i])) == NULL)
+			continue;
+		if ((fd = store_tmp_open(st, path, pathlen)) != -1) {
+			*idx = order[i];
+			return fd;
+		}
+		deliver_why(why, whylen, "punt %s: tmp file: %s",
+		    store_name(st), strerror(errno));
+	}
+	return -1;
+}
+
+enum store_res
+deliver_store_file(deliver_punt_fn *get, void *arg, int npunts, int first,
+    const struct store_envelope *env, const char *src_path, int src_fd,
+    uint64_t wire_len, uint64_t body_octets, int *idx, uint64_t *id,
+    bool last, enum store_via *via, char *why, size_t whylen)
+{
+	struct store	*st;
+	enum store_res	 res;
+	char		 err[256];
+	int		 order[CONFIG_PUNT_MAX], n, i;
+
+	n = punt_order(order, npunts, -1, first);
+	for (i = 0; i < n; i++) {
+		if ((st = get(arg, order[i])) == NULL)
+			continue;
+		err[0] = '\0';
+		res = store_put_file(st, env, src_path, src_fd, wire_len,
+		    body_octets, last, id, via, err, sizeof(err));
+		if (res == STORE_OK) {
+			*idx = order[i];
+			return STORE_OK;
+		}
+		why_fail(why, whylen, st, res, err);
 	}
 	return STORE_TEMPFAIL;
 }

@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -18,6 +19,7 @@
 #include "sdps/auth.h"
 #include "sdps/config.h"
 #include "sdps/deliver.h"
+#include "sdps/fault.h"
 #include "sdps/lmtp.h"
 #include "sdps/log.h"
 #include "sdps/pop3.h"
@@ -75,8 +77,27 @@ enum data_res {
 	DATA_OK,
 	DATA_TOO_LONG,	/* a line over LMTP_LINE_MAX */
 	DATA_NUL,
+	DATA_BARE,	/* a bare LF or bare CR */
 	DATA_WIRE,	/* wire_feed/wire_finish refused: see wres */
+	DATA_SPOOL,	/* writing the tmp file failed: see serrno */
 	DATA_IOFAIL	/* connection gone: no reply */
+};
+
+/*
+ * DATA goes to a tmp file of one punt as it arrives, through the wire
+ * conversion's buffer, drained to the file whenever it holds this much:
+ * a worker's memory does not grow with the message (issue 8, finding 5).
+ */
+#define LMTP_DATA_BUF	(64 * 1024)
+
+/* The message of one DATA phase, streaming into a punt's tmp/. */
+struct l_data {
+	struct wire	 w;
+	enum wire_res	 wres;
+	int		 fd;		/* -1: no punt took it, only read */
+	int		 punt;		/* the punt holding path */
+	char		 path[PATH_MAX];
+	int		 serrno;
 };
 
 static int	lmtp_reply(struct lmtp *, const char *, ...)
@@ -277,6 +298,12 @@ cmd_rcpt(struct lmtp *l, char *arg)
 	case AUTH_OK:
 		break;
 	case AUTH_FAIL:
+		/*
+		 * A bad command for max_bad_commands (issue 8, finding 10):
+		 * a dictionary attack on host names is cut off like one on
+		 * commands, and a real MTA rarely sends many.
+		 */
+		l->bad++;
 		return lmtp_reply(l, "550 5.1.1 <%s@%s>: no such host here",
 		    user, host);
 	case AUTH_TEMPFAIL:
@@ -294,32 +321,79 @@ cmd_rcpt(struct lmtp *l, char *arg)
 }
 
 /*
+ * How the line pop3_read_line just gave (or consumed) ended: 2 for CRLF,
+ * 1 for a bare LF, 0 when unknown.  The line end is the last thing the
+ * reader consumed: its LF is just before rbuf + rpos (pop3.h: [rpos,
+ * rlen) is the unread input).  line is NULL for a consumed bad line;
+ * then a CR counts only if still in the buffer (a line too long to keep
+ * may have lost it in an earlier read: unknown).
+ */
+static int
+line_end_len(const struct pop3_conn *c, const char *line, size_t len)
+{
+	const char	*end = c->rbuf + c->rpos;
+
+	if (line != NULL)
+		return (int)(end - (line + len));
+	if (c->rpos >= 2)
+		return c->rbuf[c->rpos - 2] == '\r' ? 2 : 1;
+	return 0;
+}
+
+/* Write what the conversion holds to the tmp file; 0 or -1. */
+static int
+data_drain(struct l_data *d)
+{
+	if (d->fd != -1 && d->w.len > 0) {
+		if (util_write_all(d->fd, d->w.buf, d->w.len) == -1) {
+			d->serrno = errno;
+			return -1;
+		}
+		fault_point("lmtp-data-write");
+	}
+	wire_drain(&d->w);
+	return 0;
+}
+
+/*
  * Read the dot-terminated text (RFC 5321 §4.5.2: a leading dot is
  * removed) and rebuild the message with CRLF ends for wire_feed, so the
- * stored bytes are what sdps-deliver would store for the same message.
- * After a problem the rest is read and dropped: the replies can only go
- * out after the final dot.
+ * stored bytes are what sdps-deliver would store for the same message;
+ * the converted text goes to d->fd every LMTP_DATA_BUF octets.
+ *
+ * Only CRLF "." CRLF ends the text (RFC 5321 §4.1.1.4).  A bare LF or
+ * bare CR anywhere refuses the message (the answer to SMTP smuggling:
+ * "\n.\n", "\r\n.\n" and "\n.\r\n" are text, not an end, so nothing
+ * after them runs as a command, and a message that another MTA might
+ * have split there is not stored either).  After a problem the rest is
+ * read and dropped, up to the real final dot: the replies can only go
+ * out after it.
  */
 static enum data_res
-read_data(struct lmtp *l, struct wire *w, enum wire_res *wres)
+read_data(struct lmtp *l, struct l_data *d)
 {
 	enum data_res	 dres = DATA_OK;
 	enum pop3_res	 r;
 	char		*line;
 	size_t		 len;
+	bool		 crlf, prev_crlf = true;	/* DATA's own CRLF */
 
 	for (;;) {
+		line = NULL;
+		len = 0;
 		switch ((r = pop3_read_line(&l->c, &line, &len))) {
 		case POP3_OK:
 			break;
 		case POP3_TOO_LONG:
 			if (dres == DATA_OK)
 				dres = DATA_TOO_LONG;
-			continue;
+			line = NULL;
+			break;
 		case POP3_NUL:
 			if (dres == DATA_OK)
 				dres = DATA_NUL;
-			continue;
+			line = NULL;
+			break;
 		case POP3_EOF:
 		case POP3_TIMEOUT:
 		case POP3_KILLED:
@@ -329,20 +403,38 @@ read_data(struct lmtp *l, struct wire *w, enum wire_res *wres)
 			    pop3_res_name(r));
 			return DATA_IOFAIL;
 		}
-		if (len == 1 && line[0] == '.')
+		/* An unknown line end is taken as bare: never an end. */
+		crlf = line_end_len(&l->c, line, len) == 2;
+		if (line != NULL && crlf && prev_crlf && len == 1 &&
+		    line[0] == '.')
 			break;
+		prev_crlf = crlf;
+		if (line == NULL)
+			continue;
+		if (dres == DATA_OK && (!crlf || memchr(line, '\r', len) !=
+		    NULL))
+			dres = DATA_BARE;
 		if (dres != DATA_OK)
 			continue;
 		if (line[0] == '.') {
 			line++;
 			len--;
 		}
-		if ((*wres = wire_feed(w, line, len)) != WIRE_OK ||
-		    (*wres = wire_feed(w, "\r\n", 2)) != WIRE_OK)
+		if ((d->wres = wire_feed(&d->w, line, len)) != WIRE_OK ||
+		    (d->wres = wire_feed(&d->w, "\r\n", 2)) != WIRE_OK)
 			dres = DATA_WIRE;
+		else if (d->w.len >= LMTP_DATA_BUF && data_drain(d) == -1)
+			dres = DATA_SPOOL;
 	}
-	if (dres == DATA_OK && (*wres = wire_finish(w)) != WIRE_OK)
+	if (dres == DATA_OK && (d->wres = wire_finish(&d->w)) != WIRE_OK)
 		dres = DATA_WIRE;
+	if (dres == DATA_OK && (data_drain(d) == -1 ||
+	    (d->fd != -1 && fsync(d->fd) == -1)))
+		dres = DATA_SPOOL;
+	if (dres == DATA_SPOOL && d->serrno == 0)
+		d->serrno = errno;
+	if (dres == DATA_OK)
+		fault_point("lmtp-data-synced");
 	return dres;
 }
 
@@ -352,33 +444,48 @@ get_punt(void *arg, int idx)
 	return worker_punt(arg, idx);
 }
 
-/* Store the message once per host; host->res says how it went. */
+/*
+ * Store the message (fsynced in d's tmp file) once per host; host->res
+ * says how it went.  The first host tries the file's own punt first, so
+ * a single-host message is renamed into place, never copied; every
+ * other host gets its own random punt order (deliver.c).  The last host
+ * may take the file's name, the others link or copy it.
+ */
 static void
-lmtp_store(struct lmtp *l, const struct wire *w)
+lmtp_store(struct lmtp *l, const struct l_data *d)
 {
 	const struct config	*cf = l->w->cf;
 	struct store_envelope	 env;
 	struct l_host		*h;
 	char			 why[1024];
 	size_t			 i;
+	enum store_via		 via;
+	static const char *const via_name[] = { "copy", "link", "rename" };
 
 	for (i = 0; i < l->nhosts; i++) {
 		h = &l->hosts[i];
+		h->res = STORE_TEMPFAIL;
+		if (d->fd == -1)
+			continue;
 		env.host = h->name;
 		env.sender = l->sender;
 		env.rcpts = (const char *const *)h->users;
 		env.nrcpts = h->nusers;
 		why[0] = '\0';
-		h->res = deliver_store(get_punt, l->w, cf->npunts, -1, &env,
-		    w, &h->punt, &h->id, why, sizeof(why));
+		via = STORE_VIA_COPY;
+		h->res = deliver_store_file(get_punt, l->w, cf->npunts,
+		    i == 0 ? d->punt : -1, &env, d->path, d->fd,
+		    d->w.drained, d->w.body_octets, &h->punt, &h->id,
+		    i + 1 == l->nhosts, &via, why, sizeof(why));
 		if (h->res == STORE_OK) {
 			l->msgs++;
 			atomic_fetch_add(&l->w->sb->hdr->total_lmtp_msgs, 1);
 			log_info("sid=%016" PRIx64 " peer=%s event=lmtp-stored "
 			    "host=%s punt=%s id=%" PRIu64 " rcpts=%zu "
-			    "octets=%" PRIu64, l->sid, l->peer, h->name,
-			    cf->punts[h->punt].name, h->id, h->nusers,
-			    w->body_octets);
+			    "octets=%" PRIu64 " via=%s", l->sid, l->peer,
+			    h->name, cf->punts[h->punt].name, h->id,
+			    h->nusers, d->w.body_octets, via_name[via]);
+			fault_point("lmtp-host-stored");
 		} else
 			log_warnx("sid=%016" PRIx64 " peer=%s "
 			    "event=lmtp-tempfail host=%s why=\"%s\"", l->sid,
@@ -387,15 +494,30 @@ lmtp_store(struct lmtp *l, const struct wire *w)
 	}
 }
 
+/*
+ * The tmp file goes in every case (unless the last host's copy took its
+ * name): the stored copies have their own names.
+ */
+static void
+data_end(struct l_data *d)
+{
+	if (d->fd != -1) {
+		close(d->fd);
+		unlink(d->path);
+		d->fd = -1;
+	}
+	wire_free(&d->w);
+}
+
 /* RFC 2033 §4.2: after the final dot, one reply per accepted RCPT. */
 static int
 cmd_data(struct lmtp *l, char *arg)
 {
-	struct wire	 w;
-	enum wire_res	 wres = WIRE_OK;
+	struct l_data	 d;
 	enum data_res	 dres;
 	const char	*fail = NULL;
 	struct l_host	*h;
+	char		 why[1024];
 	size_t		 i;
 	int		 rc = 0;
 
@@ -405,11 +527,27 @@ cmd_data(struct lmtp *l, char *arg)
 		return lmtp_reply(l, "503 5.5.1 MAIL first");
 	if (l->nrcpts == 0)
 		return lmtp_reply(l, "503 5.5.1 no valid recipients");
-	if (lmtp_reply(l, "354 2.0.0 go ahead, end with <CRLF>.<CRLF>") == -1)
+	memset(&d, 0, sizeof(d));
+	d.wres = WIRE_OK;
+	why[0] = '\0';
+	/*
+	 * No punt for the file: the text is still read (and checked), and
+	 * every recipient gets 451 after the dot, as when no punt takes a
+	 * finished message.
+	 */
+	if ((d.fd = deliver_tmp_open(get_punt, l->w, l->w->cf->npunts,
+	    &d.punt, d.path, sizeof(d.path), why, sizeof(why))) == -1)
+		log_warnx("sid=%016" PRIx64 " peer=%s event=lmtp-nospool "
+		    "why=\"%s\"", l->sid, l->peer, why[0] != '\0' ? why :
+		    "no punt available");
+	wire_init(&d.w, l->w->cf->max_message_octets);
+	if (lmtp_reply(l, "354 2.0.0 go ahead, end with <CRLF>.<CRLF>") ==
+	    -1) {
+		data_end(&d);
 		return -1;
-	wire_init(&w, l->w->cf->max_message_octets);
-	if ((dres = read_data(l, &w, &wres)) == DATA_IOFAIL) {
-		wire_free(&w);
+	}
+	if ((dres = read_data(l, &d)) == DATA_IOFAIL) {
+		data_end(&d);
 		return -1;
 	}
 	switch (dres) {
@@ -422,8 +560,18 @@ cmd_data(struct lmtp *l, char *arg)
 	case DATA_NUL:
 		fail = "554 5.6.0 message contains a NUL octet";
 		break;
+	case DATA_BARE:
+		fail = "554 5.6.0 message contains a bare LF or CR "
+		    "(RFC 5321 2.3.8)";
+		break;
+	case DATA_SPOOL:
+		log_warnx("sid=%016" PRIx64 " peer=%s event=lmtp-tempfail "
+		    "punt=%s why=\"tmp file: %s\"", l->sid, l->peer,
+		    l->w->cf->punts[d.punt].name, strerror(d.serrno));
+		fail = "451 4.3.0 temporary storage failure, try again later";
+		break;
 	case DATA_WIRE:
-		switch (wres) {
+		switch (d.wres) {
 		case WIRE_TOO_BIG:
 			fail = "552 5.3.4 message exceeds the size limit";
 			break;
@@ -446,10 +594,11 @@ cmd_data(struct lmtp *l, char *arg)
 	}
 	l->txns++;
 	if (fail == NULL)
-		lmtp_store(l, &w);
+		lmtp_store(l, &d);
 	else
 		log_info("sid=%016" PRIx64 " peer=%s event=lmtp-refused "
 		    "rcpts=%zu reply=\"%s\"", l->sid, l->peer, l->nrcpts, fail);
+	data_end(&d);
 	for (i = 0; i < l->nrcpts && rc == 0; i++) {
 		h = &l->hosts[l->rcpts[i].host];
 		if (fail != NULL)
@@ -463,7 +612,6 @@ cmd_data(struct lmtp *l, char *arg)
 			    "storage failure, try again later",
 			    l->rcpts[i].user, h->name);
 	}
-	wire_free(&w);
 	txn_reset(l);
 	return rc;
 }

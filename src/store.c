@@ -2452,3 +2452,231 @@ store_fsck(struct store *st, bool repair, struct store_fsck *out,
 	free(f.ent);
 	return ret;
 }
+
+/*
+ * ---- Storing a message whose wire-format data is already in a file ----
+ *
+ * LMTP streams DATA into a tmp file of one punt instead of holding it in
+ * memory (issue 8, finding 5); each recipient host's copy then reaches
+ * its punt by rename(2) or link(2) (same filesystem: no data written
+ * twice) or by copy_file_range(2), and from there takes the same durable
+ * path as store_put: tmp/ -> fsync -> rename into spool/ -> directory
+ * fsync -> index commit.  put_file_rec() and put_file_tail() are
+ * store_put's envelope check and durable tail (from alloc_id on) for a
+ * file already in tmp/; store_put could call them too.
+ */
+
+#define COPY_CHUNK	(64 * 1024)
+
+/* A fresh tmp/ name: the pid first, so fsck can tell a live writer's. */
+static int
+tmp_name(struct store *st, char *path, size_t pathlen)
+{
+	int	 n;
+
+	n = snprintf(path, pathlen, "%s/%ld.%llx.%u", st->tmp, (long)getpid(),
+	    (unsigned long long)util_now_us(), st->tmp_seq++);
+	if (n < 0 || (size_t)n >= pathlen) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	return 0;
+}
+
+int
+store_tmp_open(struct store *st, char *path, size_t pathlen)
+{
+	if (tmp_name(st, path, pathlen) == -1)
+		return -1;
+	return open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0660);
+}
+
+/* Copy len octets of src into the new file path and fsync it. */
+static int
+copy_to_tmp(int src, uint64_t len, const char *path)
+{
+	char		 buf[COPY_CHUNK];
+	loff_t		 off = 0;
+	ssize_t		 n;
+	int		 fd, serrno;
+	bool		 plain = false;
+
+	if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+	    0660)) == -1)
+		return -1;
+	while ((uint64_t)off < len) {
+		if (!plain) {
+			n = copy_file_range(src, &off, fd, NULL,
+			    (size_t)(len - (uint64_t)off < SSIZE_MAX ?
+			    len - (uint64_t)off : SSIZE_MAX), 0);
+			if (n > 0)
+				continue;
+			if (n == -1 && errno == EINTR)
+				continue;
+			/* Older kernels refuse across filesystems, some
+			 * filesystems not at all: copy through a buffer. */
+			if (n == -1 && (errno == EXDEV || errno == EINVAL ||
+			    errno == ENOSYS || errno == EOPNOTSUPP ||
+			    errno == EPERM)) {
+				plain = true;
+				continue;
+			}
+			if (n == 0)
+				errno = EIO;	/* source shorter than len */
+			goto fail;
+		}
+		n = pread(src, buf, sizeof(buf) < len - (uint64_t)off ?
+		    sizeof(buf) : (size_t)(len - (uint64_t)off), off);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			goto fail;
+		}
+		if (util_write_all(fd, buf, (size_t)n) == -1)
+			goto fail;
+		off += n;
+	}
+	if (fsync(fd) == -1)
+		goto fail;
+	if (close(fd) == -1) {
+		fd = -1;
+		goto fail;
+	}
+	return 0;
+ fail:
+	serrno = errno;
+	if (fd != -1)
+		close(fd);
+	unlink(path);
+	errno = serrno;
+	return -1;
+}
+
+/* The record store_put would build for env; *rcpts is the caller's. */
+static int
+put_file_rec(const struct store_envelope *env, uint64_t wire_len,
+    uint64_t body_octets, struct rec *r, unsigned char **rcpts)
+{
+	memset(r, 0, sizeof(*r));
+	if ((*rcpts = pack_rcpts(env, &r->rcpts_len)) == NULL)
+		return -1;
+	r->rcpts = *rcpts;
+	r->nrcpts = env->nrcpts;
+	r->host = env->host;
+	r->host_len = strlen(env->host);
+	r->sender = env->sender;
+	r->sender_len = strlen(env->sender);
+	r->agent = "";
+	r->stored_octets = wire_len;
+	r->octets = body_octets + RETURN_PATH_OCTETS(env->sender);
+	return 0;
+}
+
+/*
+ * tmp (durable data) -> spool, directory fsync, commit; as store_put.
+ * With own_tmp a failure before the rename removes tmp; without, tmp is
+ * the caller's.  (After the rename a failure removes the spool name.)
+ */
+static int
+put_file_tail(struct store *st, const char *tmp, struct rec *r,
+    uint64_t wire_len, uint64_t *id, char *why, size_t whylen, bool own_tmp)
+{
+	char		 final[PATH_MAX], dir[PATH_MAX];
+	uint64_t	 nid;
+
+	if (alloc_id(st, &nid) == -1) {
+		seterr(why, whylen, "cannot allocate an id");
+		goto fail_tmp;
+	}
+	if (spool_path(st, nid, final, sizeof(final)) == -1) {
+		seterr(why, whylen, "spool path too long");
+		goto fail_tmp;
+	}
+	if (spool_subdir(st, nid, dir, sizeof(dir), why, whylen) == -1)
+		goto fail_tmp;
+	if (rename(tmp, final) == -1) {
+		seterr(why, whylen, "rename %s: %s", final, strerror(errno));
+		goto fail_tmp;
+	}
+	if (util_fsync_dir(dir) == -1) {
+		seterr(why, whylen, "fsync spool: %s", strerror(errno));
+		goto fail_final;
+	}
+	if (commit_record(st, nid, final, r, (size_t)wire_len, why,
+	    whylen) == -1)
+		goto fail_final;
+	*id = nid;
+	return 0;
+ fail_final:
+	unlink(final);
+	return -1;
+ fail_tmp:
+	if (own_tmp)
+		unlink(tmp);
+	return -1;
+}
+
+enum store_res
+store_put_file(struct store *st, const struct store_envelope *env,
+    const char *src_path, int src_fd, uint64_t wire_len,
+    uint64_t body_octets, bool last, uint64_t *id, enum store_via *via,
+    char *err, size_t errlen)
+{
+	char		 tmp[PATH_MAX];
+	char		 why[PATH_MAX + 64];
+	unsigned char	*rcpts = NULL;
+	struct rec	 r;
+	struct stat	 ssb, tsb;
+	bool		 same_fs;
+
+	*via = STORE_VIA_COPY;
+	if (put_file_rec(env, wire_len, body_octets, &r, &rcpts) == -1) {
+		seterr(err, errlen, "bad envelope");
+		return STORE_PERMFAIL;
+	}
+	if (wire_len > SIZE_MAX || fstat(src_fd, &ssb) == -1 ||
+	    stat(st->tmp, &tsb) == -1) {
+		seterr(why, sizeof(why), "stat %s/: %s", st->tmp,
+		    strerror(errno));
+		goto fail;
+	}
+	same_fs = ssb.st_dev == tsb.st_dev;
+	/*
+	 * The same filesystem: the already fsynced data gets its spool name
+	 * by rename (the last copy) or by a hard link into tmp/ first (the
+	 * source is still needed); either name becomes durable with the
+	 * spool directory's fsync.  Otherwise a copy, fsynced before it
+	 * counts.
+	 */
+	if (same_fs && last && access(src_path, F_OK) == 0) {
+		if (put_file_tail(st, src_path, &r, wire_len, id, why,
+		    sizeof(why), false) == -1)
+			goto fail;
+		*via = STORE_VIA_RENAME;
+		free(rcpts);
+		return STORE_OK;
+	}
+	if (tmp_name(st, tmp, sizeof(tmp)) == -1) {
+		seterr(why, sizeof(why), "tmp path too long");
+		goto fail;
+	}
+	if (same_fs && link(src_path, tmp) == 0)
+		*via = STORE_VIA_LINK;
+	else if (copy_to_tmp(src_fd, wire_len, tmp) == -1) {
+		seterr(why, sizeof(why), "copy to %s/: %s", st->tmp,
+		    strerror(errno));
+		goto fail;
+	}
+	if (put_file_tail(st, tmp, &r, wire_len, id, why, sizeof(why),
+	    true) == -1)
+		goto fail;
+	free(rcpts);
+	return STORE_OK;
+ fail:
+	log_warnx("store %s: store failed: %s", st->name, why);
+	seterr(err, errlen, "%s", why);
+	free(rcpts);
+	return STORE_TEMPFAIL;
+}

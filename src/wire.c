@@ -33,6 +33,13 @@ wire_free(struct wire *w)
 	w->len = w->cap = 0;
 }
 
+void
+wire_drain(struct wire *w)
+{
+	w->drained += w->len;
+	w->len = 0;
+}
+
 const char *
 wire_strerror(enum wire_res res)
 {

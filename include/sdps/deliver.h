@@ -6,6 +6,7 @@
 #ifndef SDPS_DELIVER_H
 #define SDPS_DELIVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -30,6 +31,30 @@ typedef struct store *deliver_punt_fn(void *arg, int idx);
 enum store_res deliver_store(deliver_punt_fn *get, void *arg, int npunts,
 	    int only, const struct store_envelope *env, const struct wire *w,
 	    int *idx, uint64_t *id, char *why, size_t whylen);
+
+/*
+ * Streaming (LMTP): open a new tmp file, for the message as it arrives,
+ * on the first punt of a fresh random order that is usable and takes it
+ * (store_tmp_open).  Returns the fd with *idx and path set, or -1 (why
+ * says what each punt answered).
+ */
+int	deliver_tmp_open(deliver_punt_fn *get, void *arg, int npunts,
+	    int *idx, char *path, size_t pathlen, char *why, size_t whylen);
+
+/*
+ * deliver_store for a message already in wire format in the fsynced file
+ * src_path (src_fd), wire_len octets (store_put_file: renamed, for the
+ * last copy, or linked on the same filesystem, else copied; *via says
+ * which).  The punts are tried in a fresh random order, except that
+ * first (if >= 0) goes first: the punt holding the file, for the first
+ * host, so a single-host message is never copied and its punt is still
+ * the first usable one of a random order.
+ */
+enum store_res deliver_store_file(deliver_punt_fn *get, void *arg,
+	    int npunts, int first, const struct store_envelope *env,
+	    const char *src_path, int src_fd, uint64_t wire_len,
+	    uint64_t body_octets, int *idx, uint64_t *id, bool last,
+	    enum store_via *via, char *why, size_t whylen);
 
 /* Append one "; "-separated reason to why (whylen octets). */
 void	deliver_why(char *why, size_t whylen, const char *fmt, ...)

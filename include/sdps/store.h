@@ -151,6 +151,35 @@ enum store_res store_put(struct store *st, const struct store_envelope *env,
 	    uint64_t *id, char *err, size_t errlen);
 
 /*
+ * ---- A message whose wire-format data is already in a file (LMTP
+ * streams DATA to disk instead of memory). ----
+ *
+ * store_tmp_open: create a new, empty file in st's tmp/ (read-write, the
+ * writer's pid in its name, so fsck --repair removes it only once this
+ * process is gone); its path goes to path.  Returns the fd, or -1 (errno).
+ *
+ * store_put_file: store_put for data already written, in wire format, to
+ * src_path (open as src_fd, readable, wire_len octets, already fsynced by
+ * the caller) on any punt's filesystem.  On st's filesystem the data is
+ * not written again: with last (no other copy will be made from
+ * src_path) src_path itself is renamed into the spool (*via RENAME; on
+ * success src_path is gone, src_fd stays valid), else a hard link of it
+ * in st's tmp/ is (*via LINK: the spool file shares the inode, whose data
+ * is never rewritten).  On another filesystem a copy_file_range(2) copy
+ * in st's tmp/, fsynced (*via COPY).  Then the same durable path as
+ * store_put (rename into spool/, directory fsync, index commit); STORE_OK
+ * only after the commit.  On failure src_path may be gone (a failed
+ * last rename): copy from src_fd then.
+ */
+enum store_via { STORE_VIA_COPY, STORE_VIA_LINK, STORE_VIA_RENAME };
+
+int	store_tmp_open(struct store *st, char *path, size_t pathlen);
+enum store_res store_put_file(struct store *st,
+	    const struct store_envelope *env, const char *src_path, int src_fd,
+	    uint64_t wire_len, uint64_t body_octets, bool last, uint64_t *id,
+	    enum store_via *via, char *err, size_t errlen);
+
+/*
  * Maildrop listing for host, or only the messages with a recipient equal
  * to user (case-insensitive) when user is not NULL.  POP_DELETED messages
  * are left out.  *out is a malloc'd array in id order (the caller frees

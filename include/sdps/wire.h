@@ -22,6 +22,7 @@ struct wire {
 	size_t	 len, cap;
 	uint64_t body_octets;	/* unstuffed CRLF size (what POP3 counts) */
 	uint64_t max_octets;	/* limit on body_octets; 0 = none */
+	uint64_t drained;	/* octets handed out by wire_drain so far */
 	/* private parser state */
 	int	 st_bol, st_cr, st_hdr;
 	uint64_t st_lines;
@@ -40,6 +41,14 @@ enum wire_res wire_feed(struct wire *w, const void *data, size_t len);
 enum wire_res wire_finish(struct wire *w);
 
 void	wire_free(struct wire *w);
+
+/*
+ * Streaming: once the caller has written out buf[0..len), forget it
+ * (drained grows by len; the octet counts and the parser state stay), so
+ * the buffer holds at most what the feeds since the last drain produced.
+ * The whole output so far is drained + len octets.
+ */
+void	wire_drain(struct wire *w);
 
 /* A short English reason for res. */
 const char *wire_strerror(enum wire_res res);

@@ -103,6 +103,53 @@ test_table(void **state)
 	assert_int_equal(bad, 0);
 }
 
+/*
+ * Streaming: draining after every feed gives the same octets, in order,
+ * as one conversion, and the buffer never holds more than a feed's worth.
+ */
+static void
+test_drain(void **state)
+{
+	static const size_t chunks[] = { 1, 2, 3, 7, SIZE_MAX };
+	struct wire	 w;
+	char		 out[256];
+	size_t		 i, c, off, n, olen;
+	enum wire_res	 res;
+
+	(void)state;
+	for (i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		if (rows[i].res != WIRE_OK)
+			continue;
+		for (c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
+			wire_init(&w, rows[i].max_octets);
+			olen = 0;
+			res = WIRE_OK;
+			for (off = 0; off < rows[i].inlen && res == WIRE_OK;
+			    off += n) {
+				n = rows[i].inlen - off < chunks[c] ?
+				    rows[i].inlen - off : chunks[c];
+				res = wire_feed(&w, rows[i].in + off, n);
+				assert_true(w.len <= 2 * n + 2);
+				assert_true(olen + w.len <= sizeof(out));
+				memcpy(out + olen, w.buf, w.len);
+				olen += w.len;
+				wire_drain(&w);
+				assert_int_equal(w.drained, olen);
+			}
+			if (res == WIRE_OK)
+				res = wire_finish(&w);
+			assert_int_equal(res, WIRE_OK);
+			memcpy(out + olen, w.buf, w.len);
+			olen += w.len;
+			assert_int_equal(w.drained + w.len, olen);
+			assert_int_equal(olen, strlen(rows[i].out));
+			assert_memory_equal(out, rows[i].out, olen);
+			assert_int_equal(w.body_octets, rows[i].body_octets);
+			wire_free(&w);
+		}
+	}
+}
+
 /* Many stuffed lines through a growing buffer; sizes follow exactly. */
 static void
 test_big_growth(void **state)
@@ -143,6 +190,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_table),
 		cmocka_unit_test(test_big_growth),
+		cmocka_unit_test(test_drain),
 		cmocka_unit_test(test_strerror),
 	};
 
