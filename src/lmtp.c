@@ -349,7 +349,7 @@ data_drain(struct l_data *d)
 			d->serrno = errno;
 			return -1;
 		}
-		fault_point("lmtp-data-write");
+		fault_point("lmtp.data.written");
 	}
 	wire_drain(&d->w);
 	return 0;
@@ -434,7 +434,7 @@ read_data(struct lmtp *l, struct l_data *d)
 	if (dres == DATA_SPOOL && d->serrno == 0)
 		d->serrno = errno;
 	if (dres == DATA_OK)
-		fault_point("lmtp-data-synced");
+		fault_point("lmtp.data.synced");
 	return dres;
 }
 
@@ -485,7 +485,7 @@ lmtp_store(struct lmtp *l, const struct l_data *d)
 			    "octets=%" PRIu64 " via=%s", l->sid, l->peer,
 			    h->name, cf->punts[h->punt].name, h->id,
 			    h->nusers, d->w.body_octets, via_name[via]);
-			fault_point("lmtp-host-stored");
+			fault_point("lmtp.host.stored");
 		} else
 			log_warnx("sid=%016" PRIx64 " peer=%s "
 			    "event=lmtp-tempfail host=%s why=\"%s\"", l->sid,

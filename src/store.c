@@ -940,72 +940,100 @@ commit_record(struct store *st, uint64_t id, const char *final,
 	return -1;
 }
 
+/* The index record for env; *rcpts is the caller's to free. */
+static int
+put_file_rec(const struct store_envelope *env, uint64_t wire_len,
+    uint64_t body_octets, struct rec *r, unsigned char **rcpts)
+{
+	memset(r, 0, sizeof(*r));
+	if ((*rcpts = pack_rcpts(env, &r->rcpts_len)) == NULL)
+		return -1;
+	r->rcpts = *rcpts;
+	r->nrcpts = env->nrcpts;
+	r->host = env->host;
+	r->host_len = strlen(env->host);
+	r->sender = env->sender;
+	r->sender_len = strlen(env->sender);
+	r->agent = "";
+	r->stored_octets = wire_len;
+	r->octets = body_octets + RETURN_PATH_OCTETS(env->sender);
+	return 0;
+}
+
+/*
+ * tmp (durable data) -> spool, directory fsync, commit: the tail that
+ * store_put and store_put_file share, with their crash points.
+ * With own_tmp a failure before the rename removes tmp; without, tmp is
+ * the caller's.  (After the rename a failure removes the spool name.)
+ */
+static int
+put_file_tail(struct store *st, const char *tmp, struct rec *r,
+    uint64_t wire_len, uint64_t *id, char *why, size_t whylen, bool own_tmp)
+{
+	char		 final[PATH_MAX], dir[PATH_MAX];
+	uint64_t	 nid;
+
+	if (alloc_id(st, &nid) == -1) {
+		seterr(why, whylen, "cannot allocate an id");
+		goto fail_tmp;
+	}
+	if (spool_path(st, nid, final, sizeof(final)) == -1) {
+		seterr(why, whylen, "spool path too long");
+		goto fail_tmp;
+	}
+	if (spool_subdir(st, nid, dir, sizeof(dir), why, whylen) == -1)
+		goto fail_tmp;
+	if (rename(tmp, final) == -1) {
+		seterr(why, whylen, "rename %s: %s", final, strerror(errno));
+		goto fail_tmp;
+	}
+	fault_point("store.put.renamed");
+	if (util_fsync_dir(dir) == -1) {
+		seterr(why, whylen, "fsync spool: %s", strerror(errno));
+		goto fail_final;
+	}
+	fault_point("store.put.dir_fsynced");
+	if (commit_record(st, nid, final, r, (size_t)wire_len, why,
+	    whylen) == -1)
+		goto fail_final;
+	/* Durable now; a kill here is a stored message never acknowledged. */
+	fault_point("store.put.committed");
+	*id = nid;
+	return 0;
+ fail_final:
+	unlink(final);
+	return -1;
+ fail_tmp:
+	if (own_tmp)
+		unlink(tmp);
+	return -1;
+}
+
 enum store_res
 store_put(struct store *st, const struct store_envelope *env,
     const void *wire, size_t wire_len, uint64_t body_octets, uint64_t *id,
     char *err, size_t errlen)
 {
-	char		 tmp[PATH_MAX], final[PATH_MAX], dir[PATH_MAX];
+	char		 tmp[PATH_MAX];
 	char		 why[PATH_MAX + 64];
 	unsigned char	*rcpts;
 	struct rec	 r;
-	uint64_t	 nid;
 
-	memset(&r, 0, sizeof(r));
-	if ((rcpts = pack_rcpts(env, &r.rcpts_len)) == NULL) {
+	if (put_file_rec(env, wire_len, body_octets, &r, &rcpts) == -1) {
 		seterr(err, errlen, "bad envelope");
 		return STORE_PERMFAIL;
 	}
-	r.rcpts = rcpts;
-	r.nrcpts = env->nrcpts;
-	r.host = env->host;
-	r.host_len = strlen(env->host);
-	r.sender = env->sender;
-	r.sender_len = strlen(env->sender);
-	r.agent = "";
-	r.stored_octets = wire_len;
-	r.octets = body_octets + RETURN_PATH_OCTETS(env->sender);
-
 	/* The data is durable in tmp/ before an id is spent on it. */
 	if (write_tmp(st, wire, wire_len, tmp, sizeof(tmp)) == -1) {
 		seterr(why, sizeof(why), "write %s/: %s", st->tmp,
 		    strerror(errno));
 		goto fail;
 	}
-	if (alloc_id(st, &nid) == -1) {
-		seterr(why, sizeof(why), "cannot allocate an id");
-		goto fail_tmp;
-	}
-	if (spool_path(st, nid, final, sizeof(final)) == -1) {
-		seterr(why, sizeof(why), "spool path too long");
-		goto fail_tmp;
-	}
-	if (spool_subdir(st, nid, dir, sizeof(dir), why, sizeof(why)) == -1)
-		goto fail_tmp;
-	if (rename(tmp, final) == -1) {
-		seterr(why, sizeof(why), "rename %s: %s", final,
-		    strerror(errno));
-		goto fail_tmp;
-	}
-	fault_point("store.put.renamed");
-	if (util_fsync_dir(dir) == -1) {
-		seterr(why, sizeof(why), "fsync spool: %s", strerror(errno));
-		goto fail_final;
-	}
-	fault_point("store.put.dir_fsynced");
-	if (commit_record(st, nid, final, &r, wire_len, why,
-	    sizeof(why)) == -1)
-		goto fail_final;
-	/* Durable now; a kill here is a stored message never acknowledged. */
-	fault_point("store.put.committed");
+	if (put_file_tail(st, tmp, &r, wire_len, id, why, sizeof(why),
+	    true) == -1)
+		goto fail;
 	free(rcpts);
-	*id = nid;
 	return STORE_OK;
- fail_final:
-	unlink(final);
-	goto fail;
- fail_tmp:
-	unlink(tmp);
  fail:
 	log_warnx("store %s: store failed: %s", st->name, why);
 	seterr(err, errlen, "%s", why);
@@ -2551,70 +2579,6 @@ copy_to_tmp(int src, uint64_t len, const char *path)
 		close(fd);
 	unlink(path);
 	errno = serrno;
-	return -1;
-}
-
-/* The record store_put would build for env; *rcpts is the caller's. */
-static int
-put_file_rec(const struct store_envelope *env, uint64_t wire_len,
-    uint64_t body_octets, struct rec *r, unsigned char **rcpts)
-{
-	memset(r, 0, sizeof(*r));
-	if ((*rcpts = pack_rcpts(env, &r->rcpts_len)) == NULL)
-		return -1;
-	r->rcpts = *rcpts;
-	r->nrcpts = env->nrcpts;
-	r->host = env->host;
-	r->host_len = strlen(env->host);
-	r->sender = env->sender;
-	r->sender_len = strlen(env->sender);
-	r->agent = "";
-	r->stored_octets = wire_len;
-	r->octets = body_octets + RETURN_PATH_OCTETS(env->sender);
-	return 0;
-}
-
-/*
- * tmp (durable data) -> spool, directory fsync, commit; as store_put.
- * With own_tmp a failure before the rename removes tmp; without, tmp is
- * the caller's.  (After the rename a failure removes the spool name.)
- */
-static int
-put_file_tail(struct store *st, const char *tmp, struct rec *r,
-    uint64_t wire_len, uint64_t *id, char *why, size_t whylen, bool own_tmp)
-{
-	char		 final[PATH_MAX], dir[PATH_MAX];
-	uint64_t	 nid;
-
-	if (alloc_id(st, &nid) == -1) {
-		seterr(why, whylen, "cannot allocate an id");
-		goto fail_tmp;
-	}
-	if (spool_path(st, nid, final, sizeof(final)) == -1) {
-		seterr(why, whylen, "spool path too long");
-		goto fail_tmp;
-	}
-	if (spool_subdir(st, nid, dir, sizeof(dir), why, whylen) == -1)
-		goto fail_tmp;
-	if (rename(tmp, final) == -1) {
-		seterr(why, whylen, "rename %s: %s", final, strerror(errno));
-		goto fail_tmp;
-	}
-	if (util_fsync_dir(dir) == -1) {
-		seterr(why, whylen, "fsync spool: %s", strerror(errno));
-		goto fail_final;
-	}
-	if (commit_record(st, nid, final, r, (size_t)wire_len, why,
-	    whylen) == -1)
-		goto fail_final;
-	*id = nid;
-	return 0;
- fail_final:
-	unlink(final);
-	return -1;
- fail_tmp:
-	if (own_tmp)
-		unlink(tmp);
 	return -1;
 }
 

@@ -562,7 +562,7 @@ def test_large_message_memory_bound(request):
         D._finish(request, d)
 
 
-@pytest.mark.parametrize("point", ["lmtp-data-write", "lmtp-data-synced"])
+@pytest.mark.parametrize("point", ["lmtp.data.written", "lmtp.data.synced"])
 def test_worker_killed_in_data_leaves_only_what_fsck_clears(
         request, monkeypatch, point):
     """A worker that dies inside DATA (SIGKILL at a fault point: after the
@@ -649,7 +649,7 @@ def test_worker_killed_between_hosts_keeps_the_committed_copy(
     that copy is durable and whole (it shares its inode with the tmp file
     it was linked from; fsck --repair removes only the tmp name), the
     second host has nothing, and the MTA, which got no reply, retries."""
-    monkeypatch.setenv("SDPS_FAULT", "lmtp-host-stored")
+    monkeypatch.setenv("SDPS_FAULT", "lmtp.host.stored")
     d = lmtp_daemon()
     monkeypatch.delenv("SDPS_FAULT")
     try:
