@@ -303,6 +303,60 @@ sb_accept_unlock(struct scoreboard *sb)
 	pthread_mutex_unlock(&sb->hdr->accept_mutex);
 }
 
+int
+sb_accept_trylock(struct scoreboard *sb)
+{
+	int	 rc;
+
+	rc = pthread_mutex_trylock(&sb->hdr->accept_mutex);
+	if (rc == EOWNERDEAD) {
+		log_warnx("scoreboard: accept mutex: previous holder died");
+		rc = pthread_mutex_consistent(&sb->hdr->accept_mutex);
+	}
+	return rc == 0 ? 0 : -1;
+}
+
+/* Tries of the seqlock before a slot counts as abandoned mid-write. */
+#define SB_PEER_TRIES	4096
+
+unsigned
+sb_count_peer(struct scoreboard *sb, const struct sb_slot *self,
+    const char *peer)
+{
+	struct sb_slot	*s;
+	char		 p[SB_PEER_MAX];
+	uint32_t	 s1, st;
+	unsigned	 i, n = 0, tries;
+
+	for (i = 0; i < sb->hdr->nslots; i++) {
+		s = &sb->slots[i];
+		if (s == self || atomic_load(&s->pid) == 0)
+			continue;
+		/* The seqlock of sb_slot_read, on two fields only. */
+		for (tries = 0; tries < SB_PEER_TRIES; tries++) {
+			s1 = atomic_load_explicit(&s->seq,
+			    memory_order_acquire);
+			if ((s1 & 1) == 0) {
+				st = s->state;
+				memcpy(p, s->peer, sizeof(p));
+				atomic_thread_fence(memory_order_acquire);
+				if (atomic_load_explicit(&s->seq,
+				    memory_order_relaxed) == s1)
+					break;
+			}
+			if (tries % 256 == 255)
+				sched_yield();
+		}
+		if (tries == SB_PEER_TRIES)
+			continue;
+		p[sizeof(p) - 1] = '\0';
+		if ((st == SB_AUTH || st == SB_TRANS || st == SB_UPDATE) &&
+		    strcmp(p, peer) == 0)
+			n++;
+	}
+	return n;
+}
+
 static void
 sb_sleep_ms(unsigned ms)
 {

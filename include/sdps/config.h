@@ -45,6 +45,10 @@ struct config {
 	unsigned auth_cache_entries;
 	unsigned max_bad_commands;
 	unsigned shutdown_grace_s;
+	/* Connection limits (issue 8, docs/notes/h-limits.md). */
+	unsigned max_conn_per_ip;	/* POP3 per source address; 0 = off */
+	unsigned auth_timeout_s;	/* greeting to login; 0 = none */
+	unsigned lmtp_workers;		/* dedicated LMTP pool */
 
 	/* [auth] */
 	char	 auth_path[PATH_MAX];

@@ -81,6 +81,9 @@ test_defaults(void **state)
 	assert_int_equal(cf.auth_cache_entries, 4096);
 	assert_int_equal(cf.max_bad_commands, 20);
 	assert_int_equal(cf.shutdown_grace_s, 30);
+	assert_int_equal(cf.max_conn_per_ip, 10);
+	assert_int_equal(cf.auth_timeout_s, 60);
+	assert_int_equal(cf.lmtp_workers, 8);
 	assert_string_equal(cf.auth_path, "/var/lib/sdps/auth");
 	assert_int_equal(cf.auth_map_size, 64ULL << 20);
 	assert_int_equal(cf.hash_cost, CONFIG_HASH_INTERACTIVE);
@@ -142,6 +145,9 @@ test_good(void **state)
 	    "max_workers = 1\n"
 	    "idle_timeout = 5\n"
 	    "auth_cache_ttl = 0\n"
+	    "max_conn_per_ip = 0\n"
+	    "auth_timeout = 0\n"
+	    "lmtp_workers = 3\n"
 	    "\n"
 	    "[auth]\n"
 	    "path = /a\n"
@@ -173,6 +179,9 @@ test_good(void **state)
 	assert_int_equal(cf.max_workers, 1);
 	assert_int_equal(cf.idle_timeout_s, 5);
 	assert_int_equal(cf.auth_cache_ttl_s, 0);
+	assert_int_equal(cf.max_conn_per_ip, 0);
+	assert_int_equal(cf.auth_timeout_s, 0);
+	assert_int_equal(cf.lmtp_workers, 3);
 	assert_int_equal(cf.auth_map_size, 2ULL << 20);
 	assert_int_equal(cf.hash_cost, CONFIG_HASH_MIN);
 	assert_int_equal(cf.store_map_size, 3ULL << 20);
@@ -217,6 +226,14 @@ test_bad(void **state)
 		    "max_workers" },
 		{ PUNT "[server]\nmax_workers = 0x10\n", 4, "max_workers" },
 		{ PUNT "[server]\nidle_timeout = 0\n", 4, "idle_timeout" },
+		{ PUNT "[server]\nlmtp_workers = 0\n", 4, "lmtp_workers" },
+		{ PUNT "[server]\nlmtp_workers = 65\n", 4, "lmtp_workers" },
+		{ PUNT "[server]\nmax_conn_per_ip = -1\n", 4,
+		    "max_conn_per_ip" },
+		{ PUNT "[server]\nauth_timeout = x\n", 4, "auth_timeout" },
+		{ PUNT "[server]\nlmtp_listen = /l.sock\nmax_workers = 4000\n"
+		    "max_spare = 4\n", 5,
+		    "max_workers + lmtp_workers (4008) is over 4000" },
 		{ PUNT "[server]\n\nmin_spare = 20\n", 5,
 		    "min_spare (20) is over max_spare (16)" },
 		{ PUNT "[server]\nmax_workers = 8\n\nmin_spare = 1\n", 4,
