@@ -92,9 +92,11 @@ enum pop3_res pop3_read_line(struct pop3_conn *c, char **line, size_t *len);
 
 /*
  * An overall deadline for reads: from now, every wait for input ends at
- * the earlier of the line's idle deadline and this one, and a read that
- * would have to wait after it returns POP3_TIMEOUT.  timeout_s = 0
- * removes it.  Used for the AUTHORIZATION state's total limit.
+ * the earlier of the line's idle deadline and this one.  Once it has
+ * passed, pop3_read_line returns only lines already in c's buffer and
+ * then POP3_TIMEOUT, even if more input is waiting (so a client that
+ * keeps sending cannot outrun it).  timeout_s = 0 removes it.  Used for
+ * the AUTHORIZATION state's total limit.
  */
 void	pop3_set_deadline(struct pop3_conn *c, unsigned timeout_s);
 
