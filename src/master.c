@@ -812,6 +812,10 @@ master_answer_busy(struct master *m)
 	}
 	sb_accept_unlock(&m->sb);
 	m->busy_answered += n;
+	/* Readable but nothing to accept (an error, or someone was
+	 * quicker): do not spin on it. */
+	if (n == 0)
+		m->busy_declined = true;
 }
 
 /*
