@@ -730,6 +730,12 @@ master_maintain(struct master *m)
 	n = target - idle;
 	if (n > m->spawn_batch)
 		n = m->spawn_batch;
+	/* Every worker busy (a burst, or a flood): clients are waiting in
+	 * the listen queue for no one, so grow by the whole doubling batch
+	 * instead of min_spare at a time (issue 8: reach max_workers, and
+	 * so the "busy" answer, in seconds, not max_workers/min_spare). */
+	if (idle == 0)
+		n = m->spawn_batch;
 	if (n > limit - live)
 		n = limit - live;
 	if (master_spawn_n(m, n, SB_POOL_POP3) < n)
