@@ -46,7 +46,7 @@ struct sb_slot {
 	/* Master: set at fork, cleared at reap. */
 	_Atomic pid_t	 pid;
 	uint64_t	 generation;	/* config generation it was forked for */
-	uint32_t	 pool;		/* enum sb_pool */
+	uint32_t	 pool;		/* enum sb_pool; stale while pid is 0 */
 	/* Master sets to ask an idle worker to exit (spare policy). */
 	_Atomic uint32_t please_exit;
 	/* Worker, under the auth mutex: 1 while hashing a password. */
