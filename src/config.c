@@ -93,6 +93,13 @@ static const struct key keys[] = {
 	{ S_SERVER, "lmtp_socket_group", K_GROUP,
 	    CF(lmtp_socket_group), 0, 0 },
 	{ S_SERVER, "admin_group",	K_GROUP, CF(admin_group), 0, 0 },
+	/* Connection limits (issue 8). */
+	{ S_SERVER, "max_conn_per_ip",	K_UINT,
+	    CF(max_conn_per_ip), 0, 100000 },
+	{ S_SERVER, "auth_timeout",	K_UINT,
+	    CF(auth_timeout_s), 0, 86400 },
+	{ S_SERVER, "lmtp_workers",	K_UINT,
+	    CF(lmtp_workers), 1, 64 },
 	{ S_AUTH, "path",		K_PATH,	CF(auth_path), 0, 0 },
 	{ S_AUTH, "map_size_mb",	K_MB,	CF(auth_map_size), 1, 1048576 },
 	{ S_AUTH, "hash_cost",		K_COST,	0, 0, 0 },
@@ -163,6 +170,9 @@ config_defaults(struct config *cf)
 	cf->max_bad_commands = 20;
 	cf->shutdown_grace_s = 30;
 	cf->lmtp_socket_mode = 0660;	/* groups stay "" */
+	cf->max_conn_per_ip = 10;
+	cf->auth_timeout_s = 60;
+	cf->lmtp_workers = 8;
 	strcpy(cf->auth_path, "/var/lib/sdps/auth");
 	cf->auth_map_size = 64 * MIB;
 	cf->hash_cost = CONFIG_HASH_INTERACTIVE;
@@ -591,6 +601,14 @@ check(struct parse *p)
 		    key_line(p, "max_workers"));
 		perr(p, line, "max_spare (%u) is over max_workers (%u)",
 		    cf->max_spare, cf->max_workers);
+		return -1;
+	}
+	/* One LMDB reader slot per worker (4096 per environment). */
+	if (cf->nlmtp_listen > 0 && cf->max_workers + cf->lmtp_workers > 4000) {
+		line = later(key_line(p, "max_workers"),
+		    key_line(p, "lmtp_workers"));
+		perr(p, line, "max_workers + lmtp_workers (%u) is over 4000",
+		    cf->max_workers + cf->lmtp_workers);
 		return -1;
 	}
 	return 0;

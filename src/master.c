@@ -41,6 +41,11 @@
 #define MASTER_KILL_WAIT_S	2	/* after SIGUSR2, before SIGKILL */
 #define MASTER_BACKLOG		511
 #define MASTER_DETACH_WAIT_MS	60000	/* parent waits for "ready" */
+/* Issue 8: answering POP3 clients while every POP3 worker is busy. */
+#define MASTER_BUSY_BATCH	64	/* connections answered per wake */
+#define MASTER_BUSY_RETRY_NS	20000000 /* after leaving one to a worker */
+#define MASTER_BUSY_LOG_US	10000000
+#define MASTER_BUSY_LINE	"-ERR [SYS/TEMP] server busy, try again later\r\n"
 
 struct master {
 	struct config	*cf;
@@ -58,6 +63,7 @@ struct master {
 	/* Local copies: the master trusts its own memory, not the map. */
 	pid_t		*pids;
 	uint64_t	*forked_us;
+	uint32_t	*pool;		/* enum sb_pool of a live slot */
 	unsigned	 nslots;
 	unsigned	 spawn_batch;
 	unsigned	 backoff_s;
@@ -73,6 +79,10 @@ struct master {
 	gid_t		 admin_gid;	/* group of the scoreboard */
 	gid_t		 sock_gid;	/* group of unix LMTP sockets */
 	int		 run_fd;	/* RUN_DIR, O_DIRECTORY, or -1 */
+	/* Saturated POP3 pool (master_wait, master_answer_busy). */
+	bool		 busy_declined;	/* last wake left it to a worker */
+	unsigned	 busy_answered;	/* since busy_logged_us */
+	uint64_t	 busy_logged_us;
 };
 
 static volatile sig_atomic_t	 sig_chld, sig_hup, sig_term, sig_usr1;
@@ -674,7 +684,7 @@ master_backoff(struct master *m, uint64_t now, const char *why)
 }
 
 static int
-master_spawn(struct master *m, unsigned i)
+master_spawn(struct master *m, unsigned i, enum sb_pool pool)
 {
 	struct sb_slot	*s = &m->sb.slots[i];
 	uint64_t	 now = util_now_us();
@@ -683,6 +693,9 @@ master_spawn(struct master *m, unsigned i)
 	master_slot_clear(m, i);
 	s->generation = atomic_load(&m->sb.hdr->generation);
 	sb_slot_reset(s, SB_STARTING);
+	/* Before the fork: the worker reads it to pick its listeners. */
+	s->pool = (uint32_t)pool;
+	m->pool[i] = (uint32_t)pool;
 	if ((pid = fork()) == -1) {
 		log_warn("fork");
 		master_slot_clear(m, i);
@@ -696,6 +709,7 @@ master_spawn(struct master *m, unsigned i)
 			close(m->ready_fd);
 		free(m->pids);
 		free(m->forked_us);
+		free(m->pool);
 		worker_main(m->cf, &m->sb, (int)i, m->pop3_fds, m->npop3,
 		    m->lmtp_fds, m->nlmtp);
 	}
@@ -783,10 +797,77 @@ master_reap(struct master *m)
 }
 
 /*
+ * The two pools' sizes (issue 8).  LMTP workers are a fixed pool of
+ * lmtp_workers when there is an LMTP listener, carved out of the slots
+ * first, so POP3 can never take the slots mail delivery needs; POP3 gets
+ * max_workers of the rest.
+ */
+static void
+master_limits(const struct master *m, unsigned *pop3, unsigned *lmtp)
+{
+	const struct config *cf = m->cf;
+
+	*lmtp = 0;
+	if (m->nlmtp > 0)
+		*lmtp = cf->lmtp_workers < m->nslots ? cf->lmtp_workers :
+		    m->nslots - 1;
+	*pop3 = cf->max_workers < m->nslots - *lmtp ? cf->max_workers :
+	    m->nslots - *lmtp;
+}
+
+/* Fork up to n workers of pool into free slots; the number forked. */
+static unsigned
+master_spawn_n(struct master *m, unsigned n, enum sb_pool pool)
+{
+	unsigned	 i, done = 0;
+
+	for (i = 0; i < m->nslots && done < n; i++) {
+		if (m->pids[i] != 0)
+			continue;
+		if (master_spawn(m, i, pool) == -1)
+			break;
+		done++;
+	}
+	return done;
+}
+
+/*
+ * The LMTP pool is kept at lmtp_workers, old generations included: a
+ * worker that leaves (recycled, reloaded, crashed) is replaced at the
+ * next pass, unless forks are held back.
+ */
+static void
+master_maintain_lmtp(struct master *m, uint64_t now)
+{
+	unsigned	 i, live = 0, pop3_limit, limit;
+
+	master_limits(m, &pop3_limit, &limit);
+	for (i = 0; i < m->nslots; i++)
+		if (m->pids[i] != 0 && m->pool[i] == SB_POOL_LMTP)
+			live++;
+	if (live < limit && now >= m->hold_until_us)
+		(void)master_spawn_n(m, limit - live, SB_POOL_LMTP);
+}
+
+/* Log now and then how many clients were told the server is busy. */
+static void
+master_busy_log(struct master *m, uint64_t now, unsigned limit)
+{
+	if (m->busy_answered == 0 ||
+	    now - m->busy_logged_us < MASTER_BUSY_LOG_US)
+		return;
+	log_warnx("all %u POP3 workers busy: %u clients told to try again "
+	    "later", limit, m->busy_answered);
+	m->busy_answered = 0;
+	m->busy_logged_us = now;
+}
+
+/*
  * Apache's perform_idle_server_maintenance: count the idle workers of the
  * current generation; below min_spare fork a batch that doubles on each
  * consecutive pass (up to 32), above max_spare ask one idle worker to
- * leave per pass, so the pool shrinks gently after a burst.
+ * leave per pass, so the pool shrinks gently after a burst.  This is the
+ * POP3 pool; the LMTP pool is master_maintain_lmtp.
  */
 /* Auth throttle (issue 8): sdps-ctl status shows what is blocked now,
  * and only the master's processes can see the anonymous table. */
@@ -812,14 +893,18 @@ master_maintain(struct master *m)
 	const struct config *cf = m->cf;
 	struct sb_slot	 copy;
 	uint64_t	 gen, now = util_now_us();
-	unsigned	 i, idle = 0, live = 0, limit, target, n;
+	unsigned	 i, idle = 0, live = 0, limit, lmtp_limit, target, n;
 	int		 last_idle = -1;
 
 	m->last_maint_us = now;
 	master_throttle_gauges(m);
+	if (!atomic_load(&m->sb.hdr->stopping))
+		master_maintain_lmtp(m, now);
+	master_limits(m, &limit, &lmtp_limit);
+	master_busy_log(m, now, limit);
 	gen = atomic_load(&m->sb.hdr->generation);
 	for (i = 0; i < m->nslots; i++) {
-		if (m->pids[i] == 0)
+		if (m->pids[i] == 0 || m->pool[i] != SB_POOL_POP3)
 			continue;
 		live++;
 		/* Busy (a writer dead, not reaped yet): not idle. */
@@ -835,7 +920,6 @@ master_maintain(struct master *m)
 		if (copy.state == SB_IDLE)
 			last_idle = (int)i;
 	}
-	limit = cf->max_workers < m->nslots ? cf->max_workers : m->nslots;
 	target = cf->min_spare > 0 ? cf->min_spare : 1;
 	if (live < limit)
 		m->maxed_logged = false;
@@ -864,15 +948,16 @@ master_maintain(struct master *m)
 	n = target - idle;
 	if (n > m->spawn_batch)
 		n = m->spawn_batch;
+	/* Every worker busy (a burst, or a flood): clients are waiting in
+	 * the listen queue for no one, so grow by the whole doubling batch
+	 * instead of min_spare at a time (issue 8: reach max_workers, and
+	 * so the "busy" answer, in seconds, not max_workers/min_spare). */
+	if (idle == 0)
+		n = m->spawn_batch;
 	if (n > limit - live)
 		n = limit - live;
-	for (i = 0; i < m->nslots && n > 0; i++) {
-		if (m->pids[i] != 0)
-			continue;
-		if (master_spawn(m, i) == -1)
-			return;
-		n--;
-	}
+	if (master_spawn_n(m, n, SB_POOL_POP3) < n)
+		return;
 	if (m->spawn_batch < MASTER_SPAWN_BATCH_MAX)
 		m->spawn_batch *= 2;
 }
@@ -880,17 +965,114 @@ master_maintain(struct master *m)
 static void
 master_initial_spawn(struct master *m)
 {
-	unsigned	 i, n, limit;
+	unsigned	 n, limit, lmtp;
 
-	limit = m->cf->max_workers < m->nslots ? m->cf->max_workers :
-	    m->nslots;
+	master_limits(m, &limit, &lmtp);
 	n = m->cf->min_spare > 0 ? m->cf->min_spare : 1;
 	if (n > limit)
 		n = limit;
-	for (i = 0; i < n; i++)
-		if (master_spawn(m, i) == -1)
-			break;
+	if (master_spawn_n(m, n, SB_POOL_POP3) == n)
+		(void)master_spawn_n(m, lmtp, SB_POOL_LMTP);
 	m->last_maint_us = util_now_us();
+}
+
+/*
+ * True when a POP3 client would wait for no one: every POP3 worker is
+ * busy and no new one is coming (max_workers reached, or forks held back
+ * after failures).  Starting workers count as coming.
+ */
+static bool
+master_pop3_saturated(struct master *m)
+{
+	struct sb_slot	 copy;
+	unsigned	 i, live = 0, limit, lmtp;
+
+	if (m->npop3 == 0 || !m->ready || atomic_load(&m->sb.hdr->stopping))
+		return false;
+	master_limits(m, &limit, &lmtp);
+	for (i = 0; i < m->nslots; i++) {
+		if (m->pids[i] == 0 || m->pool[i] != SB_POOL_POP3)
+			continue;
+		live++;
+		if (sb_slot_read(&m->sb.slots[i], &copy) != 0)
+			continue;	/* a writer died: not idle */
+		if ((copy.state == SB_IDLE || copy.state == SB_STARTING) &&
+		    !atomic_load(&m->sb.slots[i].please_exit))
+			return false;
+	}
+	return live >= limit || util_now_us() < m->hold_until_us;
+}
+
+/*
+ * A POP3 listener is readable while the pool is saturated: answer the
+ * waiting clients "busy" at once instead of leaving them without a
+ * greeting until a worker frees up (issue 8).  Under the accept mutex,
+ * taken without waiting, and only while still saturated, so a worker
+ * that has just become idle gets the connection instead.
+ */
+static void
+master_answer_busy(struct master *m)
+{
+	unsigned	 n = 0;
+	int		 i, fd;
+
+	if (sb_accept_trylock(&m->sb) == -1) {
+		m->busy_declined = true;
+		return;
+	}
+	if (!master_pop3_saturated(m)) {
+		sb_accept_unlock(&m->sb);
+		m->busy_declined = true;
+		return;
+	}
+	for (i = 0; i < m->npop3; i++) {
+		while (n < MASTER_BUSY_BATCH) {
+			fd = accept4(m->pop3_fds[i], NULL, NULL,
+			    SOCK_NONBLOCK | SOCK_CLOEXEC);
+			if (fd == -1)
+				break;
+			worker_refuse(fd, MASTER_BUSY_LINE);
+			n++;
+		}
+	}
+	sb_accept_unlock(&m->sb);
+	m->busy_answered += n;
+	/* Readable but nothing to accept (an error, or someone was
+	 * quicker): do not spin on it. */
+	if (n == 0)
+		m->busy_declined = true;
+}
+
+/*
+ * Wait for a signal, as sigsuspend does; while the POP3 pool is
+ * saturated also for a POP3 connection to answer "busy".  Having just
+ * left a connection to a worker, wait a moment without the listeners so
+ * the master does not spin on a readable socket.
+ */
+static void
+master_wait(struct master *m, const sigset_t *waitmask)
+{
+	struct pollfd	 pfd[CONFIG_LISTEN_MAX];
+	struct timespec	 ts = { 0, MASTER_BUSY_RETRY_NS };
+	int		 i, n = 0;
+
+	if (!master_pop3_saturated(m)) {
+		m->busy_declined = false;
+		sigsuspend(waitmask);
+		return;
+	}
+	if (m->busy_declined) {
+		m->busy_declined = false;
+		(void)ppoll(NULL, 0, &ts, waitmask);
+		return;
+	}
+	for (i = 0; i < m->npop3; i++, n++) {
+		pfd[n].fd = m->pop3_fds[i];
+		pfd[n].events = POLLIN;
+		pfd[n].revents = 0;
+	}
+	if (ppoll(pfd, (nfds_t)n, NULL, waitmask) > 0)
+		master_answer_busy(m);
 }
 
 /* Ready once the first workers wait in accept: then the pid file. */
@@ -898,24 +1080,30 @@ static void
 master_check_ready(struct master *m)
 {
 	struct sb_slot	 copy;
-	unsigned	 i, idle = 0, want;
+	unsigned	 i, idle = 0, want, limit, lmtp_idle = 0, lmtp_want;
 	char		 c = 'r';
 
 	if (m->ready)
 		return;
 	want = m->cf->min_spare > 0 ? m->cf->min_spare : 1;
-	if (want > m->cf->max_workers)
-		want = m->cf->max_workers;
-	if (want > m->nslots)
-		want = m->nslots;
+	master_limits(m, &limit, &lmtp_want);
+	if (want > limit)
+		want = limit;
+	/* Ready means both pools accept: one LMTP worker is enough. */
+	if (lmtp_want > 1)
+		lmtp_want = 1;
 	for (i = 0; i < m->nslots; i++) {
 		if (m->pids[i] == 0)
 			continue;
-		if (sb_slot_read(&m->sb.slots[i], &copy) == 0 &&
-		    copy.state == SB_IDLE)
+		if (sb_slot_read(&m->sb.slots[i], &copy) != 0 ||
+		    copy.state != SB_IDLE)
+			continue;
+		if (m->pool[i] == SB_POOL_LMTP)
+			lmtp_idle++;
+		else
 			idle++;
 	}
-	if (idle < want)
+	if (idle < want || lmtp_idle < lmtp_want)
 		return;
 	if (master_write_pidfile(m) == -1)
 		return;
@@ -1104,7 +1292,10 @@ master_setup(struct master *m)
 	if (!m->foreground && master_detach(m) == -1)
 		return MASTER_EX_OSERR;
 	/* After detaching: the header records the master's final pid. */
+	/* POP3 workers plus the LMTP pool (master_limits). */
 	m->nslots = cf->max_workers > 0 ? cf->max_workers : 1;
+	if (m->nlmtp > 0)
+		m->nslots += cf->lmtp_workers;
 	/* root (or our own) and the admin group, mode 0640. */
 	if (sb_create_at(m->run_fd, cf->run_dir, m->nslots, cf, (uid_t)-1,
 	    m->admin_gid, &m->sb) == -1)
@@ -1129,7 +1320,8 @@ master_setup(struct master *m)
 	}
 	m->pids = calloc(m->nslots, sizeof(*m->pids));
 	m->forked_us = calloc(m->nslots, sizeof(*m->forked_us));
-	if (m->pids == NULL || m->forked_us == NULL) {
+	m->pool = calloc(m->nslots, sizeof(*m->pool));
+	if (m->pids == NULL || m->forked_us == NULL || m->pool == NULL) {
 		log_warn("calloc");
 		return MASTER_EX_OSERR;
 	}
@@ -1201,7 +1393,7 @@ master_run(struct config *cf, const char *conf_path, bool foreground,
 				master_maintain(&m);
 			master_check_ready(&m);
 		}
-		sigsuspend(&waitmask);
+		master_wait(&m, &waitmask);
 	}
 	master_stop(&m, &waitmask);
 	if (m.ready_fd != -1)
@@ -1213,6 +1405,7 @@ master_run(struct config *cf, const char *conf_path, bool foreground,
 		close(m.run_fd);
 	free(m.pids);
 	free(m.forked_us);
+	free(m.pool);
 	free(m.cf);
 	return rc;
 }

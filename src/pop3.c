@@ -48,22 +48,23 @@ now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Wait until fd is ready for events, timeout_s (0 = none) or a kill. */
+/*
+ * Wait until fd is ready for events, the monotonic deadline deadline_ms
+ * (0 = none) or a kill.
+ */
 static enum pop3_res
-wait_fd(struct pop3_conn *c, short events, unsigned timeout_s)
+wait_until(struct pop3_conn *c, short events, int64_t deadline_ms)
 {
 	struct pollfd	 pfd;
-	int64_t		 deadline = 0, left;
+	int64_t		 left;
 	int		 slice, r;
 
-	if (timeout_s > 0)
-		deadline = now_ms() + (int64_t)timeout_s * 1000;
 	for (;;) {
 		if (killed(c))
 			return POP3_KILLED;
 		slice = SLICE_MS;
-		if (timeout_s > 0) {
-			if ((left = deadline - now_ms()) <= 0)
+		if (deadline_ms > 0) {
+			if ((left = deadline_ms - now_ms()) <= 0)
 				return POP3_TIMEOUT;
 			if (left < slice)
 				slice = (int)left;
@@ -81,6 +82,32 @@ wait_fd(struct pop3_conn *c, short events, unsigned timeout_s)
 		if (r > 0)
 			return POP3_OK;
 	}
+}
+
+/* Wait until fd is ready for events, timeout_s (0 = none) or a kill. */
+static enum pop3_res
+wait_fd(struct pop3_conn *c, short events, unsigned timeout_s)
+{
+	return wait_until(c, events, timeout_s > 0 ?
+	    now_ms() + (int64_t)timeout_s * 1000 : 0);
+}
+
+/* The earlier of the line's idle deadline and the overall one (0 = none). */
+static int64_t
+read_deadline(const struct pop3_conn *c)
+{
+	if (c->line_deadline_ms == 0)
+		return c->deadline_ms;
+	if (c->deadline_ms == 0 || c->line_deadline_ms < c->deadline_ms)
+		return c->line_deadline_ms;
+	return c->deadline_ms;
+}
+
+void
+pop3_set_deadline(struct pop3_conn *c, unsigned timeout_s)
+{
+	c->deadline_ms = timeout_s > 0 ?
+	    now_ms() + (int64_t)timeout_s * 1000 : 0;
 }
 
 int
@@ -132,6 +159,7 @@ static enum pop3_res
 fill(struct pop3_conn *c)
 {
 	ssize_t		 n;
+	int64_t		 deadline;
 	enum pop3_res	 r;
 
 	if (c->reof)
@@ -143,9 +171,20 @@ fill(struct pop3_conn *c)
 	}
 	if (pop3_flush(c) == -1)
 		return c->werr;
+	/*
+	 * The idle timer runs from the first wait for this line, after our
+	 * replies went out, and is not re-armed by input that does not end
+	 * the line (issue 8: one octet every few seconds kept a worker).
+	 */
+	if (c->line_deadline_ms == 0 && c->idle_timeout_s > 0)
+		c->line_deadline_ms = now_ms() +
+		    (int64_t)c->idle_timeout_s * 1000;
 	for (;;) {
 		if (killed(c))
 			return POP3_KILLED;
+		/* Also while input keeps coming (an endless line). */
+		if ((deadline = read_deadline(c)) > 0 && now_ms() >= deadline)
+			return POP3_TIMEOUT;
 		n = read(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen);
 		if (n > 0) {
 			c->rlen += (size_t)n;
@@ -158,8 +197,7 @@ fill(struct pop3_conn *c)
 		if (errno == EINTR)
 			continue;
 		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			if ((r = wait_fd(c, POLLIN, c->idle_timeout_s)) !=
-			    POP3_OK)
+			if ((r = wait_until(c, POLLIN, deadline)) != POP3_OK)
 				return r;
 			continue;
 		}
@@ -179,6 +217,8 @@ pop3_read_line(struct pop3_conn *c, char **line, size_t *len)
 	size_t		 avail, end;
 	enum pop3_res	 r;
 
+	/* A new line: its idle timer starts at the first wait (fill). */
+	c->line_deadline_ms = 0;
 	for (;;) {
 		p = c->rbuf + c->rpos;
 		avail = c->rlen - c->rpos;

@@ -425,6 +425,39 @@ sb_accept_unlock(struct scoreboard *sb)
 	pthread_mutex_unlock(&sb->hdr->accept_mutex);
 }
 
+int
+sb_accept_trylock(struct scoreboard *sb)
+{
+	int	 rc;
+
+	rc = pthread_mutex_trylock(&sb->hdr->accept_mutex);
+	if (rc == EOWNERDEAD) {
+		log_warnx("scoreboard: accept mutex: previous holder died");
+		rc = pthread_mutex_consistent(&sb->hdr->accept_mutex);
+	}
+	return rc == 0 ? 0 : -1;
+}
+
+unsigned
+sb_count_peer(struct scoreboard *sb, const struct sb_slot *self,
+    const char *peer)
+{
+	struct sb_slot	 copy;
+	unsigned	 i, n = 0;
+
+	for (i = 0; i < sb->hdr->nslots; i++) {
+		if (&sb->slots[i] == self || atomic_load(&sb->slots[i].pid) == 0)
+			continue;
+		/* A slot whose writer died mid-write counts as no session. */
+		if (sb_slot_read(&sb->slots[i], &copy) != 0)
+			continue;
+		if ((copy.state == SB_AUTH || copy.state == SB_TRANS ||
+		    copy.state == SB_UPDATE) && strcmp(copy.peer, peer) == 0)
+			n++;
+	}
+	return n;
+}
+
 /*
  * Fair hashing queue (issue 8).  Waiters sleep on hdr->auth_wake (a
  * futex in the shared file mapping); every change of who hashes or who

@@ -545,6 +545,7 @@ session_login(struct session *s)
 		    s->cf->punts[s->punts[i].cfi].name);
 	}
 	s->state = ST_TRANS;
+	pop3_set_deadline(&s->c, 0);	/* auth_timeout: logged in */
 	s->login_us = util_now_us();
 	if (sl != NULL) {
 		sb_slot_write_begin(sl);
@@ -1498,6 +1499,9 @@ session_run(struct worker_ctx *w, int fd, const char *peer)
 	slot_session_start(s, now_us);
 	log_info("sid=%016" PRIx64 " peer=%s event=connect", s->sid, s->peer);
 	pop3_write(&s->c, "+OK sdps ready\r\n", 16);
+	/* Issue 8: the whole AUTHORIZATION state has a deadline; expiry
+	 * is an autologout (no reply).  session_login lifts it. */
+	pop3_set_deadline(&s->c, s->cf->auth_timeout_s);
 	while (session_step(s))
 		;
 	session_end(s);

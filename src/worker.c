@@ -249,24 +249,94 @@ worker_should_exit(struct worker_ctx *w, pid_t master, const char **why)
 	return true;
 }
 
+void
+worker_refuse(int fd, const char *line)
+{
+	char	 junk[512];
+	int	 i;
+
+	/* A fresh socket's send buffer is empty: this does not block. */
+	(void)!send(fd, line, strlen(line), MSG_DONTWAIT | MSG_NOSIGNAL);
+	(void)shutdown(fd, SHUT_WR);
+	/* Input left unread would turn close(2) into a reset that can
+	 * take our line with it; take what has come (bounded). */
+	for (i = 0; i < 8; i++)
+		if (recv(fd, junk, sizeof(junk), MSG_DONTWAIT) <= 0)
+			break;
+	close(fd);
+}
+
+/*
+ * A connection over max_conn_per_ip: one line and close.  Logged at
+ * most once per WORKER_REFUSE_LOG_S per worker, with the number left
+ * unlogged, so a flood does not flood the log too.
+ */
+#define WORKER_REFUSE_LOG_S	10
+static void
+worker_refuse_conn(struct worker_ctx *w, int fd, const char *peer)
+{
+	static uint64_t	 logged_us;
+	static unsigned	 quiet;
+	uint64_t	 now = util_now_us();
+
+	worker_refuse(fd, "-ERR [SYS/TEMP] too many connections from your "
+	    "address\r\n");
+	if (logged_us != 0 && now - logged_us <
+	    (uint64_t)WORKER_REFUSE_LOG_S * 1000000) {
+		quiet++;
+		return;
+	}
+	log_info("peer=%s event=conn-limit max_conn_per_ip=%u unlogged=%u",
+	    peer, w->cf->max_conn_per_ip, quiet);
+	logged_us = now;
+	quiet = 0;
+}
+
+/* A source address the per-address cap applies to (not a unix socket). */
+static bool
+worker_capped_peer(const char *peer)
+{
+	return strcmp(peer, "unix") != 0 && strcmp(peer, "unknown") != 0;
+}
+
 /*
  * Take one connection from lfd.  The listeners are non-blocking and every
  * idle worker polls them, so several may wake for one connection; the
  * accept mutex lets one at a time try, and the losers see EAGAIN (as
- * Apache's SAFE_ACCEPT does with several listeners).  Returns the fd, -1
- * for "nothing, go on", or -2 when this worker should give up (no fds).
+ * Apache's SAFE_ACCEPT does with several listeners).
+ *
+ * Still under the mutex, a POP3 connection is checked against
+ * max_conn_per_ip (the other workers' slots with the same peer) and the
+ * slot records this one's peer before the mutex is released, so the
+ * next worker's count includes it: the cap is exact across workers.
+ * Returns the fd with the slot begun, -1 for "nothing, go on" (also for
+ * a refused connection), or -2 when this worker should give up (no fds).
  */
 static int
-worker_accept(struct worker_ctx *w, int lfd, char *peer, size_t peerlen)
+worker_accept(struct worker_ctx *w, int lfd, bool lmtp, char *peer,
+    size_t peerlen)
 {
 	struct sockaddr_storage	 ss;
 	socklen_t		 slen = sizeof(ss);
+	unsigned		 max = w->cf->max_conn_per_ip;
 	int			 fd, saved;
+	bool			 refuse = false;
 
 	if (sb_accept_lock(w->sb) == -1)
 		return -2;
 	fd = accept4(lfd, (struct sockaddr *)&ss, &slen, SOCK_CLOEXEC);
 	saved = errno;
+	if (fd != -1) {
+		memset(peer, 0, peerlen);
+		if (slen == 0)
+			ss.ss_family = AF_UNIX;
+		worker_peer(&ss, peer, peerlen);
+		if (!lmtp && max > 0 && worker_capped_peer(peer) &&
+		    sb_count_peer(w->sb, w->slot, peer) >= max)
+			refuse = true;
+		else
+			worker_slot_begin(w, lmtp ? SB_LMTP : SB_AUTH, peer);
+	}
 	sb_accept_unlock(w->sb);
 	if (fd == -1) {
 		switch (saved) {
@@ -291,18 +361,18 @@ worker_accept(struct worker_ctx *w, int lfd, char *peer, size_t peerlen)
 			return -1;
 		}
 	}
-	memset(peer, 0, peerlen);
-	if (slen == 0)
-		ss.ss_family = AF_UNIX;
-	worker_peer(&ss, peer, peerlen);
+	if (refuse) {
+		worker_refuse_conn(w, fd, peer);
+		return -1;
+	}
 	return fd;
 }
 
+/* The slot was begun by worker_accept. */
 static void
 worker_serve(struct worker_ctx *w, int fd, bool lmtp, const char *peer)
 {
 	worker_kill_session = 0;
-	worker_slot_begin(w, lmtp ? SB_LMTP : SB_AUTH, peer);
 	if (lmtp)
 		lmtp_run(w, fd, peer);
 	else {
@@ -343,6 +413,7 @@ worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
 	const char		*why;
 	pid_t			 master;
 	int			 i, n, nfds = 0, fd;
+	bool			 lmtp;
 
 	worker_signals();
 	snprintf(proc, sizeof(proc), "worker %d", slot_idx);
@@ -357,11 +428,17 @@ worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
 	w.terminate = &worker_terminate;
 	atomic_store(&w.slot->pid, getpid());
 
-	for (i = 0; i < npop3 && nfds < WORKER_FDS_MAX; i++, nfds++) {
+	/*
+	 * Issue 8: a POP3 worker accepts only POP3, an LMTP worker only
+	 * LMTP, so a POP3 flood cannot take the workers mail delivery
+	 * needs (the master sizes the two pools).
+	 */
+	lmtp = w.slot->pool == SB_POOL_LMTP;
+	for (i = 0; !lmtp && i < npop3 && nfds < WORKER_FDS_MAX; i++, nfds++) {
 		pfd[nfds].fd = pop3_fds[i];
 		pfd[nfds].events = POLLIN;
 	}
-	for (i = 0; i < nlmtp && nfds < WORKER_FDS_MAX; i++, nfds++) {
+	for (i = 0; lmtp && i < nlmtp && nfds < WORKER_FDS_MAX; i++, nfds++) {
 		pfd[nfds].fd = lmtp_fds[i];
 		pfd[nfds].events = POLLIN;
 	}
@@ -393,12 +470,13 @@ worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
 		for (i = 0; i < nfds; i++) {
 			if ((pfd[i].revents & (POLLIN | POLLERR)) == 0)
 				continue;
-			fd = worker_accept(&w, pfd[i].fd, peer, sizeof(peer));
+			fd = worker_accept(&w, pfd[i].fd, lmtp, peer,
+			    sizeof(peer));
 			if (fd == -2)
 				worker_exit(&w, WORKER_EX_SICK);
 			if (fd == -1)
 				continue;
-			worker_serve(&w, fd, i >= npop3, peer);
+			worker_serve(&w, fd, lmtp, peer);
 			/* Re-check the exit conditions between sessions. */
 			break;
 		}

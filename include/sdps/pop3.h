@@ -35,6 +35,11 @@ struct pop3_conn {
 	size_t		 line_max;	/* octets, line end included */
 	unsigned	 idle_timeout_s, send_timeout_s;
 	volatile sig_atomic_t *kill;	/* may be NULL */
+	/* Monotonic ms; 0 = none.  line_deadline is armed by the first
+	 * wait for a line (idle_timeout_s, not re-armed by partial input);
+	 * deadline is the caller's overall limit (pop3_set_deadline). */
+	int64_t		 line_deadline_ms;
+	int64_t		 deadline_ms;
 	/* read side: [rpos, rlen) of rbuf is unread input */
 	char		*rbuf;
 	size_t		 rcap, rpos, rlen;
@@ -76,10 +81,24 @@ void	pop3_free(struct pop3_conn *c);
  * *len is its length.  POP3_TOO_LONG and POP3_NUL report a bad line that
  * has been consumed; the connection stays usable.  Any buffered output
  * is flushed before this blocks for input, so pipelined commands get
- * their replies batched, in order.  Waits up to idle_timeout_s for data.
- * Other results end the session.
+ * their replies batched, in order.  The whole line must arrive within
+ * idle_timeout_s of the first wait for it (after the flush): input that
+ * does not complete a line does not re-arm the timer, so a client
+ * trickling one octet at a time is still logged out.  A line already
+ * buffered is returned without waiting.  POP3_TIMEOUT also once the
+ * pop3_set_deadline deadline has passed.  Other results end the session.
  */
 enum pop3_res pop3_read_line(struct pop3_conn *c, char **line, size_t *len);
+
+/*
+ * An overall deadline for reads: from now, every wait for input ends at
+ * the earlier of the line's idle deadline and this one.  Once it has
+ * passed, pop3_read_line returns only lines already in c's buffer and
+ * then POP3_TIMEOUT, even if more input is waiting (so a client that
+ * keeps sending cannot outrun it).  timeout_s = 0 removes it.  Used for
+ * the AUTHORIZATION state's total limit.
+ */
+void	pop3_set_deadline(struct pop3_conn *c, unsigned timeout_s);
 
 /* True if a complete line (or its end) is already buffered. */
 bool	pop3_line_pending(const struct pop3_conn *c);

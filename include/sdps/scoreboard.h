@@ -20,7 +20,7 @@
 #include "sdps/util.h"
 
 #define SB_MAGIC	0x53445053u	/* "SDPS" */
-#define SB_VERSION	2	/* 2: auth throttle fields (issue 8) */
+#define SB_VERSION	2	/* 2: auth throttle fields, sb_slot.pool (issue 8) */
 #define SB_PEER_MAX	64
 #define SB_MAILDROP_MAX	(UTIL_ADDR_MAX + 1)
 #define SB_CMD_MAX	16
@@ -36,10 +36,17 @@ enum sb_state {
 	SB_EXITING
 };
 
+/* Which listeners a worker accepts on (issue 8: LMTP has its own pool). */
+enum sb_pool {
+	SB_POOL_POP3 = 0,
+	SB_POOL_LMTP
+};
+
 struct sb_slot {
 	/* Master: set at fork, cleared at reap. */
 	_Atomic pid_t	 pid;
 	uint64_t	 generation;	/* config generation it was forked for */
+	uint32_t	 pool;		/* enum sb_pool; stale while pid is 0 */
 	/* Master sets to ask an idle worker to exit (spare policy). */
 	_Atomic uint32_t please_exit;
 	/* Worker, under the auth mutex: 1 while hashing a password. */
@@ -214,6 +221,19 @@ void	sb_slot_wipe_strings(struct sb_slot *slot);
 /* Take/drop the accept mutex; a dead holder's lock is recovered. 0/-1. */
 int	sb_accept_lock(struct scoreboard *sb);
 void	sb_accept_unlock(struct scoreboard *sb);
+/* Master: the accept mutex without waiting.  0 taken, -1 busy or
+ * broken (the master must never block on a worker). */
+int	sb_accept_trylock(struct scoreboard *sb);
+
+/*
+ * POP3 sessions (states auth, trans, update) from peer in slots other
+ * than self, counted under the accept mutex so that a worker that
+ * records its own peer before unlocking makes the count exact.  A slot
+ * whose writer died mid-write (seq left odd) is skipped after a bounded
+ * wait instead of waited for.
+ */
+unsigned sb_count_peer(struct scoreboard *sb, const struct sb_slot *self,
+	    const char *peer);
 
 /*
  * Enter the set of at most max workers hashing a password, waiting up to

@@ -38,8 +38,16 @@ struct worker_ctx {
 struct store *worker_punt(struct worker_ctx *w, int i);
 
 /*
- * Master, in the child right after fork(): run a worker on the listening
- * sockets (pop3_fds, then lmtp_fds) with scoreboard slot slot_idx.
+ * Refuse a connection just accepted: send line (CRLF included) without
+ * blocking, then close fd.  The master uses it too, when every POP3
+ * worker is busy.
+ */
+void	worker_refuse(int fd, const char *line);
+
+/*
+ * Master, in the child right after fork(): run a worker with scoreboard
+ * slot slot_idx, accepting on pop3_fds or on lmtp_fds as the slot's pool
+ * (set by the master before the fork) says.
  * Never returns; exit status per docs/design.md §7.7 (0 recycled,
  * WORKER_EX_SICK, WORKER_EX_FATAL).
  */

@@ -57,7 +57,9 @@ def loaded():
     d = Daemon(hosts=[(host_name(i), host_pw(i)) for i in range(NHOSTS)],
                server={"min_spare": 64, "max_spare": 256,
                        "max_workers": 256, "auth_max_parallel": 4,
-                       "auth_cache_ttl": 0})
+                       "auth_cache_ttl": 0,
+                       # 200 sessions at once, all from 127.0.0.1
+                       "max_conn_per_ip": 0})
     rng = random.Random(1939)
     jobs = []
     for h in range(NHOSTS):

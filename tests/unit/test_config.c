@@ -90,6 +90,9 @@ test_defaults(void **state)
 	assert_int_equal(cf.lmtp_socket_mode, 0660);
 	assert_string_equal(cf.lmtp_socket_group, "");
 	assert_string_equal(cf.admin_group, "");
+	assert_int_equal(cf.max_conn_per_ip, 10);
+	assert_int_equal(cf.auth_timeout_s, 60);
+	assert_int_equal(cf.lmtp_workers, 8);
 	assert_string_equal(cf.auth_path, "/var/lib/sdps/auth");
 	assert_int_equal(cf.auth_map_size, 64ULL << 20);
 	assert_int_equal(cf.hash_cost, CONFIG_HASH_INTERACTIVE);
@@ -154,6 +157,9 @@ test_good(void **state)
 	    "lmtp_socket_mode = 600\n"
 	    "lmtp_socket_group = postfix\n"
 	    "admin_group = adm\n"
+	    "max_conn_per_ip = 0\n"
+	    "auth_timeout = 0\n"
+	    "lmtp_workers = 3\n"
 	    "\n"
 	    "[auth]\n"
 	    "path = /a\n"
@@ -188,6 +194,9 @@ test_good(void **state)
 	assert_int_equal(cf.lmtp_socket_mode, 0600);
 	assert_string_equal(cf.lmtp_socket_group, "postfix");
 	assert_string_equal(cf.admin_group, "adm");
+	assert_int_equal(cf.max_conn_per_ip, 0);
+	assert_int_equal(cf.auth_timeout_s, 0);
+	assert_int_equal(cf.lmtp_workers, 3);
 	assert_int_equal(cf.auth_map_size, 2ULL << 20);
 	assert_int_equal(cf.hash_cost, CONFIG_HASH_MIN);
 	assert_int_equal(cf.store_map_size, 3ULL << 20);
@@ -236,6 +245,14 @@ test_bad(void **state)
 		    "auth_budget_window" },
 		{ PUNT "[server]\nauth_throttle_entries = 7\n", 4,
 		    "auth_throttle_entries" },
+		{ PUNT "[server]\nlmtp_workers = 0\n", 4, "lmtp_workers" },
+		{ PUNT "[server]\nlmtp_workers = 65\n", 4, "lmtp_workers" },
+		{ PUNT "[server]\nmax_conn_per_ip = -1\n", 4,
+		    "max_conn_per_ip" },
+		{ PUNT "[server]\nauth_timeout = x\n", 4, "auth_timeout" },
+		{ PUNT "[server]\nlmtp_listen = /l.sock\nmax_workers = 4000\n"
+		    "max_spare = 4\n", 5,
+		    "max_workers + lmtp_workers (4008) is over 4000" },
 		{ PUNT "[server]\n\nmin_spare = 20\n", 5,
 		    "min_spare (20) is over max_spare (16)" },
 		{ PUNT "[server]\nmax_workers = 8\n\nmin_spare = 1\n", 4,

@@ -211,6 +211,70 @@ test_idle_timeout(void **state)
 	    &(size_t){ 0 }), POP3_TIMEOUT);
 }
 
+/* Writes one octet of an endless line every 200 ms, up to 60 (12 s),
+ * until told to stop; counts what it wrote. */
+struct trickle {
+	struct fix		*f;
+	volatile int		 stop;
+	int			 sent;
+};
+
+static void *
+trickle_thread(void *arg)
+{
+	struct trickle	*t = arg;
+
+	while (!t->stop && t->sent < 60) {
+		if (write(t->f->sv[1], "x", 1) != 1)
+			break;
+		t->sent++;
+		(void)poll(NULL, 0, 200);
+	}
+	return NULL;
+}
+
+/*
+ * Issue 8: the idle timer is per line.  Octets that never end a line
+ * arrive every 200 ms with a 1 s idle timeout: the read must time out
+ * while the trickle is still going (before, each octet re-armed the
+ * timer and the read only ended once the writer stopped, 12 s later).
+ */
+static void
+test_idle_timeout_per_line(void **state)
+{
+	struct fix	*f = *state;
+	struct trickle	 t = { .f = f };
+	pthread_t	 th;
+
+	f->c.idle_timeout_s = 1;
+	assert_int_equal(pthread_create(&th, NULL, trickle_thread, &t), 0);
+	assert_int_equal(pop3_read_line(&f->c, &(char *){ NULL },
+	    &(size_t){ 0 }), POP3_TIMEOUT);
+	t.stop = 1;
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_true(t.sent < 60);
+}
+
+/* pop3_set_deadline: past it, only lines already in the conn's buffer
+ * are returned, even with more input waiting; 0 lifts it. */
+static void
+test_overall_deadline(void **state)
+{
+	struct fix	*f = *state;
+
+	f->c.idle_timeout_s = 0;
+	pop3_set_deadline(&f->c, 1);
+	peer_send(f, "CAPA\r\nCAPA\r\n", 12);
+	expect_line(f, "CAPA");
+	f->c.deadline_ms -= 2000;	/* as if a second had long passed */
+	expect_line(f, "CAPA");
+	peer_send(f, "USER x\r\n", 8);
+	assert_int_equal(pop3_read_line(&f->c, &(char *){ NULL },
+	    &(size_t){ 0 }), POP3_TIMEOUT);
+	pop3_set_deadline(&f->c, 0);
+	expect_line(f, "USER x");
+}
+
 static void
 test_killed(void **state)
 {
@@ -417,6 +481,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_nul, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_eof, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idle_timeout, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_idle_timeout_per_line,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_overall_deadline, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_killed, setup, teardown),
 		cmocka_unit_test_setup_teardown(
