@@ -21,6 +21,7 @@
 #include "sdps/bounce.h"
 #include "sdps/dsn.h"
 #include "sdps/log.h"
+#include "sdps/puntset.h"
 #include "sdps/store.h"
 #include "sdps/util.h"
 
@@ -506,12 +507,12 @@ int
 agent_deliver_host(const struct config *cf, const char *host,
     const char *target, struct agent_stats *stats)
 {
-	struct store		*punts[CONFIG_PUNT_MAX] = { NULL };
-	struct store_opts	 opts;
+	struct puntset		*ps;
+	struct store		*st;
 	struct store_entry	*e;
 	struct item		*items = NULL, *ni;
 	struct smtp		 s;
-	char			 err[256], agent[STORE_AGENT_MAX], text[REPLY_MAX];
+	char			 agent[STORE_AGENT_MAX], text[REPLY_MAX];
 	size_t			 n, i, nitems = 0;
 	int			 p, rc = -1;
 
@@ -519,15 +520,13 @@ agent_deliver_host(const struct config *cf, const char *host,
 	memset(&s, 0, sizeof(s));
 	s.fd = -1;
 	snprintf(agent, sizeof(agent), "sdps-smtp[%ld]", (long)getpid());
-	opts.map_size = cf->store_map_size;
-	opts.claim_lease_s = cf->claim_lease_s;
+	if ((ps = puntset_new(cf, PUNTSET_LOG)) == NULL)
+		return -1;
 	for (p = 0; p < cf->npunts; p++) {
-		if ((punts[p] = store_open(cf->punts[p].path,
-		    cf->punts[p].name, &opts, err, sizeof(err))) == NULL) {
-			log_warnx("punt %s: %s", cf->punts[p].name, err);
+		if (puntset_get(ps, p) == NULL ||
+		    (st = punt_local_store(puntset_get(ps, p))) == NULL)
 			continue;
-		}
-		if (store_list(punts[p], host, NULL, &e, &n, NULL) == -1)
+		if (store_list(st, host, NULL, &e, &n, NULL) == -1)
 			continue;
 		if (n > 0 && (ni = reallocarray(items, nitems + n,
 		    sizeof(*items))) == NULL) {
@@ -536,7 +535,7 @@ agent_deliver_host(const struct config *cf, const char *host,
 		} else if (n > 0)
 			items = ni;
 		for (i = 0; i < n; i++) {
-			items[nitems].st = punts[p];
+			items[nitems].st = st;
 			items[nitems].punt = p;
 			items[nitems].id = e[i].id;
 			items[nitems].arrival_us = e[i].arrival_us;
@@ -561,8 +560,6 @@ out:
 	if (s.fd != -1)
 		close(s.fd);
 	free(items);
-	for (p = 0; p < cf->npunts; p++)
-		if (punts[p] != NULL)
-			store_close(punts[p]);
+	puntset_free(ps);
 	return rc;
 }

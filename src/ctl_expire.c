@@ -9,6 +9,7 @@
 #include "sdps/bounce.h"
 #include "sdps/config.h"
 #include "sdps/ctl.h"
+#include "sdps/puntset.h"
 #include "sdps/store.h"
 #include "sdps/util.h"
 
@@ -182,28 +183,28 @@ int
 ctl_expire(struct ctl *c)
 {
 	const struct config	*cf = c->cf;
-	struct store_opts	 opts;
+	struct puntset		*ps;
+	struct punt		*pt;
 	struct collect		 col;
 	struct tally		 t = { 0, 0, 0, 0, 0 };
 	struct store		*st;
-	char			 err[256];
 	unsigned		 days;
 	size_t			 i;
 	int			 p, rc = 0;
 
 	days = c->older_than_days >= 0 ? (unsigned)c->older_than_days :
 	    cf->expire_days;
-	memset(&opts, 0, sizeof(opts));
-	opts.map_size = cf->store_map_size;
-	opts.claim_lease_s = cf->claim_lease_s;
+	if ((ps = puntset_new(cf, 0)) == NULL)
+		return ctl_fail("out of memory");
 	if (c->json)
 		printf("{\"dry_run\": %s, \"older_than_days\": %u, "
 		    "\"messages\": [", c->dry_run ? "true" : "false", days);
 	for (p = 0; p < cf->npunts; p++) {
-		if ((st = store_open(cf->punts[p].path, cf->punts[p].name,
-		    &opts, err, sizeof(err))) == NULL) {
+		if ((pt = puntset_get(ps, p)) == NULL ||
+		    (st = punt_local_store(pt)) == NULL) {
 			fprintf(stderr, "sdps-ctl: punt %s: %s\n",
-			    cf->punts[p].name, err);
+			    cf->punts[p].name, pt == NULL ?
+			    puntset_error(ps, p) : "not a local punt");
 			rc = 1;
 			continue;
 		}
@@ -220,8 +221,8 @@ ctl_expire(struct ctl *c)
 			for (i = 0; i < col.n; i++)
 				expire_one(c, st, &col.v[i], &t);
 		free(col.v);
-		store_close(st);
 	}
+	puntset_free(ps);
 	if (c->json)
 		printf("%s], \"bounced\": %llu, \"silent\": %llu, "
 		    "\"skipped\": %llu, \"failed\": %llu}\n",

@@ -13,6 +13,7 @@
 #include "sdps/auth.h"
 #include "sdps/config.h"
 #include "sdps/ctl.h"
+#include "sdps/puntset.h"
 #include "sdps/store.h"
 #include "sdps/util.h"
 
@@ -54,19 +55,45 @@ auth_get(struct ctl *c, bool create)
 	return a;
 }
 
+/*
+ * The verbs open one punt at a time through the puntset and close it when
+ * done (punt_put_back), so the set is freed once nothing is open.
+ */
+static struct puntset	*ctl_ps;
+
 static struct store *
 punt_open(const struct config *cf, const struct config_punt *p)
 {
-	struct store_opts	 o;
-	struct store		*st;
-	char			 err[512];
+	struct punt	*pt;
+	struct store	*st = NULL;
+	int		 i = (int)(p - cf->punts);
 
-	memset(&o, 0, sizeof(o));
-	o.map_size = cf->store_map_size;
-	o.claim_lease_s = cf->claim_lease_s;
-	if ((st = store_open(p->path, p->name, &o, err, sizeof(err))) == NULL)
-		ctl_fail("punt %s: %s", p->name, err);
+	if (ctl_ps == NULL && (ctl_ps = puntset_new(cf, 0)) == NULL) {
+		ctl_fail("out of memory");
+		return NULL;
+	}
+	if ((pt = puntset_get(ctl_ps, i)) == NULL)
+		ctl_fail("punt %s: %s", p->name, puntset_error(ctl_ps, i));
+	else if ((st = punt_local_store(pt)) == NULL)
+		ctl_fail("punt %s: not a local punt", p->name);
 	return st;
+}
+
+static void
+punt_put_back(struct store *st)
+{
+	int	 i, open = 0;
+
+	for (i = 0; ctl_ps != NULL && i < puntset_count(ctl_ps); i++) {
+		if (puntset_peek(ctl_ps, i) != NULL &&
+		    punt_local_store(puntset_peek(ctl_ps, i)) == st)
+			puntset_close(ctl_ps, i);
+		open += puntset_peek(ctl_ps, i) != NULL;
+	}
+	if (open == 0) {
+		puntset_free(ctl_ps);
+		ctl_ps = NULL;
+	}
 }
 
 static int
@@ -496,14 +523,14 @@ ctl_spool_ls(struct ctl *c)
 		first = rs.n;
 		if (store_walk(st, c->host ? host : NULL, rows_add,
 		    &rs) == -1 || rs.nomem) {
-			store_close(st);
+			punt_put_back(st);
 			rows_free(&rs);
 			return ctl_fail("punt %s: %s", cf->punts[p].name,
 			    rs.nomem ? "out of memory" : "cannot walk index");
 		}
 		for (i = first; i < rs.n; i++)
 			store_uidl(st, rs.v[i].id, rs.v[i].uidl);
-		store_close(st);
+		punt_put_back(st);
 	}
 	if (rs.n > 0)
 		qsort(rs.v, rs.n, sizeof(*rs.v), row_cmp);
@@ -634,7 +661,7 @@ ctl_spool_show(struct ctl *c)
 	free(data);
 	store_msg_free(&m);
 out:
-	store_close(st);
+	punt_put_back(st);
 	return rc;
 }
 
@@ -711,7 +738,7 @@ ctl_spool_stat(struct ctl *c)
 			else
 				ctl_fail("punt %s: cannot read statistics",
 				    cf->punts[p].name);
-			store_close(st);
+			punt_put_back(st);
 		}
 		if (!up)
 			rc = 1;
@@ -768,7 +795,7 @@ smtp_marker(struct ctl *c, const char *what)
 		res = store_done(st, id);
 	else
 		res = store_release(st, id);
-	store_close(st);
+	punt_put_back(st);
 	switch (res) {
 	case STORE_OK:
 		return 0;
@@ -830,7 +857,7 @@ ctl_fsck(struct ctl *c)
 		memset(&f, 0, sizeof(f));
 		r = store_fsck(st, c->repair, &f, fsck_report,
 		    (void *)cf->punts[p].name);
-		store_close(st);
+		punt_put_back(st);
 		printf("%s: %llu messages, %llu orphan, %llu missing, "
 		    "%llu size mismatch, %llu bad record, %llu tmp, "
 		    "%llu repaired: %s\n", cf->punts[p].name,

@@ -9,6 +9,7 @@
 
 #include "sdps/config.h"
 #include "sdps/deliver.h"
+#include "sdps/puntset.h"
 
 void
 deliver_why(char *why, size_t whylen, const char *fmt, ...)
@@ -69,50 +70,64 @@ punt_order(int *order, int npunts, int only, int first)
 }
 
 static void
-why_fail(char *why, size_t whylen, struct store *st, enum store_res res,
+why_fail(char *why, size_t whylen, const char *name, enum store_res res,
     const char *err)
 {
-	deliver_why(why, whylen, "punt %s: %s", store_name(st),
+	deliver_why(why, whylen, "punt %s: %s", name,
 	    err[0] != '\0' ? err : res == STORE_PERMFAIL ?
 	    "permanent failure" : "temporary failure");
 }
 
 enum store_res
-deliver_store(deliver_punt_fn *get, void *arg, int npunts, int only,
-    const struct store_envelope *env, const struct wire *w, int *idx,
-    uint64_t *id, char *why, size_t whylen)
+deliver_store(struct puntset *ps, int only, const struct store_envelope *env,
+    const struct wire *w, int *idx, uint64_t *id, char *why, size_t whylen)
 {
-	struct store	*st;
+	struct punt	*p;
 	enum store_res	 res;
 	char		 err[256];
 	int		 order[CONFIG_PUNT_MAX], n, i;
 
-	n = punt_order(order, npunts, only, -1);
+	n = punt_order(order, puntset_count(ps), only, -1);
 	for (i = 0; i < n; i++) {
-		if ((st = get(arg, order[i])) == NULL)
-			continue;	/* get() said why */
+		if ((p = puntset_get(ps, order[i])) == NULL)
+			continue;	/* the puntset said why */
 		err[0] = '\0';
-		res = store_put(st, env, w->buf, w->len, w->body_octets, id,
+		res = punt_put(p, env, w->buf, w->len, w->body_octets, id,
 		    err, sizeof(err));
 		if (res == STORE_OK) {
 			*idx = order[i];
 			return STORE_OK;
 		}
-		why_fail(why, whylen, st, res, err);
+		why_fail(why, whylen, punt_name(p), res, err);
 	}
 	return STORE_TEMPFAIL;
 }
 
+/* Punt i as a local store (streaming needs its directory), or NULL. */
+static struct store *
+local_get(struct puntset *ps, int i, char *why, size_t whylen)
+{
+	struct punt	*p;
+	struct store	*st;
+
+	if ((p = puntset_get(ps, i)) == NULL)
+		return NULL;
+	if ((st = punt_local_store(p)) == NULL)
+		deliver_why(why, whylen, "punt %s: not a local punt",
+		    punt_name(p));
+	return st;
+}
+
 int
-deliver_tmp_open(deliver_punt_fn *get, void *arg, int npunts, int *idx,
-    char *path, size_t pathlen, char *why, size_t whylen)
+deliver_tmp_open(struct puntset *ps, int *idx, char *path, size_t pathlen,
+    char *why, size_t whylen)
 {
 	struct store	*st;
 	int		 order[CONFIG_PUNT_MAX], n, i, fd;
 
-	n = punt_order(order, npunts, -1, -1);
+	n = punt_order(order, puntset_count(ps), -1, -1);
 	for (i = 0; i < n; i++) {
-		if ((st = get(arg, order[i])) == NULL)
+		if ((st = local_get(ps, order[i], why, whylen)) == NULL)
 			continue;
 		if ((fd = store_tmp_open(st, path, pathlen)) != -1) {
 			*idx = order[i];
@@ -125,7 +140,7 @@ deliver_tmp_open(deliver_punt_fn *get, void *arg, int npunts, int *idx,
 }
 
 enum store_res
-deliver_store_file(deliver_punt_fn *get, void *arg, int npunts, int first,
+deliver_store_file(struct puntset *ps, int first,
     const struct store_envelope *env, const char *src_path, int src_fd,
     uint64_t wire_len, uint64_t body_octets, int *idx, uint64_t *id,
     bool last, enum store_via *via, char *why, size_t whylen)
@@ -135,9 +150,9 @@ deliver_store_file(deliver_punt_fn *get, void *arg, int npunts, int first,
 	char		 err[256];
 	int		 order[CONFIG_PUNT_MAX], n, i;
 
-	n = punt_order(order, npunts, -1, first);
+	n = punt_order(order, puntset_count(ps), -1, first);
 	for (i = 0; i < n; i++) {
-		if ((st = get(arg, order[i])) == NULL)
+		if ((st = local_get(ps, order[i], why, whylen)) == NULL)
 			continue;
 		err[0] = '\0';
 		res = store_put_file(st, env, src_path, src_fd, wire_len,
@@ -146,7 +161,7 @@ deliver_store_file(deliver_punt_fn *get, void *arg, int npunts, int first,
 			*idx = order[i];
 			return STORE_OK;
 		}
-		why_fail(why, whylen, st, res, err);
+		why_fail(why, whylen, store_name(st), res, err);
 	}
 	return STORE_TEMPFAIL;
 }

@@ -438,12 +438,6 @@ read_data(struct lmtp *l, struct l_data *d)
 	return dres;
 }
 
-static struct store *
-get_punt(void *arg, int idx)
-{
-	return worker_punt(arg, idx);
-}
-
 /*
  * Store the message (fsynced in d's tmp file) once per host; host->res
  * says how it went.  The first host tries the file's own punt first, so
@@ -473,7 +467,7 @@ lmtp_store(struct lmtp *l, const struct l_data *d)
 		env.nrcpts = h->nusers;
 		why[0] = '\0';
 		via = STORE_VIA_COPY;
-		h->res = deliver_store_file(get_punt, l->w, cf->npunts,
+		h->res = deliver_store_file(l->w->punts,
 		    i == 0 ? d->punt : -1, &env, d->path, d->fd,
 		    d->w.drained, d->w.body_octets, &h->punt, &h->id,
 		    i + 1 == l->nhosts, &via, why, sizeof(why));
@@ -535,8 +529,7 @@ cmd_data(struct lmtp *l, char *arg)
 	 * every recipient gets 451 after the dot, as when no punt takes a
 	 * finished message.
 	 */
-	if ((d.fd = deliver_tmp_open(get_punt, l->w, l->w->cf->npunts,
-	    &d.punt, d.path, sizeof(d.path), why, sizeof(why))) == -1)
+	if ((d.fd = deliver_tmp_open(l->w->punts, &d.punt, d.path, sizeof(d.path), why, sizeof(why))) == -1)
 		log_warnx("sid=%016" PRIx64 " peer=%s event=lmtp-nospool "
 		    "why=\"%s\"", l->sid, l->peer, why[0] != '\0' ? why :
 		    "no punt available");

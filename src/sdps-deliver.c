@@ -20,6 +20,7 @@
 #include "sdps/deliver.h"
 #include "sdps/fault.h"
 #include "sdps/log.h"
+#include "sdps/puntset.h"
 #include "sdps/store.h"
 #include "sdps/util.h"
 #include "sdps/version.h"
@@ -40,8 +41,7 @@ struct deliver {
 	char		 sender[UTIL_SENDER_MAX + 1];
 	struct rhost	*hosts;
 	size_t		 nhosts;
-	struct store	*st[CONFIG_PUNT_MAX];	/* opened on demand */
-	bool		 st_bad[CONFIG_PUNT_MAX];	/* open failed */
+	struct puntset	*ps;	/* opened on demand, one attempt each */
 	struct wire	 w;
 	char		 why[1024];	/* what each failed punt said */
 };
@@ -177,39 +177,6 @@ read_message(struct deliver *d)
 	    "rejected: %s", wire_strerror(res));
 }
 
-/* The punt at index p, opened once; NULL (reason logged) if unusable. */
-static struct store *
-punt_get(struct deliver *d, int p)
-{
-	struct store_opts	 o;
-	char			 err[256];
-
-	if (d->st[p] != NULL || d->st_bad[p])
-		return d->st[p];
-	memset(&o, 0, sizeof(o));
-	o.map_size = d->cf.store_map_size;
-	o.claim_lease_s = d->cf.claim_lease_s;
-	d->st[p] = store_open(d->cf.punts[p].path, d->cf.punts[p].name, &o,
-	    err, sizeof(err));
-	if (d->st[p] != NULL && !store_is_available(d->st[p])) {
-		snprintf(err, sizeof(err), "not available");
-		store_close(d->st[p]);
-		d->st[p] = NULL;
-	}
-	if (d->st[p] == NULL) {
-		d->st_bad[p] = true;
-		deliver_why(d->why, sizeof(d->why), "punt %s: %s",
-		    d->cf.punts[p].name, err);
-	}
-	return d->st[p];
-}
-
-static struct store *
-punt_cb(void *arg, int p)
-{
-	return punt_get(arg, p);
-}
-
 /* deliver_store picks the punt, the same way the LMTP ingest does. */
 static int
 store_for_host(struct deliver *d, const struct rhost *h, int only)
@@ -222,8 +189,8 @@ store_for_host(struct deliver *d, const struct rhost *h, int only)
 	env.sender = d->sender;
 	env.rcpts = (const char *const *)h->users;
 	env.nrcpts = h->nusers;
-	if (deliver_store(punt_cb, d, d->cf.npunts, only, &env, &d->w, &idx,
-	    &id, d->why, sizeof(d->why)) != STORE_OK)
+	if (deliver_store(d->ps, only, &env, &d->w, &idx, &id, d->why,
+	    sizeof(d->why)) != STORE_OK)
 		return -1;
 	return 0;
 }
@@ -294,6 +261,9 @@ main(int argc, char **argv)
 
 	check_recipients(&d, argc, argv);
 	read_message(&d);
+	if ((d.ps = puntset_new(&d.cf, PUNTSET_ONCE)) == NULL)
+		die(EX_TEMPFAIL, "out of memory");
+	puntset_why(d.ps, d.why, sizeof(d.why));
 
 	/*
 	 * Before the first store, make sure there is somewhere to store: a
@@ -304,12 +274,12 @@ main(int argc, char **argv)
 	 * that; a duplicate is the lesser harm than a loss.
 	 */
 	if (only >= 0) {
-		if (punt_get(&d, only) == NULL)
+		if (puntset_get(d.ps, only) == NULL)
 			die(EX_TEMPFAIL, "%s", d.why);
 	} else {
 		ok = 0;
 		for (p = 0; p < d.cf.npunts; p++) {
-			if (punt_get(&d, p) != NULL)
+			if (puntset_get(d.ps, p) != NULL)
 				ok++;
 			if (ok > 0 && d.nhosts == 1)
 				break;
@@ -332,9 +302,7 @@ main(int argc, char **argv)
 		fault_point("deliver.host_stored");
 	}
 
-	for (p = 0; p < d.cf.npunts; p++)
-		if (d.st[p] != NULL)
-			store_close(d.st[p]);
+	puntset_free(d.ps);
 	wire_free(&d.w);
 	for (i = 0; i < d.nhosts; i++) {
 		while (d.hosts[i].nusers > 0)

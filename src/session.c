@@ -21,9 +21,10 @@
 #include "sdps/auth.h"
 #include "sdps/authcache.h"
 #include "sdps/config.h"
-#include "sdps/lock.h"
 #include "sdps/log.h"
 #include "sdps/pop3.h"
+#include "sdps/punt.h"
+#include "sdps/puntset.h"
 #include "sdps/scoreboard.h"
 #include "sdps/session.h"
 #include "sdps/store.h"
@@ -66,8 +67,8 @@ enum end_how {
 /* A punt this session uses: its lock and its listing's envelopes. */
 struct s_punt {
 	int		 cfi;		/* config punt index */
-	struct store	*st;
-	struct lock	 lk;
+	struct punt	*st;
+	struct punt_lock lk;
 	char		*env;		/* envelope arena from store_list */
 };
 
@@ -386,7 +387,7 @@ release_punts(struct session *s)
 	int	 i;
 
 	for (i = 0; i < s->npunts; i++) {
-		lock_release(&s->punts[i].lk);
+		punt_unlock(&s->punts[i].lk);
 		free(s->punts[i].env);
 		s->punts[i].env = NULL;
 	}
@@ -417,13 +418,13 @@ lock_punts(struct session *s)
 {
 	const struct config	*cf = s->cf;
 	struct s_punt		*sp;
-	struct store		*st;
-	enum lock_res		 lr;
+	struct punt		*st;
+	enum store_res		 lr;
 	int			 i;
 
 	s->npunts = 0;
 	for (i = 0; i < cf->npunts; i++) {
-		if ((st = worker_punt(s->w, i)) == NULL) {
+		if ((st = puntset_get(s->w->punts, i)) == NULL) {
 			log_info("sid=%016" PRIx64 " punt=%s event=punt-skipped"
 			    " reason=unavailable", s->sid, cf->punts[i].name);
 			continue;
@@ -432,19 +433,16 @@ lock_punts(struct session *s)
 		sp->cfi = i;
 		sp->st = st;
 		sp->env = NULL;
-		lock_init(&sp->lk);
-		lr = lock_take(cf->run_dir, cf->punts[i].name, s->host,
+		lr = punt_lock(st, s->host,
 		    s->user[0] != '\0' ? s->user : NULL, &sp->lk);
 		switch (lr) {
-		case LOCK_OK:
+		case STORE_OK:
 			s->npunts++;
 			break;
-		case LOCK_BUSY:
-			lock_release(&sp->lk);
+		case STORE_BUSY:
 			release_punts(s);
 			return 1;
-		case LOCK_ERR:
-			lock_release(&sp->lk);
+		default:
 			log_info("sid=%016" PRIx64 " punt=%s event=punt-skipped"
 			    " reason=lock", s->sid, cf->punts[i].name);
 			break;
@@ -468,13 +466,13 @@ snapshot(struct session *s)
 		sp = &s->punts[i];
 		ents = NULL;
 		env = NULL;
-		if (store_list(sp->st, s->host,
-		    s->user[0] != '\0' ? s->user : NULL, &ents, &n, &env) ==
-		    -1) {
+		if (punt_list(sp->st, s->host,
+		    s->user[0] != '\0' ? s->user : NULL, &ents, &n, &env) !=
+		    STORE_OK) {
 			log_info("sid=%016" PRIx64 " punt=%s event=punt-skipped"
 			    " reason=list", s->sid,
 			    s->cf->punts[sp->cfi].name);
-			lock_release(&sp->lk);
+			punt_unlock(&sp->lk);
 			/* Close the gap; later entries keep config order. */
 			for (k = i; k + 1 < s->npunts; k++)
 				s->punts[k] = s->punts[k + 1];
@@ -873,7 +871,7 @@ cmd_uidl(struct session *s, struct pop3_args *a)
 		if (session_msn(s, a->argv[0], &idx) == -1)
 			return CMD_BAD;
 		m = &s->msgs[idx];
-		store_uidl(s->punts[m->sp].st, m->id, uidl);
+		punt_uidl(s->punts[m->sp].st, m->id, uidl);
 		return reply_ok(s, "%zu %s", idx + 1, uidl);
 	}
 	reply_ok(s, "unique-id listing follows");
@@ -881,7 +879,7 @@ cmd_uidl(struct session *s, struct pop3_args *a)
 		m = &s->msgs[i];
 		if (m->deleted)
 			continue;
-		store_uidl(s->punts[m->sp].st, m->id, uidl);
+		punt_uidl(s->punts[m->sp].st, m->id, uidl);
 		pop3_printf(&s->c, "%zu %s\r\n", i + 1, uidl);
 	}
 	pop3_ml_end(&s->c);
@@ -932,15 +930,26 @@ static int
 msg_open(struct session *s, const struct s_msg *m, int *fd)
 {
 	struct s_punt	*sp = &s->punts[m->sp];
+	struct punt_body b;
 
-	if (!store_is_available(sp->st)) {
+	if (!punt_health(sp->st)) {
 		reply_err(s, "SYS/TEMP", "spool %s unavailable, try later",
 		    s->cf->punts[sp->cfi].name);
 		return -1;
 	}
-	switch (store_msg_open(sp->st, m->id, fd, NULL)) {
+	/*
+	 * The transfer below sends from a file descriptor; a punt that
+	 * answers with a stream (fd -1, a future remote punt) is refused
+	 * until the connection layer's body transfer reads punt_body.
+	 */
+	switch (punt_open_body(sp->st, m->id, 0, &b, NULL)) {
 	case STORE_OK:
-		return 0;
+		if (b.fd != -1) {
+			*fd = b.fd;
+			return 0;
+		}
+		punt_body_close(&b);
+		break;
 	case STORE_GONE:
 		return 1;
 	case STORE_BUSY:
@@ -984,7 +993,7 @@ dummy_build(struct session *s, const struct s_msg *m, size_t *len)
 		snprintf(to, sizeof(to), "%s@%s", rcpt, s->host);
 	else
 		snprintf(to, sizeof(to), "postmaster@%s", s->host);
-	store_uidl(sp->st, m->id, uidl);
+	punt_uidl(sp->st, m->id, uidl);
 	util_rfc5322_date(s->login_us, now, sizeof(now));
 	util_rfc5322_date(m->arrival_us, arr, sizeof(arr));
 	rc = asprintf(&buf,
@@ -1222,7 +1231,7 @@ cmd_env(struct session *s, struct pop3_args *a)
 	reply_ok(s, "envelope follows");
 	pop3_ml_line(&s->c, "RD",
 	    (m->flags & STORE_F_READ) != 0 || m->read_now ? 2 : 0);
-	store_uidl(sp->st, m->id, uidl);
+	punt_uidl(sp->st, m->id, uidl);
 	util_rfc5322_date(m->arrival_us, date, sizeof(date));
 	n = snprintf(line, sizeof(line), "%s %s %s",
 	    s->cf->punts[sp->cfi].name, uidl, date);
@@ -1270,7 +1279,7 @@ commit_rd(struct session *s)
 				ids[n++] = s->msgs[i].id;
 		if (n == 0)
 			continue;
-		if (store_mark_read(s->punts[p].st, ids, n) == -1) {
+		if (punt_mark_read(s->punts[p].st, ids, n) != STORE_OK) {
 			log_warnx("sid=%016" PRIx64 " punt=%s event=rd-failed"
 			    " msgs=%zu", s->sid,
 			    s->cf->punts[s->punts[p].cfi].name, n);
@@ -1305,7 +1314,7 @@ update_remove(struct session *s)
 				ids[n++] = s->msgs[i].id;
 		if (n == 0)
 			continue;
-		if (store_remove(s->punts[p].st, ids, n,
+		if (punt_remove(s->punts[p].st, ids, n,
 		    s->user[0] != '\0' ? s->user : NULL) != STORE_OK) {
 			log_warnx("sid=%016" PRIx64 " punt=%s event=remove-failed"
 			    " msgs=%zu", s->sid,

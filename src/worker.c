@@ -21,8 +21,8 @@
 #include "sdps/auth.h"
 #include "sdps/lmtp.h"
 #include "sdps/log.h"
+#include "sdps/puntset.h"
 #include "sdps/session.h"
-#include "sdps/store.h"
 #include "sdps/worker.h"
 
 #define WORKER_POLL_MS		1000
@@ -30,10 +30,6 @@
 
 static volatile sig_atomic_t	 worker_terminate;
 static volatile sig_atomic_t	 worker_kill_session;
-
-/* Per process: whether punt i's last open failed, so a dead punt is
- * logged once when it goes away, not at every session. */
-static bool			 worker_punt_down[CONFIG_PUNT_MAX];
 
 static void
 worker_sig(int signo)
@@ -78,46 +74,19 @@ worker_signals(void)
 	sigprocmask(SIG_SETMASK, &all, NULL);
 }
 
-struct store *
-worker_punt(struct worker_ctx *w, int i)
+/* puntset health hook: the scoreboard's punt health row for punt i. */
+static void
+worker_punt_health(void *arg, int i, const char *name, bool ok)
 {
-	const struct config_punt *p;
-	struct sb_punt_health	*h = NULL;
-	struct store_opts	 opts;
-	char			 err[256];
+	struct worker_ctx	*w = arg;
+	struct sb_punt_health	*h;
 
-	if (i < 0 || i >= w->cf->npunts)
-		return NULL;
-	p = &w->cf->punts[i];
-	if ((uint32_t)i < w->sb->hdr->npunts &&
-	    strcmp(w->sb->hdr->punts[i].name, p->name) == 0)
-		h = &w->sb->hdr->punts[i];
-	if (w->punts[i] != NULL && !store_is_available(w->punts[i])) {
-		log_warnx("punt %s: no longer available, reopening", p->name);
-		store_close(w->punts[i]);
-		w->punts[i] = NULL;
-	}
-	if (w->punts[i] == NULL) {
-		memset(&opts, 0, sizeof(opts));
-		opts.map_size = w->cf->store_map_size;
-		opts.claim_lease_s = w->cf->claim_lease_s;
-		w->punts[i] = store_open(p->path, p->name, &opts, err,
-		    sizeof(err));
-		if (w->punts[i] == NULL) {
-			if (!worker_punt_down[i])
-				log_warnx("punt %s: %s", p->name, err);
-			worker_punt_down[i] = true;
-		} else {
-			if (worker_punt_down[i])
-				log_info("punt %s: available again", p->name);
-			worker_punt_down[i] = false;
-		}
-	}
-	if (h != NULL) {
-		atomic_store(&h->ok, w->punts[i] != NULL ? 1 : 0);
-		atomic_store(&h->checked_us, util_now_us());
-	}
-	return w->punts[i];
+	if ((uint32_t)i >= w->sb->hdr->npunts ||
+	    strcmp(w->sb->hdr->punts[i].name, name) != 0)
+		return;
+	h = &w->sb->hdr->punts[i];
+	atomic_store(&h->ok, ok ? 1 : 0);
+	atomic_store(&h->checked_us, util_now_us());
 }
 
 static void
@@ -139,18 +108,16 @@ worker_auth(struct worker_ctx *w)
 	}
 }
 
-/* Run the reader check the master asked for after a worker died. */
+/*
+ * After a worker died the master asks for the punts' housekeeping (the
+ * local punt's LMDB reader check, punt_local.c).
+ */
 static void
 worker_reader_check(struct worker_ctx *w)
 {
-	int	 i;
-
 	if (atomic_exchange(&w->sb->hdr->reader_check, 0) == 0)
 		return;
-	for (i = 0; i < w->cf->npunts; i++) {
-		if (w->punts[i] != NULL)
-			store_reader_check(w->punts[i]);
-	}
+	puntset_maintain(w->punts);
 }
 
 static void
@@ -388,14 +355,9 @@ worker_serve(struct worker_ctx *w, int fd, bool lmtp, const char *peer)
 static void __attribute__((noreturn))
 worker_exit(struct worker_ctx *w, int status)
 {
-	int	 i;
-
 	worker_slot_state(w->slot, SB_EXITING);
-	for (i = 0; i < CONFIG_PUNT_MAX; i++) {
-		if (w->punts[i] != NULL)
-			store_close(w->punts[i]);
-		w->punts[i] = NULL;
-	}
+	puntset_free(w->punts);
+	w->punts = NULL;
 	if (w->auth != NULL)
 		auth_close(w->auth);
 	w->auth = NULL;
@@ -445,8 +407,13 @@ worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
 
 	/* Environments are opened here, after fork (LMDB caveat). */
 	worker_auth(&w);
+	if ((w.punts = puntset_new(cf, PUNTSET_LOG)) == NULL) {
+		log_warnx("puntset: out of memory");
+		worker_exit(&w, WORKER_EX_SICK);
+	}
+	puntset_on_health(w.punts, worker_punt_health, &w);
 	for (i = 0; i < cf->npunts; i++)
-		(void)worker_punt(&w, i);
+		(void)puntset_get(w.punts, i);
 	worker_reader_check(&w);
 	worker_slot_idle(&w, false);
 	log_debug("started, generation %llu",

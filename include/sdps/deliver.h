@@ -13,24 +13,25 @@
 #include "sdps/store.h"
 #include "sdps/wire.h"
 
+struct puntset;
+
 /*
- * Punt idx of the config, ready to store into, or NULL when unusable (the
- * callback records or logs why; deliver_store just skips the punt).
+ * The punts come from ps (puntset_get: a punt that is unusable is
+ * skipped; the puntset logs or records why).  The tmp-file functions
+ * need a local punt (punt_local_store) and skip any other.
  */
-typedef struct store *deliver_punt_fn(void *arg, int idx);
 
 /*
  * Store the finished wire-format message w for env.  With only >= 0 just
- * that punt is tried; otherwise all npunts in a fresh random order, so a
+ * that punt is tried; otherwise all punts in a fresh random order, so a
  * punt that is down or full costs a retry, not the message.  Each failure
  * of store_put is appended to why ("punt NAME: reason", "; " between
  * them; why may be NULL).  Returns STORE_OK with *idx and
  * *id set once the store is durable (store_put committed), else
  * STORE_TEMPFAIL (no punt took it).  Blocks on disk I/O.
  */
-enum store_res deliver_store(deliver_punt_fn *get, void *arg, int npunts,
-	    int only, const struct store_envelope *env, const struct wire *w,
-	    int *idx, uint64_t *id, char *why, size_t whylen);
+enum store_res deliver_store(struct puntset *ps, int only,
+	    const struct store_envelope *env, const struct wire *w, int *idx, uint64_t *id, char *why, size_t whylen);
 
 /*
  * Streaming (LMTP): open a new tmp file, for the message as it arrives,
@@ -38,8 +39,8 @@ enum store_res deliver_store(deliver_punt_fn *get, void *arg, int npunts,
  * (store_tmp_open).  Returns the fd with *idx and path set, or -1 (why
  * says what each punt answered).
  */
-int	deliver_tmp_open(deliver_punt_fn *get, void *arg, int npunts,
-	    int *idx, char *path, size_t pathlen, char *why, size_t whylen);
+int	deliver_tmp_open(struct puntset *ps, int *idx, char *path,
+	    size_t pathlen, char *why, size_t whylen);
 
 /*
  * deliver_store for a message already in wire format in the fsynced file
@@ -50,9 +51,8 @@ int	deliver_tmp_open(deliver_punt_fn *get, void *arg, int npunts,
  * host, so a single-host message is never copied and its punt is still
  * the first usable one of a random order.
  */
-enum store_res deliver_store_file(deliver_punt_fn *get, void *arg,
-	    int npunts, int first, const struct store_envelope *env,
-	    const char *src_path, int src_fd, uint64_t wire_len,
+enum store_res deliver_store_file(struct puntset *ps, int first,
+	    const struct store_envelope *env, const char *src_path, int src_fd, uint64_t wire_len,
 	    uint64_t body_octets, int *idx, uint64_t *id, bool last,
 	    enum store_via *via, char *why, size_t whylen);
 

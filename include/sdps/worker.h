@@ -12,7 +12,7 @@
 #include "sdps/scoreboard.h"
 
 struct auth;
-struct store;
+struct puntset;
 
 /* What a session may use.  Everything is owned by the worker. */
 struct worker_ctx {
@@ -20,9 +20,9 @@ struct worker_ctx {
 	struct scoreboard	*sb;
 	struct sb_slot		*slot;
 	struct auth		*auth;
-	/* Config punt i, opened once per worker; NULL when it could not be
-	 * opened (worker_punt retries). */
-	struct store		*punts[CONFIG_PUNT_MAX];
+	/* The configured punts (puntset_get opens, reopens, and records
+	 * each punt's health in the scoreboard). */
+	struct puntset		*punts;
 	/* Set by SIGUSR2 (sdps-ctl kill): end the session at once, without
 	 * UPDATE.  The worker clears it between sessions. */
 	volatile sig_atomic_t	*kill_session;

@@ -25,6 +25,7 @@
 #include "sdps/log.h"
 #include "sdps/scoreboard.h"
 #include "sdps/session.h"
+#include "sdps/puntset.h"
 #include "sdps/store.h"
 #include "sdps/util.h"
 #include "sdps/wire.h"
@@ -82,7 +83,8 @@ refill(void)
 	int			 i, k;
 
 	for (i = 0; i < cf.npunts; i++) {
-		if ((st = worker_punt(&w, i)) == NULL)
+		if (puntset_get(w.punts, i) == NULL ||
+		    (st = punt_local_store(puntset_get(w.punts, i))) == NULL)
 			continue;
 		e = NULL;
 		n = 0;
@@ -144,6 +146,8 @@ init_once(void)
 	w.sb = &sb;
 	w.slot = &sb.slots[0];
 	w.auth = a;
+	if ((w.punts = puntset_new(&cf, 0)) == NULL)
+		return -1;
 	w.kill_session = &kill_flag;
 	w.terminate = &term_flag;
 	return 0;

@@ -184,6 +184,7 @@ cl_start(struct fx *fx, struct cl *c, int slot)
 		w.sb = &fx->sb;
 		w.slot = &fx->sb.slots[slot];
 		w.auth = a;
+		w.punts = puntset_new(&fx->cf, PUNTSET_LOG);
 		w.kill_session = &child_kill;
 		w.terminate = &child_term;
 		session_run(&w, sv[1], "192.0.2.7");

@@ -1,0 +1,68 @@
+/*
+ * puntset: the configured punts of one process, in config order
+ * (docs/design.md §5): which exist, opening them when first needed,
+ * reopening one whose directory went away, and the memory of which are
+ * down, so a dead punt is logged once when it goes, not at every use.
+ * Every program gets its punts from here; index i is config punt i, and
+ * that index order is the tie-break of the maildrop merge (maildrop.h).
+ *
+ * Error convention: puntset_get returns NULL for an unusable punt (why
+ * in puntset_error); the others cannot fail except puntset_new (NULL).
+ */
+#ifndef SDPS_PUNTSET_H
+#define SDPS_PUNTSET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "sdps/config.h"
+#include "sdps/punt.h"
+
+struct puntset;
+
+/* puntset_new flags. */
+#define PUNTSET_LOG	0x01	/* log a punt going down and coming back
+				 * (daemons: once per change) */
+#define PUNTSET_ONCE	0x02	/* a punt that failed to open stays failed
+				 * (one-shot programs: one attempt each) */
+
+/* Told the outcome of every puntset_get (the daemon's scoreboard). */
+typedef void puntset_health_fn(void *arg, int idx, const char *name,
+	    bool ok);
+
+/* The punts of cf (which must outlive the set); nothing is opened yet. */
+struct puntset *puntset_new(const struct config *cf, int flags);
+void	puntset_free(struct puntset *ps);	/* closes every punt */
+
+void	puntset_on_health(struct puntset *ps, puntset_health_fn *fn,
+	    void *arg);
+
+/*
+ * Append each open failure, "punt NAME: reason", to why ("; " between
+ * reasons, deliver_why); why may be NULL to stop.
+ */
+void	puntset_why(struct puntset *ps, char *why, size_t whylen);
+
+int	puntset_count(const struct puntset *ps);
+const char *puntset_name(const struct puntset *ps, int i);
+
+/*
+ * Punt i if usable now: opened if it was not, reopened if punt_health
+ * says it changed, unless PUNTSET_ONCE and it failed before.  NULL when
+ * out of range or unusable.
+ */
+struct punt *puntset_get(struct puntset *ps, int i);
+
+/* Punt i if already open, without opening or checking anything. */
+struct punt *puntset_peek(const struct puntset *ps, int i);
+
+/* Close punt i now (a one-shot program done with it); get reopens it. */
+void	puntset_close(struct puntset *ps, int i);
+
+/* Why the last puntset_get(ps, i) failed ("" if it did not). */
+const char *puntset_error(const struct puntset *ps, int i);
+
+/* punt_maintain every open punt (after a process using them died). */
+void	puntset_maintain(struct puntset *ps);
+
+#endif

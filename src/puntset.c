@@ -1,0 +1,161 @@
+/*
+ * puntset: the one place that opens the configured punts and remembers
+ * their health (puntset.h).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sdps/deliver.h"
+#include "sdps/log.h"
+#include "sdps/puntset.h"
+
+struct ps_punt {
+	struct punt	*p;
+	bool		 down;		/* the last open failed */
+	char		 err[256];
+};
+
+struct puntset {
+	const struct config	*cf;
+	int			 flags;
+	puntset_health_fn	*health;
+	void			*health_arg;
+	char			*why;
+	size_t			 whylen;
+	struct ps_punt		 v[CONFIG_PUNT_MAX];
+};
+
+struct puntset *
+puntset_new(const struct config *cf, int flags)
+{
+	struct puntset	*ps;
+
+	if ((ps = calloc(1, sizeof(*ps))) == NULL)
+		return NULL;
+	ps->cf = cf;
+	ps->flags = flags;
+	return ps;
+}
+
+void
+puntset_free(struct puntset *ps)
+{
+	int	 i;
+
+	if (ps == NULL)
+		return;
+	for (i = 0; i < CONFIG_PUNT_MAX; i++)
+		punt_close(ps->v[i].p);
+	free(ps);
+}
+
+void
+puntset_on_health(struct puntset *ps, puntset_health_fn *fn, void *arg)
+{
+	ps->health = fn;
+	ps->health_arg = arg;
+}
+
+void
+puntset_why(struct puntset *ps, char *why, size_t whylen)
+{
+	ps->why = why;
+	ps->whylen = whylen;
+}
+
+int
+puntset_count(const struct puntset *ps)
+{
+	return ps->cf->npunts;
+}
+
+const char *
+puntset_name(const struct puntset *ps, int i)
+{
+	return i >= 0 && i < ps->cf->npunts ? ps->cf->punts[i].name : "";
+}
+
+/* Open punt i; a directory that is not the expected one counts as down. */
+static void
+ps_open(struct puntset *ps, int i)
+{
+	const struct config_punt *cp = &ps->cf->punts[i];
+	struct ps_punt		 *e = &ps->v[i];
+
+	e->p = punt_local_open(cp->path, cp->name, ps->cf->run_dir,
+	    ps->cf->store_map_size, ps->cf->claim_lease_s, e->err,
+	    sizeof(e->err));
+	if (e->p != NULL && !punt_health(e->p)) {
+		snprintf(e->err, sizeof(e->err), "not available");
+		punt_close(e->p);
+		e->p = NULL;
+	}
+	if (e->p == NULL) {
+		if (!e->down && (ps->flags & PUNTSET_LOG))
+			log_warnx("punt %s: %s", cp->name, e->err);
+		if (ps->why != NULL)
+			deliver_why(ps->why, ps->whylen, "punt %s: %s",
+			    cp->name, e->err);
+		e->down = true;
+		return;
+	}
+	if (e->down && (ps->flags & PUNTSET_LOG))
+		log_info("punt %s: available again", cp->name);
+	e->down = false;
+	e->err[0] = '\0';
+}
+
+struct punt *
+puntset_get(struct puntset *ps, int i)
+{
+	struct ps_punt	*e;
+
+	if (i < 0 || i >= ps->cf->npunts)
+		return NULL;
+	e = &ps->v[i];
+	if (e->p != NULL && !punt_health(e->p)) {
+		if (ps->flags & PUNTSET_LOG)
+			log_warnx("punt %s: no longer available, reopening",
+			    ps->cf->punts[i].name);
+		punt_close(e->p);
+		e->p = NULL;
+	}
+	if (e->p == NULL && !(e->down && (ps->flags & PUNTSET_ONCE)))
+		ps_open(ps, i);
+	if (ps->health != NULL)
+		ps->health(ps->health_arg, i, ps->cf->punts[i].name,
+		    e->p != NULL);
+	return e->p;
+}
+
+struct punt *
+puntset_peek(const struct puntset *ps, int i)
+{
+	return i >= 0 && i < ps->cf->npunts ? ps->v[i].p : NULL;
+}
+
+void
+puntset_close(struct puntset *ps, int i)
+{
+	if (i < 0 || i >= CONFIG_PUNT_MAX)
+		return;
+	punt_close(ps->v[i].p);
+	ps->v[i].p = NULL;
+}
+
+const char *
+puntset_error(const struct puntset *ps, int i)
+{
+	return i >= 0 && i < ps->cf->npunts ? ps->v[i].err : "no such punt";
+}
+
+void
+puntset_maintain(struct puntset *ps)
+{
+	int	 i;
+
+	for (i = 0; i < CONFIG_PUNT_MAX; i++)
+		if (ps->v[i].p != NULL)
+			punt_maintain(ps->v[i].p);
+}
