@@ -21,6 +21,7 @@
 #include "sdps/bounce.h"
 #include "sdps/dsn.h"
 #include "sdps/log.h"
+#include "sdps/maildrop.h"
 #include "sdps/puntset.h"
 #include "sdps/store.h"
 #include "sdps/util.h"
@@ -36,11 +37,10 @@ struct smtp {
 	char	 peer[CONFIG_ADDR_MAX];
 };
 
-/* One queued message of the merged maildrop. */
+/* One queued message of the merged maildrop (maildrop.h order). */
 struct item {
 	struct store	*st;
-	int		 punt;
-	uint64_t	 id, arrival_us;
+	uint64_t	 id;
 };
 
 enum rcpt_fate { FATE_PENDING, FATE_OK, FATE_TEMP, FATE_PERM };
@@ -406,18 +406,6 @@ settle(struct store *st, const struct store_msg *m, const enum rcpt_fate *f,
 	stats->deferred++;
 }
 
-static int
-item_cmp(const void *a, const void *b)
-{
-	const struct item *x = a, *y = b;
-
-	if (x->arrival_us != y->arrival_us)
-		return x->arrival_us < y->arrival_us ? -1 : 1;
-	if (x->punt != y->punt)
-		return x->punt < y->punt ? -1 : 1;
-	return x->id < y->id ? -1 : x->id > y->id;
-}
-
 static bool
 is_pop_deleted(struct store *st, uint64_t id)
 {
@@ -507,14 +495,15 @@ int
 agent_deliver_host(const struct config *cf, const char *host,
     const char *target, struct agent_stats *stats)
 {
+	const struct maildrop_msg *mm;
 	struct puntset		*ps;
+	struct maildrop		*md = NULL;
 	struct store		*st;
-	struct store_entry	*e;
-	struct item		*items = NULL, *ni;
+	struct item		*items = NULL;
 	struct smtp		 s;
 	char			 agent[STORE_AGENT_MAX], text[REPLY_MAX];
 	size_t			 n, i, nitems = 0;
-	int			 p, rc = -1;
+	int			 rc = -1;
 
 	memset(stats, 0, sizeof(*stats));
 	memset(&s, 0, sizeof(s));
@@ -522,32 +511,24 @@ agent_deliver_host(const struct config *cf, const char *host,
 	snprintf(agent, sizeof(agent), "sdps-smtp[%ld]", (long)getpid());
 	if ((ps = puntset_new(cf, PUNTSET_LOG)) == NULL)
 		return -1;
-	for (p = 0; p < cf->npunts; p++) {
-		if (puntset_get(ps, p) == NULL ||
-		    (st = punt_local_store(puntset_get(ps, p))) == NULL)
-			continue;
-		if (store_list(st, host, NULL, &e, &n, NULL) == -1)
-			continue;
-		if (n > 0 && (ni = reallocarray(items, nitems + n,
-		    sizeof(*items))) == NULL) {
-			free(e);
-			goto out;
-		} else if (n > 0)
-			items = ni;
-		for (i = 0; i < n; i++) {
-			items[nitems].st = st;
-			items[nitems].punt = p;
-			items[nitems].id = e[i].id;
-			items[nitems].arrival_us = e[i].arrival_us;
-			nitems++;
-		}
-		free(e);
+	if (maildrop_open(ps, host, NULL, 0, NULL, NULL, &md) != STORE_OK)
+		goto out;
+	if ((n = maildrop_count(md)) > 0 &&
+	    (items = calloc(n, sizeof(*items))) == NULL)
+		goto out;
+	for (i = 0; i < n; i++) {
+		mm = maildrop_msg(md, i);
+		if ((st = punt_local_store(maildrop_punt(md, mm->punt))) ==
+		    NULL)
+			continue;	/* the agent sends from local files */
+		items[nitems].st = st;
+		items[nitems].id = mm->id;
+		nitems++;
 	}
 	if (nitems == 0) {
 		rc = 0;
 		goto out;
 	}
-	qsort(items, nitems, sizeof(*items), item_cmp);
 	if (smtp_connect(&s, target) == -1 || smtp_hello(&s) == -1)
 		goto out;
 	for (i = 0; i < nitems; i++)
@@ -560,6 +541,7 @@ out:
 	if (s.fd != -1)
 		close(s.fd);
 	free(items);
+	maildrop_close(md);
 	puntset_free(ps);
 	return rc;
 }

@@ -13,6 +13,7 @@
 #include "sdps/auth.h"
 #include "sdps/config.h"
 #include "sdps/ctl.h"
+#include "sdps/maildrop.h"
 #include "sdps/puntset.h"
 #include "sdps/store.h"
 #include "sdps/util.h"
@@ -394,19 +395,14 @@ nomem:
 	return 1;
 }
 
-/* Arrival order, ties by the punts' order in the config, then id (§4). */
+/* The maildrop order (maildrop.h), over every host's messages. */
 static int
 row_cmp(const void *a, const void *b)
 {
 	const struct row	*x = a, *y = b;
 
-	if (x->arrival_us != y->arrival_us)
-		return x->arrival_us < y->arrival_us ? -1 : 1;
-	if (x->punt_idx != y->punt_idx)
-		return x->punt_idx < y->punt_idx ? -1 : 1;
-	if (x->id != y->id)
-		return x->id < y->id ? -1 : 1;
-	return 0;
+	return maildrop_order(x->arrival_us, x->punt_idx, x->id,
+	    y->arrival_us, y->punt_idx, y->id);
 }
 
 static const char *

@@ -135,6 +135,18 @@ puntset_peek(const struct puntset *ps, int i)
 	return i >= 0 && i < ps->cf->npunts ? ps->v[i].p : NULL;
 }
 
+int
+puntset_adopt(struct puntset *ps, int i, struct punt *p)
+{
+	if (i < 0 || i >= ps->cf->npunts)
+		return -1;
+	punt_close(ps->v[i].p);
+	ps->v[i].p = p;
+	ps->v[i].down = false;
+	ps->v[i].err[0] = '\0';
+	return 0;
+}
+
 void
 puntset_close(struct puntset *ps, int i)
 {

@@ -22,6 +22,7 @@
 #include "sdps/authcache.h"
 #include "sdps/config.h"
 #include "sdps/log.h"
+#include "sdps/maildrop.h"
 #include "sdps/pop3.h"
 #include "sdps/punt.h"
 #include "sdps/puntset.h"
@@ -64,14 +65,6 @@ enum end_how {
 
 #define CF_REST	0x01	/* the rest of the line is one argument (PASS) */
 
-/* A punt this session uses: its lock and its listing's envelopes. */
-struct s_punt {
-	int		 cfi;		/* config punt index */
-	struct punt	*st;
-	struct punt_lock lk;
-	char		*env;		/* envelope arena from store_list */
-};
-
 /*
  * One snapshot entry (docs/design.md §2.1): msn = idx + 1 is what the
  * client sees; id is the punt's message id.
@@ -81,8 +74,7 @@ struct s_msg {
 	uint64_t	 arrival_us;
 	uint64_t	 octets;
 	uint32_t	 flags;		/* STORE_F_* at snapshot time */
-	uint32_t	 env;		/* offset in the punt's env arena */
-	int		 sp;		/* index into session.punts */
+	int		 sp;		/* maildrop_punt index */
 	bool		 deleted;	/* DELE, until RSET */
 	bool		 read_now;	/* RETR completed: RD to commit */
 };
@@ -107,9 +99,8 @@ struct session {
 	unsigned		 thr_recent;	/* source's recent failures */
 
 	/* TRANSACTION */
-	struct s_punt		 punts[CONFIG_PUNT_MAX];
-	int			 npunts;
-	struct s_msg		*msgs;
+	struct maildrop		*md;	/* locks, listing, envelopes */
+	struct s_msg		*msgs;	/* msgs[i] is maildrop_msg(md, i) */
 	size_t			 nmsgs;
 	uint64_t		 n_retr, n_top, n_dele, n_removed;
 	uint64_t		 login_us;
@@ -255,9 +246,29 @@ slot_state(struct session *s, enum sb_state st)
 static const char *
 msg_sender(const struct session *s, const struct s_msg *m)
 {
-	const char	*env = s->punts[m->sp].env;
+	return maildrop_sender(s->md, maildrop_msg(s->md,
+	    (size_t)(m - s->msgs)));
+}
 
-	return env != NULL ? env + m->env : "";
+/* The recipients of m this maildrop may see (maildrop_rcpt_next). */
+static const char *
+msg_rcpt_next(const struct session *s, const struct s_msg *m,
+    const char *prev)
+{
+	return maildrop_rcpt_next(s->md, maildrop_msg(s->md,
+	    (size_t)(m - s->msgs)), prev);
+}
+
+static struct punt *
+msg_punt(const struct session *s, const struct s_msg *m)
+{
+	return maildrop_punt(s->md, m->sp);
+}
+
+static int
+session_npunts(const struct session *s)
+{
+	return s->md != NULL ? maildrop_npunts(s->md) : 0;
 }
 
 /*
@@ -384,127 +395,54 @@ cmd_user(struct session *s, struct pop3_args *a)
 static void
 release_punts(struct session *s)
 {
-	int	 i;
-
-	for (i = 0; i < s->npunts; i++) {
-		punt_unlock(&s->punts[i].lk);
-		free(s->punts[i].env);
-		s->punts[i].env = NULL;
-	}
-	s->npunts = 0;
+	maildrop_close(s->md);
+	s->md = NULL;
 	free(s->msgs);
 	s->msgs = NULL;
 	s->nmsgs = 0;
 }
 
-static int
-msg_cmp(const void *pa, const void *pb)
+static void
+punt_skipped(void *arg, const char *punt, const char *reason)
 {
-	const struct s_msg	*a = pa, *b = pb;
+	struct session	*s = arg;
 
-	/* Punts are added in config order, so sp orders like cfi. */
-	if (a->arrival_us != b->arrival_us)
-		return a->arrival_us < b->arrival_us ? -1 : 1;
-	if (a->sp != b->sp)
-		return a->sp < b->sp ? -1 : 1;
-	if (a->id != b->id)
-		return a->id < b->id ? -1 : 1;
-	return 0;
+	log_info("sid=%016" PRIx64 " punt=%s event=punt-skipped reason=%s",
+	    s->sid, punt, reason);
 }
 
-/* Lock every reachable punt (all or nothing).  0, 1 busy, or -1. */
-static int
-lock_punts(struct session *s)
-{
-	const struct config	*cf = s->cf;
-	struct s_punt		*sp;
-	struct punt		*st;
-	enum store_res		 lr;
-	int			 i;
-
-	s->npunts = 0;
-	for (i = 0; i < cf->npunts; i++) {
-		if ((st = puntset_get(s->w->punts, i)) == NULL) {
-			log_info("sid=%016" PRIx64 " punt=%s event=punt-skipped"
-			    " reason=unavailable", s->sid, cf->punts[i].name);
-			continue;
-		}
-		sp = &s->punts[s->npunts];
-		sp->cfi = i;
-		sp->st = st;
-		sp->env = NULL;
-		lr = punt_lock(st, s->host,
-		    s->user[0] != '\0' ? s->user : NULL, &sp->lk);
-		switch (lr) {
-		case STORE_OK:
-			s->npunts++;
-			break;
-		case STORE_BUSY:
-			release_punts(s);
-			return 1;
-		default:
-			log_info("sid=%016" PRIx64 " punt=%s event=punt-skipped"
-			    " reason=lock", s->sid, cf->punts[i].name);
-			break;
-		}
-	}
-	return 0;
-}
-
-/* Copy every locked punt's listing into the merged snapshot. */
+/*
+ * Lock every reachable punt (all or nothing) and take the merged
+ * snapshot (maildrop.c).  0, 1 busy, or -1.
+ */
 static int
 snapshot(struct session *s)
 {
-	struct store_entry	*ents;
-	struct s_msg		*m, *nm;
-	struct s_punt		*sp;
-	size_t			 n, j;
-	char			*env;
-	int			 i, k;
+	const struct maildrop_msg *mm;
+	enum store_res		 res;
+	size_t			 i, n;
 
-	for (i = 0; i < s->npunts; ) {
-		sp = &s->punts[i];
-		ents = NULL;
-		env = NULL;
-		if (punt_list(sp->st, s->host,
-		    s->user[0] != '\0' ? s->user : NULL, &ents, &n, &env) !=
-		    STORE_OK) {
-			log_info("sid=%016" PRIx64 " punt=%s event=punt-skipped"
-			    " reason=list", s->sid,
-			    s->cf->punts[sp->cfi].name);
-			punt_unlock(&sp->lk);
-			/* Close the gap; later entries keep config order. */
-			for (k = i; k + 1 < s->npunts; k++)
-				s->punts[k] = s->punts[k + 1];
-			s->npunts--;
-			continue;
-		}
-		if (n > 0) {
-			nm = reallocarray(s->msgs, s->nmsgs + n, sizeof(*nm));
-			if (nm == NULL) {
-				log_warn("session: reallocarray");
-				free(ents);
-				free(env);
-				return -1;
-			}
-			s->msgs = nm;
-		}
-		for (j = 0; j < n; j++) {
-			m = &s->msgs[s->nmsgs++];
-			memset(m, 0, sizeof(*m));
-			m->id = ents[j].id;
-			m->arrival_us = ents[j].arrival_us;
-			m->octets = ents[j].octets;
-			m->flags = ents[j].flags;
-			m->env = ents[j].env;
-			m->sp = i;
-		}
-		free(ents);
-		sp->env = env;
-		i++;
+	res = maildrop_open(s->w->punts, s->host, s->user,
+	    MAILDROP_LOCK | MAILDROP_ENV, punt_skipped, s, &s->md);
+	if (res == STORE_BUSY)
+		return 1;
+	if (res != STORE_OK)
+		return -1;
+	if ((n = maildrop_count(s->md)) == 0)
+		return 0;
+	if ((s->msgs = calloc(n, sizeof(*s->msgs))) == NULL) {
+		log_warn("session: calloc");
+		return -1;
 	}
-	if (s->nmsgs > 1)
-		qsort(s->msgs, s->nmsgs, sizeof(*s->msgs), msg_cmp);
+	for (i = 0; i < n; i++) {
+		mm = maildrop_msg(s->md, i);
+		s->msgs[i].id = mm->id;
+		s->msgs[i].arrival_us = mm->arrival_us;
+		s->msgs[i].octets = mm->octets;
+		s->msgs[i].flags = mm->flags;
+		s->msgs[i].sp = mm->punt;
+	}
+	s->nmsgs = n;
 	return 0;
 }
 
@@ -518,17 +456,17 @@ session_login(struct session *s)
 	int		 i, rc;
 
 	s->have_user = false;
-	if ((rc = lock_punts(s)) == 1) {
+	if ((rc = snapshot(s)) == 1) {
 		log_info("sid=%016" PRIx64 " peer=%s event=in-use maildrop=%s",
 		    s->sid, s->peer, s->maildrop);
 		reply_err(s, "IN-USE", "maildrop in use");
 		return CMD_REPLIED;
 	}
-	if (rc == -1 || snapshot(s) == -1) {
+	if (rc == -1) {
 		release_punts(s);
 		return CMD_SRVFAIL;
 	}
-	if (s->npunts == 0) {
+	if (session_npunts(s) == 0) {
 		release_punts(s);
 		log_info("sid=%016" PRIx64 " peer=%s event=no-punt maildrop=%s",
 		    s->sid, s->peer, s->maildrop);
@@ -536,11 +474,11 @@ session_login(struct session *s)
 		return CMD_REPLIED;
 	}
 	names[0] = '\0';
-	for (i = 0; i < s->npunts; i++) {
-		used |= 1u << s->punts[i].cfi;
+	for (i = 0; i < session_npunts(s); i++) {
+		used |= 1u << maildrop_punt_cfi(s->md, i);
 		off += (size_t)snprintf(names + off, sizeof(names) - off,
 		    "%s%s", i > 0 ? "," : "",
-		    s->cf->punts[s->punts[i].cfi].name);
+		    punt_name(maildrop_punt(s->md, i)));
 	}
 	s->state = ST_TRANS;
 	pop3_set_deadline(&s->c, 0);	/* auth_timeout: logged in */
@@ -871,7 +809,7 @@ cmd_uidl(struct session *s, struct pop3_args *a)
 		if (session_msn(s, a->argv[0], &idx) == -1)
 			return CMD_BAD;
 		m = &s->msgs[idx];
-		punt_uidl(s->punts[m->sp].st, m->id, uidl);
+		punt_uidl(msg_punt(s, m), m->id, uidl);
 		return reply_ok(s, "%zu %s", idx + 1, uidl);
 	}
 	reply_ok(s, "unique-id listing follows");
@@ -879,7 +817,7 @@ cmd_uidl(struct session *s, struct pop3_args *a)
 		m = &s->msgs[i];
 		if (m->deleted)
 			continue;
-		punt_uidl(s->punts[m->sp].st, m->id, uidl);
+		punt_uidl(msg_punt(s, m), m->id, uidl);
 		pop3_printf(&s->c, "%zu %s\r\n", i + 1, uidl);
 	}
 	pop3_ml_end(&s->c);
@@ -929,12 +867,12 @@ cmd_rset(struct session *s, struct pop3_args *a)
 static int
 msg_open(struct session *s, const struct s_msg *m, int *fd)
 {
-	struct s_punt	*sp = &s->punts[m->sp];
+	struct punt	*sp = msg_punt(s, m);
 	struct punt_body b;
 
-	if (!punt_health(sp->st)) {
+	if (!punt_health(sp)) {
 		reply_err(s, "SYS/TEMP", "spool %s unavailable, try later",
-		    s->cf->punts[sp->cfi].name);
+		    punt_name(sp));
 		return -1;
 	}
 	/*
@@ -942,7 +880,7 @@ msg_open(struct session *s, const struct s_msg *m, int *fd)
 	 * answers with a stream (fd -1, a future remote punt) is refused
 	 * until the connection layer's body transfer reads punt_body.
 	 */
-	switch (punt_open_body(sp->st, m->id, 0, &b, NULL)) {
+	switch (punt_open_body(sp, m->id, 0, &b, NULL)) {
 	case STORE_OK:
 		if (b.fd != -1) {
 			*fd = b.fd;
@@ -976,8 +914,8 @@ msg_open(struct session *s, const struct s_msg *m, int *fd)
 static char *
 dummy_build(struct session *s, const struct s_msg *m, size_t *len)
 {
-	struct s_punt	*sp = &s->punts[m->sp];
-	const char	*sender = msg_sender(s, m), *rcpt;
+	const char	*sender = msg_sender(s, m);
+	const char	*rcpt = msg_rcpt_next(s, m, NULL);
 	char		 now[DATE_MAX], arr[DATE_MAX], uidl[STORE_UIDL_MAX];
 	char		 me[256], to[UTIL_ADDR_MAX + 1], *buf, *p;
 	size_t		 base, total, left, n;
@@ -986,14 +924,13 @@ dummy_build(struct session *s, const struct s_msg *m, size_t *len)
 	if (gethostname(me, sizeof(me)) == -1 || me[0] == '\0')
 		snprintf(me, sizeof(me), "localhost");
 	me[sizeof(me) - 1] = '\0';
-	rcpt = sender + strlen(sender) + 1;
 	if (s->user[0] != '\0')
 		snprintf(to, sizeof(to), "%s@%s", s->user, s->host);
-	else if (sp->env != NULL && *rcpt != '\0')
+	else if (rcpt != NULL)
 		snprintf(to, sizeof(to), "%s@%s", rcpt, s->host);
 	else
 		snprintf(to, sizeof(to), "postmaster@%s", s->host);
-	punt_uidl(sp->st, m->id, uidl);
+	punt_uidl(msg_punt(s, m), m->id, uidl);
 	util_rfc5322_date(s->login_us, now, sizeof(now));
 	util_rfc5322_date(m->arrival_us, arr, sizeof(arr));
 	rc = asprintf(&buf,
@@ -1108,7 +1045,7 @@ send_dummy(struct session *s, const struct s_msg *m, bool top,
 	pop3_ml_end(&s->c);
 	free(buf);
 	log_info("sid=%016" PRIx64 " event=dummy punt=%s id=%" PRIu64,
-	    s->sid, s->cf->punts[s->punts[m->sp].cfi].name, m->id);
+	    s->sid, punt_name(msg_punt(s, m)), m->id);
 	return s->c.werr == POP3_OK ? CMD_REPLIED : CMD_IOFAIL;
 }
 
@@ -1215,14 +1152,12 @@ cmd_env(struct session *s, struct pop3_args *a)
 	char		 uidl[STORE_UIDL_MAX], date[DATE_MAX], line[512];
 	const char	*sender, *rcpt;
 	struct s_msg	*m;
-	struct s_punt	*sp;
 	size_t		 idx;
 	int		 n;
 
 	if (session_msn(s, a->argv[0], &idx) == -1)
 		return CMD_BAD;
 	m = &s->msgs[idx];
-	sp = &s->punts[m->sp];
 	/*
 	 * Always a multi-line +OK for a listed number, also after SMTP took
 	 * the message: fetchmail never checks for -ERR here, so the answer
@@ -1231,24 +1166,18 @@ cmd_env(struct session *s, struct pop3_args *a)
 	reply_ok(s, "envelope follows");
 	pop3_ml_line(&s->c, "RD",
 	    (m->flags & STORE_F_READ) != 0 || m->read_now ? 2 : 0);
-	punt_uidl(sp->st, m->id, uidl);
+	punt_uidl(msg_punt(s, m), m->id, uidl);
 	util_rfc5322_date(m->arrival_us, date, sizeof(date));
 	n = snprintf(line, sizeof(line), "%s %s %s",
-	    s->cf->punts[sp->cfi].name, uidl, date);
+	    punt_name(msg_punt(s, m)), uidl, date);
 	pop3_ml_line(&s->c, line, (size_t)n);
 	sender = msg_sender(s, m);
 	pop3_ml_line(&s->c, sender, strlen(sender));
-	if (sp->env != NULL) {
-		for (rcpt = sender + strlen(sender) + 1; *rcpt != '\0';
-		    rcpt += strlen(rcpt) + 1) {
-			if (s->user[0] != '\0' &&
-			    strcasecmp(rcpt, s->user) != 0)
-				continue;
-			n = snprintf(line, sizeof(line), "%s@%s", rcpt,
-			    s->host);
-			if (n > 0 && (size_t)n < sizeof(line))
-				pop3_ml_line(&s->c, line, (size_t)n);
-		}
+	for (rcpt = msg_rcpt_next(s, m, NULL); rcpt != NULL;
+	    rcpt = msg_rcpt_next(s, m, rcpt)) {
+		n = snprintf(line, sizeof(line), "%s@%s", rcpt, s->host);
+		if (n > 0 && (size_t)n < sizeof(line))
+			pop3_ml_line(&s->c, line, (size_t)n);
 	}
 	pop3_ml_end(&s->c);
 	return CMD_REPLIED;
@@ -1271,7 +1200,7 @@ commit_rd(struct session *s)
 	if (s->nmsgs == 0 ||
 	    (ids = calloc(s->nmsgs, sizeof(*ids))) == NULL)
 		return;
-	for (p = 0; p < s->npunts; p++) {
+	for (p = 0; p < session_npunts(s); p++) {
 		n = 0;
 		for (i = 0; i < s->nmsgs; i++)
 			if (s->msgs[i].sp == p && s->msgs[i].read_now &&
@@ -1279,10 +1208,10 @@ commit_rd(struct session *s)
 				ids[n++] = s->msgs[i].id;
 		if (n == 0)
 			continue;
-		if (punt_mark_read(s->punts[p].st, ids, n) != STORE_OK) {
+		if (punt_mark_read(maildrop_punt(s->md, p), ids, n) != STORE_OK) {
 			log_warnx("sid=%016" PRIx64 " punt=%s event=rd-failed"
 			    " msgs=%zu", s->sid,
-			    s->cf->punts[s->punts[p].cfi].name, n);
+			    punt_name(maildrop_punt(s->md, p)), n);
 			continue;
 		}
 		for (i = 0; i < s->nmsgs; i++)
@@ -1307,18 +1236,18 @@ update_remove(struct session *s)
 			failed += s->msgs[i].deleted;
 		return failed;
 	}
-	for (p = 0; p < s->npunts; p++) {
+	for (p = 0; p < session_npunts(s); p++) {
 		n = 0;
 		for (i = 0; i < s->nmsgs; i++)
 			if (s->msgs[i].sp == p && s->msgs[i].deleted)
 				ids[n++] = s->msgs[i].id;
 		if (n == 0)
 			continue;
-		if (punt_remove(s->punts[p].st, ids, n,
+		if (punt_remove(maildrop_punt(s->md, p), ids, n,
 		    s->user[0] != '\0' ? s->user : NULL) != STORE_OK) {
 			log_warnx("sid=%016" PRIx64 " punt=%s event=remove-failed"
 			    " msgs=%zu", s->sid,
-			    s->cf->punts[s->punts[p].cfi].name, n);
+			    punt_name(maildrop_punt(s->md, p)), n);
 			failed += n;
 			continue;
 		}

@@ -56,6 +56,13 @@ struct punt *puntset_get(struct puntset *ps, int i);
 /* Punt i if already open, without opening or checking anything. */
 struct punt *puntset_peek(const struct puntset *ps, int i);
 
+/*
+ * Install p, already open, as punt i (closing what was there); the set
+ * owns it from now on.  For tests' own punt implementations, and for a
+ * future opener of punts that are not local.  -1 if i is out of range.
+ */
+int	puntset_adopt(struct puntset *ps, int i, struct punt *p);
+
 /* Close punt i now (a one-shot program done with it); get reopens it. */
 void	puntset_close(struct puntset *ps, int i);
 
