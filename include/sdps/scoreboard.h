@@ -94,7 +94,7 @@ struct sb_header {
 	/* Master: bumped on each successful reload. */
 	_Atomic uint64_t generation;
 	/* Master: set when a worker died; the next worker to start runs
-	 * store_reader_check on every punt and clears it. */
+	 * puntset_maintain (LMDB reader check, punt_local.c) and clears it. */
 	_Atomic uint32_t reader_check;
 	/* Master: set on SIGTERM; workers stop accepting. */
 	_Atomic uint32_t stopping;
