@@ -36,8 +36,9 @@ struct fx {
 static int
 setup(void **state)
 {
+	static const char *const names[] = { "alpha", "beta" };
 	struct fx	*fx;
-	char		 err[256];
+	char		 err[256], path[PATH_MAX];
 	int		 i;
 
 	if ((fx = calloc(1, sizeof(*fx))) == NULL)
@@ -52,10 +53,12 @@ setup(void **state)
 	fx->cf.store_map_size = MAP;
 	fx->cf.npunts = 2;
 	for (i = 0; i < 2; i++) {
+		/* From locals: snprintf from fx into fx trips -Wrestrict. */
 		snprintf(fx->cf.punts[i].name, sizeof(fx->cf.punts[i].name),
-		    "%s", i == 0 ? "alpha" : "beta");
+		    "%s", names[i]);
+		snprintf(path, sizeof(path), "%s/%s", fx->dir, names[i]);
 		snprintf(fx->cf.punts[i].path, sizeof(fx->cf.punts[i].path),
-		    "%s/%s", fx->dir, fx->cf.punts[i].name);
+		    "%s", path);
 		if (store_create(fx->cf.punts[i].path, fx->cf.punts[i].name,
 		    MAP, err, sizeof(err)) == -1) {
 			fprintf(stderr, "store_create: %s\n", err);
