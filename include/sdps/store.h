@@ -1,7 +1,9 @@
 /*
  * store: one punt = one directory with an LMDB index and a spool of
- * wire-format message files (docs/design.md §5).  Only store.c and auth.c
- * include <lmdb.h>; LMDB error codes never leave this module.
+ * wire-format message files (docs/design.md §5).  Only the local store's
+ * files (src/store*.c, sharing the private src/store_int.h) and auth.c
+ * include <lmdb.h>; LMDB error codes never leave this module.  The
+ * index's byte codec and its version rule are include/sdps/record.h.
  *
  * Process rules: open a punt in the process that uses it, after fork().
  * No function holds a read transaction after it returns.  Every function
