@@ -123,12 +123,21 @@ lstore_rec_get(struct store *st, MDB_txn *txn, uint64_t id, MDB_val *v,
 		    (unsigned long long)id, mdb_strerror(rc));
 		return GET_ERR;
 	}
-	if (rec_decode(v->mv_data, v->mv_size, r) != REC_OK) {
-		log_warnx("store %s: record %016llx: undecodable", st->name,
-		    (unsigned long long)id);
-		return GET_BAD;
+	switch (rec_decode(v->mv_data, v->mv_size, r)) {
+	case REC_OK:
+		return GET_OK;
+	case REC_NEWER:
+		log_warnx("store %s: record %016llx: unknown record version "
+		    "%u (this binary knows %u): skipped", st->name,
+		    (unsigned long long)id, rec_version(v->mv_data, v->mv_size),
+		    REC_VERSION);
+		return GET_NEWER;
+	case REC_CORRUPT:
+		break;
 	}
-	return GET_OK;
+	log_warnx("store %s: record %016llx: undecodable", st->name,
+	    (unsigned long long)id);
+	return GET_BAD;
 }
 
 int
@@ -453,13 +462,23 @@ open_format(struct store *st, MDB_txn *txn, const char *path, char *err,
     size_t errlen)
 {
 	MDB_val		 key, val;
+	uint32_t	 v;
 
 	key.mv_size = strlen("version");
 	key.mv_data = "version";
-	if (mdb_get(txn, st->meta, &key, &val) != 0 ||
-	    val.mv_size != 4 || rec_get_le32(val.mv_data) != REC_PUNT_FORMAT) {
-		lstore_seterr(err, errlen,
-		    "%s: missing or unknown format version", path);
+	if (mdb_get(txn, st->meta, &key, &val) != 0 || val.mv_size != 4) {
+		lstore_seterr(err, errlen, "%s: missing format version", path);
+		return -1;
+	}
+	if ((v = rec_get_le32(val.mv_data)) > REC_PUNT_FORMAT) {
+		lstore_seterr(err, errlen, "%s: punt format version %u is newer "
+		    "than this binary's (%u): not opened, nothing changed",
+		    path, (unsigned)v, REC_PUNT_FORMAT);
+		return -1;
+	}
+	if (v != REC_PUNT_FORMAT) {
+		lstore_seterr(err, errlen, "%s: unknown punt format version %u",
+		    path, (unsigned)v);
 		return -1;
 	}
 	return 0;

@@ -42,6 +42,7 @@ struct fix {
 
 struct fent {
 	uint64_t	 id, stored_octets;
+	bool		 newer;		/* unknown version: no size known */
 };
 
 struct fsck {
@@ -60,11 +61,23 @@ struct fsck {
 static void fsck_say(struct fsck *, bool, const char *, ...)
     __attribute__((format(printf, 3, 4)));
 
+static void
+fsck_line(struct fsck *f, const char *msg, const char *suffix)
+{
+	char	 line[512];
+
+	if (f->report == NULL)
+		return;
+	snprintf(line, sizeof(line), "punt %s: %s%s", f->st->name, msg,
+	    suffix);
+	f->report(line, f->arg);
+}
+
 /* One report line per problem, saying whether it was repaired. */
 static void
 fsck_say(struct fsck *f, bool fixed, const char *fmt, ...)
 {
-	char	 line[512], msg[400];
+	char	 msg[400];
 	va_list	 ap;
 
 	va_start(ap, fmt);
@@ -74,11 +87,26 @@ fsck_say(struct fsck *f, bool fixed, const char *fmt, ...)
 		f->out->repaired++;
 	else
 		f->left++;
-	if (f->report == NULL)
-		return;
-	snprintf(line, sizeof(line), "punt %s: %s%s", f->st->name, msg,
-	    fixed ? " (repaired)" : "");
-	f->report(line, f->arg);
+	fsck_line(f, msg, fixed ? " (repaired)" : "");
+}
+
+/*
+ * A record of a version this binary does not know (include/sdps/
+ * record.h): another binary's, not a fault.  It is reported, counted
+ * apart and never repaired: not the record, not its host index entry,
+ * not its spool file.
+ */
+static void
+fsck_newer(struct fsck *f, uint64_t id, const MDB_val *v)
+{
+	char	 msg[400];
+
+	f->out->unknown_version++;
+	snprintf(msg, sizeof(msg), "record %016llx: unknown record version "
+	    "%u (this binary knows %u), left alone with its file",
+	    (unsigned long long)id, rec_version(v->mv_data, v->mv_size),
+	    REC_VERSION);
+	fsck_line(f, msg, "");
 }
 
 static int
@@ -142,6 +170,7 @@ fsck_scan_msgs_c(struct fsck *f, MDB_cursor *cur,
 	MDB_val		 key, val;
 	MDB_cursor_op	 op;
 	struct rec	 r;
+	enum rec_res	 dr;
 	uint64_t	 id;
 	int		 rc;
 
@@ -154,7 +183,8 @@ fsck_scan_msgs_c(struct fsck *f, MDB_cursor *cur,
 			continue;
 		}
 		id = rec_key_id(key.mv_data);
-		if (rec_decode(val.mv_data, val.mv_size, &r) != REC_OK) {
+		if ((dr = rec_decode(val.mv_data, val.mv_size, &r)) ==
+		    REC_CORRUPT) {
 			if (add_fix(f, FIX_BADREC, id, NULL, 0) == -1)
 				return -1;
 			continue;
@@ -163,8 +193,14 @@ fsck_scan_msgs_c(struct fsck *f, MDB_cursor *cur,
 		    sizeof(*f->ent)) == -1)
 			return -1;
 		f->ent[f->nent].id = id;
-		f->ent[f->nent].stored_octets = r.stored_octets;
+		f->ent[f->nent].newer = dr == REC_NEWER;
+		f->ent[f->nent].stored_octets = dr == REC_OK ?
+		    r.stored_octets : 0;
 		f->nent++;
+		if (dr == REC_NEWER) {
+			fsck_newer(f, id, &val);
+			continue;
+		}
 		if (!dup_exists(st, hc, r.host, r.host_len, id) &&
 		    add_fix(f, FIX_NODUP, id, r.host, r.host_len) == -1)
 			return -1;
@@ -188,11 +224,31 @@ fsck_scan_msgs(struct fsck *f, MDB_txn *txn)
 	return ret;
 }
 
+/* The scanned record id, or NULL. */
+static const struct fent *
+find_ent(const struct fsck *f, uint64_t id)
+{
+	size_t	 lo = 0, hi = f->nent, mid;
+
+	/* f->ent is in msg key order, which is id order. */
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if (f->ent[mid].id == id)
+			return &f->ent[mid];
+		if (f->ent[mid].id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
 /* Pass over the host db: every entry must point at a record of its host. */
 static int
 fsck_scan_hosts_c(struct fsck *f, MDB_txn *txn, MDB_cursor *cur)
 {
 	struct store	*st = f->st;
+	const struct fent *e;
 	MDB_val		 key, val, rv;
 	MDB_cursor_op	 op;
 	struct rec	 r;
@@ -207,6 +263,9 @@ fsck_scan_hosts_c(struct fsck *f, MDB_txn *txn, MDB_cursor *cur)
 			continue;
 		}
 		id = rec_key_id(val.mv_data);
+		/* An unknown version's host cannot be checked: leave it. */
+		if ((e = find_ent(f, id)) != NULL && e->newer)
+			continue;
 		if (lstore_rec_get(st, txn, id, &rv, &r) == GET_OK &&
 		    r.host_len == key.mv_size &&
 		    memcmp(r.host, key.mv_data, key.mv_size) == 0)
@@ -262,6 +321,8 @@ fix_one(struct fsck *f, MDB_txn *txn, MDB_cursor *hc, struct fix *x)
 		break;
 	case FIX_STRAY:
 		key.mv_size = strlen(x->host);
+		if (g == GET_NEWER)
+			break;
 		if (g == GET_OK && r.host_len == key.mv_size &&
 		    memcmp(r.host, x->host, key.mv_size) == 0)
 			break;
@@ -432,6 +493,8 @@ fsck_records(struct fsck *f)
 	size_t		 i;
 
 	for (i = 0; i < f->nent; i++) {
+		if (f->ent[i].newer)
+			continue;	/* its size is not ours to judge */
 		if (lstore_spool_path(f->st, f->ent[i].id, path,
 		    sizeof(path)) == -1)
 			return -1;
@@ -442,24 +505,6 @@ fsck_records(struct fsck *f)
 			return -1;
 	}
 	return 0;
-}
-
-static bool
-known_id(const struct fsck *f, uint64_t id)
-{
-	size_t	 lo = 0, hi = f->nent, mid;
-
-	/* f->ent is in msg key order, which is id order. */
-	while (lo < hi) {
-		mid = lo + (hi - lo) / 2;
-		if (f->ent[mid].id == id)
-			return true;
-		if (f->ent[mid].id < id)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return false;
 }
 
 static int
@@ -505,7 +550,7 @@ fsck_orphan(struct fsck *f, const char *path, bool named, uint64_t id)
 		mdb_txn_abort(txn);
 		return -1;
 	}
-	if (g == GET_OK) {
+	if (g == GET_OK || g == GET_NEWER) {
 		mdb_txn_abort(txn);
 		return 0;
 	}
@@ -545,7 +590,7 @@ fsck_subdir(struct fsck *f, const char *dir, unsigned fan)
 			continue;
 		named = parse_hex(de->d_name, 16, &id) == 0 &&
 		    (id & 0xff) == fan;
-		if (named && known_id(f, id))
+		if (named && find_ent(f, id) != NULL)
 			continue;
 		if ((ret = fsck_orphan(f, path, named, id)) == -1)
 			break;

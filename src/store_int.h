@@ -50,6 +50,8 @@ enum lstore_get {
 	GET_OK,
 	GET_NONE,	/* no record */
 	GET_BAD,	/* undecodable record of a known version (logged) */
+	GET_NEWER,	/* a record version this binary does not know
+			 * (logged): skip it, never delete or rewrite it */
 	GET_ERR		/* LMDB error (logged) */
 };
 

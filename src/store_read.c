@@ -91,6 +91,8 @@ list_one(struct store *st, MDB_txn *txn, uint64_t id, const char *user,
 	case GET_NONE:
 	case GET_BAD:
 		/* Inconsistent index: fsck reports it. */
+	case GET_NEWER:
+		/* Another binary's (logged): this one cannot show it. */
 		return 0;
 	case GET_ERR:
 		return -1;
@@ -255,6 +257,7 @@ store_msg_get(struct store *st, uint64_t id, struct store_msg *m)
 		res = STORE_GONE;
 		break;
 	case GET_BAD:
+	case GET_NEWER:
 		res = STORE_PERMFAIL;
 		break;
 	case GET_ERR:
@@ -335,6 +338,7 @@ walk_one(struct store *st, MDB_txn *txn, uint64_t id, store_walk_fn *fn,
 		break;
 	case GET_NONE:
 	case GET_BAD:
+	case GET_NEWER:
 		return 0;
 	case GET_ERR:
 		return -1;

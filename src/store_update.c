@@ -36,6 +36,7 @@ store_mark_read(struct store *st, const uint64_t *ids, size_t n)
 			break;
 		case GET_NONE:
 		case GET_BAD:
+		case GET_NEWER:
 			continue;
 		case GET_ERR:
 			goto abort;
@@ -170,6 +171,7 @@ store_remove(struct store *st, const uint64_t *ids, size_t n,
 			break;
 		case GET_NONE:
 		case GET_BAD:
+		case GET_NEWER:
 			/* Not listable, so not the session's to remove. */
 			continue;
 		case GET_ERR:
@@ -253,6 +255,7 @@ marker_begin(struct store *st, uint64_t id, MDB_txn **txn, MDB_val *v,
 		*res = STORE_GONE;
 		break;
 	case GET_BAD:
+	case GET_NEWER:
 		*res = STORE_PERMFAIL;
 		break;
 	case GET_ERR:

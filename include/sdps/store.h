@@ -96,6 +96,9 @@ struct store_fsck {
 	uint64_t bad_records;		/* undecodable, or host index wrong */
 	uint64_t tmp_files;		/* leftovers in tmp/ */
 	uint64_t repaired;
+	uint64_t unknown_version;	/* records of a version this binary
+					 * does not know: reported, left
+					 * alone, not counted as problems */
 };
 
 /* Called once per problem found by store_fsck, with a one-line report. */
@@ -255,7 +258,9 @@ int	store_stat(struct store *st, struct store_stat *out);
 
 /*
  * Compare index and spool.  With repair: remove orphan and tmp files,
- * drop records whose file is missing, rebuild host index entries.
+ * drop records whose file is missing, rebuild host index entries.  A
+ * record of an unknown (newer) version is reported and never repaired:
+ * it, its host index entry and its spool file stay (record.h's rule).
  * Returns 0 when consistent (after repair, if asked), 1 when problems
  * remain, -1 on error.
  */
