@@ -8,6 +8,15 @@
  * Process rules: open a punt in the process that uses it, after fork().
  * No function holds a read transaction after it returns.  Every function
  * may be called by one thread at a time per struct store.
+ *
+ * Error convention.  An operation whose outcome the protocols must tell
+ * apart (a message gone, busy under a claim, a temporary or a permanent
+ * failure) returns enum store_res.  Every other int function returns 0,
+ * or -1 with the reason logged (or written to err, for those that take
+ * err/errlen); store_open returns NULL likewise, store_tmp_open an fd or
+ * -1 with errno.  Two deliberate exceptions: store_fsck returns 1 for
+ * "problems remain" besides 0 and -1 (the three verdicts sdps-ctl fsck
+ * reports), and store_is_available is a predicate (bool).
  */
 #ifndef SDPS_STORE_H
 #define SDPS_STORE_H
