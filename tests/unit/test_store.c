@@ -698,16 +698,12 @@ be64(uint64_t id, unsigned char *k)
 		k[i] = id & 0xff;
 }
 
-/* Damage the index behind the store's back, as a bug or bit rot would. */
-static void
-damage_index(struct fx *f, uint64_t drop_dup)
+/* Open the punt's index raw, as another binary would (ours closed). */
+static MDB_env *
+raw_env(struct fx *f, MDB_txn **txn, MDB_dbi *dbi, const char *db)
 {
 	char		 dir[PATH_MAX + 8];
-	unsigned char	 k[8];
 	MDB_env		*env;
-	MDB_txn		*txn;
-	MDB_dbi		 msg, host;
-	MDB_val		 key, val;
 
 	snprintf(dir, sizeof(dir), "%s/index", f->punt);
 	assert_int_equal(mdb_env_create(&env), 0);
@@ -715,8 +711,22 @@ damage_index(struct fx *f, uint64_t drop_dup)
 	assert_int_equal(mdb_env_set_maxreaders(env, 1024), 0);
 	assert_int_equal(mdb_env_set_mapsize(env, MAP), 0);
 	assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
-	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-	assert_int_equal(mdb_dbi_open(txn, "msg", 0, &msg), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, txn), 0);
+	assert_int_equal(mdb_dbi_open(*txn, db, 0, dbi), 0);
+	return env;
+}
+
+/* Damage the index behind the store's back, as a bug or bit rot would. */
+static void
+damage_index(struct fx *f, uint64_t drop_dup)
+{
+	unsigned char	 k[8];
+	MDB_env		*env;
+	MDB_txn		*txn;
+	MDB_dbi		 msg, host;
+	MDB_val		 key, val;
+
+	env = raw_env(f, &txn, &msg, "msg");
 	assert_int_equal(mdb_dbi_open(txn, "host", MDB_DUPSORT | MDB_DUPFIXED,
 	    &host), 0);
 	be64(drop_dup, k);
@@ -738,24 +748,6 @@ damage_index(struct fx *f, uint64_t drop_dup)
 	assert_int_equal(mdb_put(txn, msg, &key, &val, 0), 0);
 	assert_int_equal(mdb_txn_commit(txn), 0);
 	mdb_env_close(env);
-}
-
-/* Open the punt's index raw, as another binary would (ours closed). */
-static MDB_env *
-raw_env(struct fx *f, MDB_txn **txn, MDB_dbi *dbi, const char *db)
-{
-	char		 dir[PATH_MAX + 8];
-	MDB_env		*env;
-
-	snprintf(dir, sizeof(dir), "%s/index", f->punt);
-	assert_int_equal(mdb_env_create(&env), 0);
-	assert_int_equal(mdb_env_set_maxdbs(env, 4), 0);
-	assert_int_equal(mdb_env_set_maxreaders(env, 1024), 0);
-	assert_int_equal(mdb_env_set_mapsize(env, MAP), 0);
-	assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
-	assert_int_equal(mdb_txn_begin(env, NULL, 0, txn), 0);
-	assert_int_equal(mdb_dbi_open(*txn, db, 0, dbi), 0);
-	return env;
 }
 
 /*
