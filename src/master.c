@@ -1354,13 +1354,10 @@ master_run(struct config *cf, const char *conf_path, bool foreground,
 
 	/* Blocked from here on, so no signal is lost before the loop. */
 	master_signals_init(&waitmask);
-	if ((rc = master_setup(&m)) != 0) {
-		if (m.ready_fd != -1)
-			close(m.ready_fd);
-		if (m.run_fd != -1)
-			close(m.run_fd);
-		return rc;
-	}
+	/* A refused start frees what it made too (sanitizer builds count
+	 * a leak as a failure and would change the exit status). */
+	if ((rc = master_setup(&m)) != 0)
+		goto out;
 	log_info("starting: %s, %u worker slots", conf_path, m.nslots);
 	master_initial_spawn(&m);
 	master_timer(MASTER_FAST_TICK_US);
@@ -1396,6 +1393,7 @@ master_run(struct config *cf, const char *conf_path, bool foreground,
 		master_wait(&m, &waitmask);
 	}
 	master_stop(&m, &waitmask);
+ out:
 	if (m.ready_fd != -1)
 		close(m.ready_fd);
 	authcache_destroy(m.sb.authcache);

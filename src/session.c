@@ -31,7 +31,6 @@
 #include "sdps/util.h"
 #include "sdps/worker.h"
 
-/* How long PASS waits for a free hashing place before [SYS/TEMP]. */
 /* Wait this long for a hashing place: a burst of cold logins queues
  * behind auth_max_parallel hashes rather than failing. */
 #define AUTH_WAIT_MS	30000

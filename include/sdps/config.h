@@ -57,7 +57,7 @@ struct config {
 	unsigned lmtp_socket_mode;	/* permission bits, default 0660 */
 	char	 lmtp_socket_group[64];
 	char	 admin_group[64];	/* group of RUN_DIR/scoreboard */
-	/* Connection limits (issue 8, docs/notes/h-limits.md). */
+	/* Connection limits (docs/design.md §15.1). */
 	unsigned max_conn_per_ip;	/* POP3 per source address; 0 = off */
 	unsigned auth_timeout_s;	/* greeting to login; 0 = none */
 	unsigned lmtp_workers;		/* dedicated LMTP pool */

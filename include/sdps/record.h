@@ -5,7 +5,7 @@
  * but rec_encode's buffer.  The local store (src/store*.c) and its tests
  * are its only users.
  *
- * Two version numbers, one rule (docs/notes/h-codec.md):
+ * Two version numbers, one rule (docs/design.md §5.2):
  *  - REC_PUNT_FORMAT, the meta record's "version", says what every
  *    reader of the punt must understand (the databases, their keys, the
  *    meaning of the flags).  A binary refuses to open a punt whose format
