@@ -341,7 +341,7 @@ test_table(void **state)
 		assert_true((cmds[i].states & ~(unsigned)(ST_AUTH | ST_TRANS))
 		    == 0);
 		assert_true(cmds[i].min_args <= cmds[i].max_args);
-		assert_true(cmds[i].max_args <= POP3_ARGS_MAX);
+		assert_true(cmds[i].max_args <= CONN_ARGS_MAX);
 		for (p = cmds[i].name; *p != '\0'; p++)
 			assert_false(*p >= 'a' && *p <= 'z');
 		for (j = i + 1; j < NITEMS(cmds); j++)
