@@ -415,7 +415,8 @@ conn_read_line(struct conn *c, char **line, size_t *len)
 				/* An LF first in the buffer: its CR, if any,
 				 * went with an earlier read. */
 				c->eol = lf == p ? CONN_EOL_UNKNOWN :
-				    lf[-1] == '\r' ? CONN_EOL_CRLF : CONN_EOL_LF;
+				    lf[-1] == '\r' ? CONN_EOL_CRLF :
+				    CONN_EOL_LF;
 				c->rpos += (size_t)(lf - p) + 1;
 				c->discarding = false;
 				return CONN_TOO_LONG;

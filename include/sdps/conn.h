@@ -46,7 +46,7 @@ enum conn_res {
 enum conn_eol {
 	CONN_EOL_CRLF,
 	CONN_EOL_LF,		/* a bare LF */
-	CONN_EOL_UNKNOWN	/* a too-long line whose CR, if any, was dropped */
+	CONN_EOL_UNKNOWN	/* too long a line: its CR, if any, was dropped */
 };
 
 struct conn;
