@@ -122,27 +122,56 @@ struct cmd {
 	unsigned int	 flags;		/* CF_* */
 	int		 min_args, max_args;
 	cmd_fn		*fn;
+	const char	*capa;		/* its RFC 2449 CAPA tag, or NULL */
 };
 
 static cmd_fn cmd_user, cmd_pass, cmd_apop, cmd_capa, cmd_quit, cmd_stat,
     cmd_list, cmd_retr, cmd_dele, cmd_noop, cmd_rset, cmd_top, cmd_uidl,
     cmd_env;
 
+/* CAPA lists the commands' tags in this order (then capa_props). */
 static const struct cmd cmds[] = {
-	{ "USER", ST_AUTH,		0,	 1, 1, cmd_user },
-	{ "PASS", ST_AUTH,		CF_REST, 1, 1, cmd_pass },
-	{ "APOP", ST_AUTH,		CF_REST, 0, 1, cmd_apop },  /* -ERR */
-	{ "CAPA", ST_AUTH | ST_TRANS,	0,	 0, 0, cmd_capa },
-	{ "QUIT", ST_AUTH | ST_TRANS,	0,	 0, 0, cmd_quit },
-	{ "STAT", ST_TRANS,		0,	 0, 0, cmd_stat },
-	{ "LIST", ST_TRANS,		0,	 0, 1, cmd_list },
-	{ "RETR", ST_TRANS,		0,	 1, 1, cmd_retr },
-	{ "DELE", ST_TRANS,		0,	 1, 1, cmd_dele },
-	{ "NOOP", ST_TRANS,		0,	 0, 0, cmd_noop },
-	{ "RSET", ST_TRANS,		0,	 0, 0, cmd_rset },
-	{ "TOP",  ST_TRANS,		0,	 2, 2, cmd_top },
-	{ "UIDL", ST_TRANS,		0,	 0, 1, cmd_uidl },
-	{ "*ENV", ST_TRANS,		0,	 1, 1, cmd_env },
+	{ "TOP",  ST_TRANS,		0,	 2, 2, cmd_top,	 "TOP" },
+	{ "UIDL", ST_TRANS,		0,	 0, 1, cmd_uidl, "UIDL" },
+	{ "USER", ST_AUTH,		0,	 1, 1, cmd_user, "USER" },
+	{ "PASS", ST_AUTH,		CF_REST, 1, 1, cmd_pass, NULL },
+	{ "APOP", ST_AUTH,		CF_REST, 0, 1, cmd_apop, NULL }, /* -ERR */
+	{ "CAPA", ST_AUTH | ST_TRANS,	0,	 0, 0, cmd_capa, NULL },
+	{ "QUIT", ST_AUTH | ST_TRANS,	0,	 0, 0, cmd_quit, NULL },
+	{ "STAT", ST_TRANS,		0,	 0, 0, cmd_stat, NULL },
+	{ "LIST", ST_TRANS,		0,	 0, 1, cmd_list, NULL },
+	{ "RETR", ST_TRANS,		0,	 1, 1, cmd_retr, NULL },
+	{ "DELE", ST_TRANS,		0,	 1, 1, cmd_dele, NULL },
+	{ "NOOP", ST_TRANS,		0,	 0, 0, cmd_noop, NULL },
+	{ "RSET", ST_TRANS,		0,	 0, 0, cmd_rset, NULL },
+	{ "*ENV", ST_TRANS,		0,	 1, 1, cmd_env,	 NULL },
+};
+
+/*
+ * CAPA lines that are properties of the server and the listener rather
+ * than of one command (RFC 2449 §6), after the commands' tags.  arg
+ * (may be NULL) gives the line's number; with omit_zero a 0 leaves the
+ * line out.  X-SDPS names the sdps extensions as a whole (*ENV, the
+ * punt response codes), so it is a property, not *ENV's tag.
+ */
+struct capa_prop {
+	const char	*tag;
+	unsigned	(*arg)(const struct session *);
+	bool		 omit_zero;
+};
+
+static unsigned	capa_expire(const struct session *);
+static unsigned	capa_login_delay(const struct session *);
+
+static const struct capa_prop capa_props[] = {
+	{ "RESP-CODES",			NULL,			false },
+	{ "AUTH-RESP-CODE",		NULL,			false },
+	{ "PIPELINING",			NULL,			false },
+	{ "EXPIRE",			capa_expire,		false },
+	/* RFC 2449 §6.5, only when enforced (login_delay, issue 8). */
+	{ "LOGIN-DELAY",		capa_login_delay,	true },
+	{ "IMPLEMENTATION sdps",	NULL,			false },
+	{ "X-SDPS",			NULL,			false },
 };
 
 static const char *
@@ -804,18 +833,56 @@ cmd_apop(struct session *s, struct conn_args *a)
 	return reply_err(s, NULL, "APOP not supported, use USER and PASS");
 }
 
+/* EXPIRE is the expiry policy in days. */
+static unsigned
+capa_expire(const struct session *s)
+{
+	return s->cf->expire_days;
+}
+
+static unsigned
+capa_login_delay(const struct session *s)
+{
+	return s->cf->login_delay_s;
+}
+
+/*
+ * Whether this connection's listener offers command c.  Every listener
+ * offers every command today (tls is always CONFIG_TLS_NONE); the TLS
+ * issue decides here, from s->w->listener, e.g. USER only after STLS on
+ * a listener that requires it, and adds STLS to the table.
+ */
+static bool
+capa_offered(const struct session *s, const struct cmd *c)
+{
+	(void)s;
+	(void)c;
+	return true;
+}
+
+/* RFC 2449 §6: generated from cmds and capa_props. */
 static enum cmd_res
 cmd_capa(struct session *s, struct conn_args *a)
 {
+	const struct capa_prop	*p;
+	size_t			 i;
+	unsigned		 n;
+
 	(void)a;
-	/* RFC 2449 §6; EXPIRE is the expiry policy in days. */
-	conn_printf(s->c, "+OK capability list follows\r\n"
-	    "TOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n"
-	    "PIPELINING\r\nEXPIRE %u\r\n", s->cf->expire_days);
-	/* RFC 2449 §6.5, only when enforced (login_delay, issue 8). */
-	if (s->cf->login_delay_s > 0)
-		conn_printf(s->c, "LOGIN-DELAY %u\r\n", s->cf->login_delay_s);
-	conn_printf(s->c, "IMPLEMENTATION sdps\r\nX-SDPS\r\n.\r\n");
+	conn_printf(s->c, "+OK capability list follows\r\n");
+	for (i = 0; i < NITEMS(cmds); i++)
+		if (cmds[i].capa != NULL && capa_offered(s, &cmds[i]))
+			conn_printf(s->c, "%s\r\n", cmds[i].capa);
+	for (i = 0; i < NITEMS(capa_props); i++) {
+		p = &capa_props[i];
+		if (p->arg == NULL) {
+			conn_printf(s->c, "%s\r\n", p->tag);
+			continue;
+		}
+		if ((n = p->arg(s)) > 0 || !p->omit_zero)
+			conn_printf(s->c, "%s %u\r\n", p->tag, n);
+	}
+	conn_ml_end(s->c);
 	return CMD_REPLIED;
 }
 
