@@ -402,6 +402,24 @@ worker_exit(struct worker_ctx *w, int status)
 	exit(status);
 }
 
+/* The listeners of protocol proto into pfd (pl[i]: pfd[i]'s); how many. */
+static int
+worker_pollset(const struct listener *ls, int nls, enum config_proto proto,
+    struct pollfd *pfd, const struct listener **pl)
+{
+	int	 i, n = 0;
+
+	for (i = 0; i < nls && n < WORKER_FDS_MAX; i++) {
+		if (ls[i].cl.proto != proto)
+			continue;
+		pl[n] = &ls[i];
+		pfd[n].fd = ls[i].fd;
+		pfd[n].events = POLLIN;
+		n++;
+	}
+	return n;
+}
+
 void
 worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
     const struct listener *ls, int nls)
@@ -413,7 +431,7 @@ worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
 	char			 peer[SB_PEER_MAX];
 	const char		*why;
 	pid_t			 master;
-	int			 i, n, nfds = 0, fd;
+	int			 i, n, nfds, fd;
 	bool			 lmtp;
 
 	worker_signals();
@@ -435,15 +453,8 @@ worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
 	 * needs (the master sizes the two pools).
 	 */
 	lmtp = w.slot->pool == SB_POOL_LMTP;
-	for (i = 0; i < nls && nfds < WORKER_FDS_MAX; i++) {
-		if (ls[i].cl.proto != (lmtp ? CONFIG_PROTO_LMTP :
-		    CONFIG_PROTO_POP3))
-			continue;
-		pl[nfds] = &ls[i];
-		pfd[nfds].fd = ls[i].fd;
-		pfd[nfds].events = POLLIN;
-		nfds++;
-	}
+	nfds = worker_pollset(ls, nls, lmtp ? CONFIG_PROTO_LMTP :
+	    CONFIG_PROTO_POP3, pfd, pl);
 
 	/* Environments are opened here, after fork (LMDB caveat). */
 	worker_auth(&w);
