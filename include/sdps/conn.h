@@ -20,7 +20,6 @@
 #define SDPS_CONN_H
 
 #include <sys/types.h>
-#include <sys/socket.h>
 
 #include <signal.h>
 #include <stdbool.h>
