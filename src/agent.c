@@ -1,13 +1,7 @@
 /* agent: push a host's spooled mail to its SMTP server (sdps-smtp). */
 
 #include <sys/types.h>
-#include <sys/sendfile.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 
-#include <netdb.h>
-
-#include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -19,6 +13,7 @@
 
 #include "sdps/agent.h"
 #include "sdps/bounce.h"
+#include "sdps/conn.h"
 #include "sdps/dsn.h"
 #include "sdps/log.h"
 #include "sdps/maildrop.h"
@@ -28,13 +23,14 @@
 
 #define SMTP_TIMEOUT_S	300	/* RFC 5321 §4.5.3.2 asks for minutes */
 #define REPLY_MAX	1024
+/* Longer reply lines than RFC 5321 §4.5.3.1.5 allows (512) are read;
+ * the text kept is REPLY_MAX. */
+#define SMTP_LINE_MAX	8192
 
 struct smtp {
-	int	 fd;
-	char	 rbuf[8192];
-	size_t	 rlen, roff;
-	bool	 pipelining, size;
-	char	 peer[CONFIG_ADDR_MAX];
+	struct conn	*c;
+	bool		 pipelining, size;
+	char		 peer[CONFIG_ADDR_MAX];
 };
 
 /* One queued message of the merged maildrop (maildrop.h order). */
@@ -45,76 +41,31 @@ struct item {
 
 enum rcpt_fate { FATE_PENDING, FATE_OK, FATE_TEMP, FATE_PERM };
 
+/*
+ * The client side of conn: every line must come within SMTP_TIMEOUT_S of
+ * asking for it and every send drain within it, as the socket timeouts
+ * gave before.
+ */
 static int
 smtp_connect(struct smtp *s, const char *target)
 {
-	struct addrinfo	 hints, *res, *ai;
-	struct timeval	 tv = { SMTP_TIMEOUT_S, 0 };
-	char		 host[CONFIG_ADDR_MAX], *port;
-	int		 rc;
-
-	snprintf(host, sizeof(host), "%s", target);
-	if ((port = strrchr(host, ':')) == NULL) {
-		log_warnx("smtp %s: no port in target", target);
+	if ((s->c = conn_connect(target, SMTP_TIMEOUT_S, SMTP_LINE_MAX,
+	    SMTP_TIMEOUT_S, SMTP_TIMEOUT_S, NULL)) == NULL)
 		return -1;
-	}
-	*port++ = '\0';
-	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
-		memmove(host, host + 1, strlen(host));
-		host[strlen(host) - 1] = '\0';
-	}
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_socktype = SOCK_STREAM;
-	if ((rc = getaddrinfo(host, port, &hints, &res)) != 0) {
-		log_warnx("smtp %s: getaddrinfo: %s", target, gai_strerror(rc));
-		return -1;
-	}
-	s->fd = -1;
-	for (ai = res; ai != NULL && s->fd == -1; ai = ai->ai_next) {
-		if ((s->fd = socket(ai->ai_family, ai->ai_socktype |
-		    SOCK_CLOEXEC, 0)) == -1)
-			continue;
-		setsockopt(s->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-		setsockopt(s->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-		if (connect(s->fd, ai->ai_addr, ai->ai_addrlen) == -1) {
-			close(s->fd);
-			s->fd = -1;
-		}
-	}
-	freeaddrinfo(res);
-	if (s->fd == -1) {
-		log_warn("smtp %s: connect", target);
-		return -1;
-	}
 	snprintf(s->peer, sizeof(s->peer), "%s", target);
-	s->rlen = s->roff = 0;
 	return 0;
 }
 
+/* One reply line into line (truncated to len); 0, or -1 on I/O failure. */
 static int
 smtp_getline(struct smtp *s, char *line, size_t len)
 {
-	size_t	 o = 0;
-	ssize_t	 got;
-	char	 c;
+	char	*p;
+	size_t	 n;
 
-	for (;;) {
-		if (s->roff == s->rlen) {
-			got = read(s->fd, s->rbuf, sizeof(s->rbuf));
-			if (got == -1 && errno == EINTR)
-				continue;
-			if (got <= 0)
-				return -1;
-			s->rlen = (size_t)got;
-			s->roff = 0;
-		}
-		c = s->rbuf[s->roff++];
-		if (c == '\n')
-			break;
-		if (c != '\r' && o + 1 < len)
-			line[o++] = c;
-	}
-	line[o] = '\0';
+	if (conn_read_line(s->c, &p, &n) != CONN_OK)
+		return -1;
+	snprintf(line, len, "%s", p);
 	return 0;
 }
 
@@ -168,7 +119,7 @@ smtp_send(struct smtp *s, const char *fmt, ...)
 	va_end(ap);
 	if (n < 0 || (size_t)n >= sizeof(buf))
 		return -1;
-	return util_write_all(s->fd, buf, (size_t)n);
+	return conn_write(s->c, buf, (size_t)n);
 }
 
 static int
@@ -196,20 +147,13 @@ smtp_hello(struct smtp *s)
 	return 0;
 }
 
+/* The stored body (already CRLF and dot-stuffed) and the final dot. */
 static int
 send_file(struct smtp *s, int fd, uint64_t len)
 {
-	off_t	 off = 0;
-	ssize_t	 n;
-
-	while ((uint64_t)off < len) {
-		n = sendfile(s->fd, fd, &off, (size_t)(len - (uint64_t)off));
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-	}
-	return util_write_all(s->fd, ".\r\n", 3);
+	if (len > 0 && conn_send_file(s->c, fd, 0, (size_t)len) == -1)
+		return -1;
+	return conn_write(s->c, ".\r\n", 3);
 }
 
 static enum rcpt_fate
@@ -282,7 +226,7 @@ transact(struct smtp *s, const struct store_msg *m, int fd,
 		if (code == 354 && accepted == 0) {
 			/* A server that says 354 with no recipient gets an
 			 * empty message it will refuse. */
-			if (util_write_all(s->fd, ".\r\n", 3) == -1 ||
+			if (conn_write(s->c, ".\r\n", 3) == -1 ||
 			    smtp_reply(s, text, sizeof(text), NULL) == -1)
 				return -1;
 			goto rset;
@@ -507,7 +451,6 @@ agent_deliver_host(const struct config *cf, const char *host,
 
 	memset(stats, 0, sizeof(*stats));
 	memset(&s, 0, sizeof(s));
-	s.fd = -1;
 	snprintf(agent, sizeof(agent), "sdps-smtp[%ld]", (long)getpid());
 	if ((ps = puntset_new(cf, PUNTSET_LOG)) == NULL)
 		return -1;
@@ -538,8 +481,7 @@ agent_deliver_host(const struct config *cf, const char *host,
 		smtp_reply(&s, text, sizeof(text), NULL);
 	rc = 0;
 out:
-	if (s.fd != -1)
-		close(s.fd);
+	conn_free(s.c);
 	free(items);
 	maildrop_close(md);
 	puntset_free(ps);

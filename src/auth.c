@@ -17,8 +17,8 @@
 #include "sdps/log.h"
 
 #define AUTH_FORMAT	1	/* meta "version" */
-#define REC_VERSION	1	/* first octet of every hosts record */
-#define REC_F_PW2	0x01
+#define AUTH_REC_VERSION 1	/* first octet of every hosts record */
+#define AUTH_REC_F_PW2	0x01
 #define AUTH_PW_MAX	1024	/* octets, enough for any sane password */
 #define HASH_MAX	crypto_pwhash_STRBYTES
 #define LIST_BATCH	256
@@ -35,7 +35,7 @@ struct auth {
 };
 
 /* A hosts record, decoded.  The hash strings are secrets: wipe them. */
-struct rec {
+struct auth_rec {
 	uint64_t	 generation;
 	bool		 has_pw2;
 	char		 smtp[AUTH_SMTP_MAX];
@@ -44,13 +44,16 @@ struct rec {
 };
 
 /*
- * On disk, big-endian: version (1), flags (1), generation (8), then three
- * strings each as length (2) + octets: smtp, hash 1, hash 2 ("" if none).
+ * The auth store's own hosts record codec (auth_rec_*), private to this
+ * file and unrelated to the punt index codec (include/sdps/record.h,
+ * little-endian).  On disk, big-endian: version (1), flags (1),
+ * generation (8), then three strings each as length (2) + octets: smtp,
+ * hash 1, hash 2 ("" if none).
  */
-#define REC_MAX	(1 + 1 + 8 + 3 * 2 + AUTH_SMTP_MAX + 2 * HASH_MAX)
+#define AUTH_REC_MAX	(1 + 1 + 8 + 3 * 2 + AUTH_SMTP_MAX + 2 * HASH_MAX)
 
 static void
-put_u64(unsigned char *p, uint64_t v)
+auth_put_be64(unsigned char *p, uint64_t v)
 {
 	int	 i;
 
@@ -59,7 +62,7 @@ put_u64(unsigned char *p, uint64_t v)
 }
 
 static uint64_t
-get_u64(const unsigned char *p)
+auth_get_be64(const unsigned char *p)
 {
 	uint64_t	 v = 0;
 	int		 i;
@@ -70,7 +73,7 @@ get_u64(const unsigned char *p)
 }
 
 static size_t
-put_str(unsigned char *p, const char *s)
+auth_put_str(unsigned char *p, const char *s)
 {
 	size_t	 len = strlen(s);
 
@@ -81,22 +84,22 @@ put_str(unsigned char *p, const char *s)
 }
 
 static size_t
-rec_encode(const struct rec *r, unsigned char *buf)
+auth_rec_encode(const struct auth_rec *r, unsigned char *buf)
 {
 	size_t	 n = 0;
 
-	buf[n++] = REC_VERSION;
-	buf[n++] = r->has_pw2 ? REC_F_PW2 : 0;
-	put_u64(buf + n, r->generation);
+	buf[n++] = AUTH_REC_VERSION;
+	buf[n++] = r->has_pw2 ? AUTH_REC_F_PW2 : 0;
+	auth_put_be64(buf + n, r->generation);
 	n += 8;
-	n += put_str(buf + n, r->smtp);
-	n += put_str(buf + n, r->h1);
-	n += put_str(buf + n, r->h2);
+	n += auth_put_str(buf + n, r->smtp);
+	n += auth_put_str(buf + n, r->h1);
+	n += auth_put_str(buf + n, r->h2);
 	return n;
 }
 
 static int
-get_str(const unsigned char **p, const unsigned char *end, char *out,
+auth_get_str(const unsigned char **p, const unsigned char *end, char *out,
     size_t outsz)
 {
 	size_t	 len;
@@ -115,18 +118,18 @@ get_str(const unsigned char **p, const unsigned char *end, char *out,
 }
 
 static int
-rec_decode(const MDB_val *v, struct rec *r)
+auth_rec_decode(const MDB_val *v, struct auth_rec *r)
 {
 	const unsigned char	*p = v->mv_data, *end = p + v->mv_size;
 
-	if (v->mv_size < 10 || p[0] != REC_VERSION)
+	if (v->mv_size < 10 || p[0] != AUTH_REC_VERSION)
 		return -1;
-	r->has_pw2 = (p[1] & REC_F_PW2) != 0;
-	r->generation = get_u64(p + 2);
+	r->has_pw2 = (p[1] & AUTH_REC_F_PW2) != 0;
+	r->generation = auth_get_be64(p + 2);
 	p += 10;
-	if (get_str(&p, end, r->smtp, sizeof(r->smtp)) == -1 ||
-	    get_str(&p, end, r->h1, sizeof(r->h1)) == -1 ||
-	    get_str(&p, end, r->h2, sizeof(r->h2)) == -1 || p != end)
+	if (auth_get_str(&p, end, r->smtp, sizeof(r->smtp)) == -1 ||
+	    auth_get_str(&p, end, r->h1, sizeof(r->h1)) == -1 ||
+	    auth_get_str(&p, end, r->h2, sizeof(r->h2)) == -1 || p != end)
 		return -1;
 	if (r->h1[0] == '\0' || r->has_pw2 != (r->h2[0] != '\0'))
 		return -1;
@@ -134,7 +137,7 @@ rec_decode(const MDB_val *v, struct rec *r)
 }
 
 static void
-rec_wipe(struct rec *r)
+auth_rec_wipe(struct auth_rec *r)
 {
 	sodium_memzero(r, sizeof(*r));
 }
@@ -232,7 +235,7 @@ meta_get_u64(MDB_txn *txn, struct auth *a, const char *key, uint64_t *v)
 		return rc;
 	if (d.mv_size != 8)
 		return MDB_CORRUPTED;
-	*v = get_u64(d.mv_data);
+	*v = auth_get_be64(d.mv_data);
 	return 0;
 }
 
@@ -242,7 +245,7 @@ meta_put_u64(MDB_txn *txn, struct auth *a, const char *key, uint64_t v)
 	unsigned char	 buf[8];
 	MDB_val		 k, d;
 
-	put_u64(buf, v);
+	auth_put_be64(buf, v);
 	k.mv_data = (void *)key;
 	k.mv_size = strlen(key);
 	d.mv_data = buf;
@@ -388,17 +391,17 @@ auth_close(struct auth *a)
 }
 
 static int
-rec_put(MDB_txn *txn, struct auth *a, const char *host, const struct rec *r,
-    unsigned int flags)
+auth_rec_put(MDB_txn *txn, struct auth *a, const char *host,
+    const struct auth_rec *r, unsigned int flags)
 {
-	unsigned char	 buf[REC_MAX];
+	unsigned char	 buf[AUTH_REC_MAX];
 	MDB_val		 k, d;
 	int		 rc;
 
 	k.mv_data = (void *)host;
 	k.mv_size = strlen(host);
 	d.mv_data = buf;
-	d.mv_size = rec_encode(r, buf);
+	d.mv_size = auth_rec_encode(r, buf);
 	rc = mdb_put(txn, a->hosts, &k, &d, flags);
 	sodium_memzero(buf, sizeof(buf));
 	return rc;
@@ -406,7 +409,7 @@ rec_put(MDB_txn *txn, struct auth *a, const char *host, const struct rec *r,
 
 /* MDB_NOTFOUND, a decode failure (MDB_CORRUPTED) or an LMDB code. */
 static int
-rec_get(MDB_txn *txn, struct auth *a, const char *host, struct rec *r)
+auth_rec_get(MDB_txn *txn, struct auth *a, const char *host, struct auth_rec *r)
 {
 	MDB_val	 k, d;
 	int	 rc;
@@ -415,8 +418,8 @@ rec_get(MDB_txn *txn, struct auth *a, const char *host, struct rec *r)
 	k.mv_size = strlen(host);
 	if ((rc = mdb_get(txn, a->hosts, &k, &d)) != 0)
 		return rc;
-	if (rec_decode(&d, r) == -1) {
-		rec_wipe(r);
+	if (auth_rec_decode(&d, r) == -1) {
+		auth_rec_wipe(r);
 		log_warnx("auth %s: host %s: bad record", a->path, host);
 		return MDB_CORRUPTED;
 	}
@@ -449,7 +452,7 @@ int
 auth_host_add(struct auth *a, const char *host, const char *pw1,
     const char *pw2, char *err, size_t errlen)
 {
-	struct rec	 r;
+	struct auth_rec	 r;
 	MDB_txn		*txn;
 	int		 rc;
 
@@ -460,20 +463,20 @@ auth_host_add(struct auth *a, const char *host, const char *pw1,
 	memset(&r, 0, sizeof(r));
 	if (pw_hash(a, pw1, r.h1, err, errlen) == -1 ||
 	    (pw2 != NULL && pw_hash(a, pw2, r.h2, err, errlen) == -1)) {
-		rec_wipe(&r);
+		auth_rec_wipe(&r);
 		return -1;
 	}
 	r.has_pw2 = pw2 != NULL;
 	if ((rc = mdb_txn_begin(a->env, NULL, 0, &txn)) != 0) {
-		rec_wipe(&r);
+		auth_rec_wipe(&r);
 		return txn_fail(NULL, a, "mdb_txn_begin", rc, err, errlen);
 	}
 	if ((rc = next_generation(txn, a, &r.generation)) != 0) {
-		rec_wipe(&r);
+		auth_rec_wipe(&r);
 		return txn_fail(txn, a, "next_generation", rc, err, errlen);
 	}
-	rc = rec_put(txn, a, host, &r, MDB_NOOVERWRITE);
-	rec_wipe(&r);
+	rc = auth_rec_put(txn, a, host, &r, MDB_NOOVERWRITE);
+	auth_rec_wipe(&r);
 	if (rc == MDB_KEYEXIST) {
 		mdb_txn_abort(txn);
 		snprintf(err, errlen, "host %s exists", host);
@@ -494,13 +497,13 @@ static int
 host_update(struct auth *a, const char *host, int slot, const char *hash,
     const char *smtp, char *err, size_t errlen)
 {
-	struct rec	 r;
+	struct auth_rec	 r;
 	MDB_txn		*txn;
 	int		 rc;
 
 	if ((rc = mdb_txn_begin(a->env, NULL, 0, &txn)) != 0)
 		return txn_fail(NULL, a, "mdb_txn_begin", rc, err, errlen);
-	if ((rc = rec_get(txn, a, host, &r)) == MDB_NOTFOUND) {
+	if ((rc = auth_rec_get(txn, a, host, &r)) == MDB_NOTFOUND) {
 		mdb_txn_abort(txn);
 		snprintf(err, errlen, "no such host %s", host);
 		return -1;
@@ -512,15 +515,15 @@ host_update(struct auth *a, const char *host, int slot, const char *hash,
 		if (slot == 2)
 			r.has_pw2 = true;
 		if ((rc = next_generation(txn, a, &r.generation)) != 0) {
-			rec_wipe(&r);
+			auth_rec_wipe(&r);
 			return txn_fail(txn, a, "next_generation", rc, err,
 			    errlen);
 		}
 	}
 	if (smtp != NULL)
 		strcpy(r.smtp, smtp);
-	rc = rec_put(txn, a, host, &r, 0);
-	rec_wipe(&r);
+	rc = auth_rec_put(txn, a, host, &r, 0);
+	auth_rec_wipe(&r);
 	if (rc != 0)
 		return txn_fail(txn, a, "mdb_put", rc, err, errlen);
 	if ((rc = mdb_txn_commit(txn)) != 0)
@@ -616,7 +619,7 @@ auth_host_del(struct auth *a, const char *host, char *err, size_t errlen)
 
 static void
 host_fill(struct auth_host *out, const char *host, size_t hostlen,
-    const struct rec *r)
+    const struct auth_rec *r)
 {
 	memset(out, 0, sizeof(*out));
 	memcpy(out->host, host, hostlen);
@@ -629,7 +632,7 @@ host_fill(struct auth_host *out, const char *host, size_t hostlen,
 enum auth_res
 auth_host_get(struct auth *a, const char *host, struct auth_host *out)
 {
-	struct rec	 r;
+	struct auth_rec	 r;
 	MDB_txn		*txn;
 	size_t		 len;
 	int		 rc;
@@ -641,7 +644,7 @@ auth_host_get(struct auth *a, const char *host, struct auth_host *out)
 		    mdb_strerror(rc));
 		return AUTH_TEMPFAIL;
 	}
-	rc = rec_get(txn, a, host, &r);
+	rc = auth_rec_get(txn, a, host, &r);
 	mdb_txn_abort(txn);
 	if (rc == MDB_NOTFOUND)
 		return AUTH_FAIL;
@@ -652,7 +655,7 @@ auth_host_get(struct auth *a, const char *host, struct auth_host *out)
 		return AUTH_TEMPFAIL;
 	}
 	host_fill(out, host, len, &r);
-	rec_wipe(&r);
+	auth_rec_wipe(&r);
 	return AUTH_OK;
 }
 
@@ -665,7 +668,7 @@ auth_host_list(struct auth *a,
     int (*fn)(const struct auth_host *h, void *arg), void *arg)
 {
 	struct auth_host	*batch;
-	struct rec		 r;
+	struct auth_rec		 r;
 	MDB_txn			*txn;
 	MDB_cursor		*cur;
 	MDB_val			 k, d;
@@ -704,13 +707,13 @@ auth_host_list(struct auth *a,
 			    memcmp(k.mv_data, last, k.mv_size) == 0)
 				continue;
 			if (k.mv_size == 0 || k.mv_size > UTIL_HOST_MAX ||
-			    rec_decode(&d, &r) == -1) {
+			    auth_rec_decode(&d, &r) == -1) {
 				log_warnx("auth %s: bad record skipped",
 				    a->path);
 				continue;
 			}
 			host_fill(&batch[n], k.mv_data, k.mv_size, &r);
-			rec_wipe(&r);
+			auth_rec_wipe(&r);
 			if (++n == LIST_BATCH)
 				break;
 		}
@@ -763,7 +766,7 @@ enum auth_res
 auth_verify(struct auth *a, const char *host, const char *password,
     uint64_t *generation)
 {
-	struct rec	 r;
+	struct auth_rec	 r;
 	MDB_txn		*txn;
 	const char	*h1, *h2;
 	size_t		 pwlen;
@@ -781,14 +784,14 @@ auth_verify(struct auth *a, const char *host, const char *password,
 	}
 	rc = (host == NULL || host[0] == '\0' ||
 	    strlen(host) > UTIL_HOST_MAX) ? MDB_NOTFOUND :
-	    rec_get(txn, a, host, &r);
+	    auth_rec_get(txn, a, host, &r);
 	/* The hashes are copied out: no txn is held while hashing. */
 	mdb_txn_abort(txn);
 	if (rc != 0 && rc != MDB_NOTFOUND) {
 		if (rc != MDB_CORRUPTED)
 			log_warnx("auth %s: mdb_get: %s", a->path,
 			    mdb_strerror(rc));
-		rec_wipe(&r);
+		auth_rec_wipe(&r);
 		return AUTH_TEMPFAIL;
 	}
 	found = rc == 0;
@@ -813,6 +816,6 @@ auth_verify(struct auth *a, const char *host, const char *password,
 		res = AUTH_OK;
 	if (res == AUTH_OK && generation != NULL)
 		*generation = r.generation;
-	rec_wipe(&r);
+	auth_rec_wipe(&r);
 	return res;
 }

@@ -146,8 +146,10 @@ void
 config_defaults(struct config *cf)
 {
 	memset(cf, 0, sizeof(*cf));
-	strcpy(cf->listen[0], "127.0.0.1:1110");
-	cf->nlisten = 1;
+	strcpy(cf->listeners[0].addr, "127.0.0.1:1110");
+	cf->listeners[0].proto = CONFIG_PROTO_POP3;
+	cf->listeners[0].tls = CONFIG_TLS_NONE;
+	cf->nlisteners = 1;
 	strcpy(cf->user, "sdps");
 	strcpy(cf->run_dir, "/run/sdps");
 	cf->min_spare = 4;
@@ -249,6 +251,53 @@ is_inet_addr(const char *s)
 	return inet_pton(af, host, bin) == 1;
 }
 
+/* ---- listeners (issue 9): one array, POP3 entries before LMTP ones */
+
+int
+config_nlisteners(const struct config *cf, enum config_proto proto)
+{
+	int	 i, n = 0;
+
+	for (i = 0; i < cf->nlisteners; i++)
+		n += cf->listeners[i].proto == proto;
+	return n;
+}
+
+/* Remove proto's listeners (the built-in default, for the first line). */
+static void
+drop_listeners(struct config *cf, enum config_proto proto)
+{
+	int	 i, n = 0;
+
+	for (i = 0; i < cf->nlisteners; i++)
+		if (cf->listeners[i].proto != proto)
+			cf->listeners[n++] = cf->listeners[i];
+	cf->nlisteners = n;
+}
+
+/*
+ * Append a listener after the last of its protocol: POP3 ones stay
+ * first, as the two separate lists were bound before.  The caller checked
+ * the per-protocol limit, so there is room.
+ */
+static void
+add_listener(struct config *cf, const char *addr, enum config_proto proto)
+{
+	struct config_listener	*l;
+	int			 at = cf->nlisteners;
+
+	if (proto == CONFIG_PROTO_POP3)
+		at = config_nlisteners(cf, CONFIG_PROTO_POP3);
+	memmove(&cf->listeners[at + 1], &cf->listeners[at],
+	    (size_t)(cf->nlisteners - at) * sizeof(cf->listeners[0]));
+	l = &cf->listeners[at];
+	memset(l, 0, sizeof(*l));
+	snprintf(l->addr, sizeof(l->addr), "%s", addr);
+	l->proto = proto;
+	l->tls = CONFIG_TLS_NONE;
+	cf->nlisteners++;
+}
+
 static void
 set_key(struct parse *p, const struct key *k, const char *value)
 {
@@ -339,13 +388,14 @@ set_key(struct parse *p, const struct key *k, const char *value)
 		}
 		/* The first listen line replaces the built-in default. */
 		if (p->key_line[k - keys] == 0)
-			cf->nlisten = 0;
-		if (cf->nlisten == CONFIG_LISTEN_MAX) {
+			drop_listeners(cf, CONFIG_PROTO_POP3);
+		if (config_nlisteners(cf, CONFIG_PROTO_POP3) ==
+		    CONFIG_LISTEN_MAX) {
 			perr(p, line, "listen: more than %d addresses",
 			    CONFIG_LISTEN_MAX);
 			return;
 		}
-		strcpy(cf->listen[cf->nlisten++], value);
+		add_listener(cf, value, CONFIG_PROTO_POP3);
 		return;
 	case K_LMTP:
 		if (value[0] == '/' ? !is_abs_path(value,
@@ -355,12 +405,13 @@ set_key(struct parse *p, const struct key *k, const char *value)
 			    "host:port or an absolute socket path)", value);
 			return;
 		}
-		if (cf->nlmtp_listen == CONFIG_LISTEN_MAX) {
+		if (config_nlisteners(cf, CONFIG_PROTO_LMTP) ==
+		    CONFIG_LISTEN_MAX) {
 			perr(p, line, "lmtp_listen: more than %d addresses",
 			    CONFIG_LISTEN_MAX);
 			return;
 		}
-		strcpy(cf->lmtp_listen[cf->nlmtp_listen++], value);
+		add_listener(cf, value, CONFIG_PROTO_LMTP);
 		return;
 	case K_COST:
 		if (strcmp(value, "interactive") == 0)
@@ -604,7 +655,8 @@ check(struct parse *p)
 		return -1;
 	}
 	/* One LMDB reader slot per worker (4096 per environment). */
-	if (cf->nlmtp_listen > 0 && cf->max_workers + cf->lmtp_workers > 4000) {
+	if (config_nlisteners(cf, CONFIG_PROTO_LMTP) > 0 &&
+	    cf->max_workers + cf->lmtp_workers > 4000) {
 		line = later(key_line(p, "max_workers"),
 		    key_line(p, "lmtp_workers"));
 		perr(p, line, "max_workers + lmtp_workers (%u) is over 4000",

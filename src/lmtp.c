@@ -22,7 +22,7 @@
 #include "sdps/fault.h"
 #include "sdps/lmtp.h"
 #include "sdps/log.h"
-#include "sdps/pop3.h"
+#include "sdps/conn.h"
 #include "sdps/scoreboard.h"
 #include "sdps/store.h"
 #include "sdps/util.h"
@@ -56,7 +56,7 @@ struct l_host {
 
 struct lmtp {
 	struct worker_ctx *w;
-	struct pop3_conn c;
+	struct conn *c;
 	uint64_t	 sid;
 	char		 peer[SB_PEER_MAX];
 	char		 me[256];
@@ -118,7 +118,7 @@ lmtp_reply(struct lmtp *l, const char *fmt, ...)
 	if ((size_t)n > sizeof(buf) - 3)
 		n = (int)(sizeof(buf) - 3);
 	memcpy(buf + n, "\r\n", 2);
-	return pop3_write(&l->c, buf, (size_t)n + 2);
+	return conn_write(l->c, buf, (size_t)n + 2);
 }
 
 static void
@@ -320,26 +320,6 @@ cmd_rcpt(struct lmtp *l, char *arg)
 	return lmtp_reply(l, "250 2.1.5 recipient OK");
 }
 
-/*
- * How the line pop3_read_line just gave (or consumed) ended: 2 for CRLF,
- * 1 for a bare LF, 0 when unknown.  The line end is the last thing the
- * reader consumed: its LF is just before rbuf + rpos (pop3.h: [rpos,
- * rlen) is the unread input).  line is NULL for a consumed bad line;
- * then a CR counts only if still in the buffer (a line too long to keep
- * may have lost it in an earlier read: unknown).
- */
-static int
-line_end_len(const struct pop3_conn *c, const char *line, size_t len)
-{
-	const char	*end = c->rbuf + c->rpos;
-
-	if (line != NULL)
-		return (int)(end - (line + len));
-	if (c->rpos >= 2)
-		return c->rbuf[c->rpos - 2] == '\r' ? 2 : 1;
-	return 0;
-}
-
 /* Write what the conversion holds to the tmp file; 0 or -1. */
 static int
 data_drain(struct l_data *d)
@@ -373,7 +353,7 @@ static enum data_res
 read_data(struct lmtp *l, struct l_data *d)
 {
 	enum data_res	 dres = DATA_OK;
-	enum pop3_res	 r;
+	enum conn_res	 r;
 	char		*line;
 	size_t		 len;
 	bool		 crlf, prev_crlf = true;	/* DATA's own CRLF */
@@ -381,30 +361,30 @@ read_data(struct lmtp *l, struct l_data *d)
 	for (;;) {
 		line = NULL;
 		len = 0;
-		switch ((r = pop3_read_line(&l->c, &line, &len))) {
-		case POP3_OK:
+		switch ((r = conn_read_line(l->c, &line, &len))) {
+		case CONN_OK:
 			break;
-		case POP3_TOO_LONG:
+		case CONN_TOO_LONG:
 			if (dres == DATA_OK)
 				dres = DATA_TOO_LONG;
 			line = NULL;
 			break;
-		case POP3_NUL:
+		case CONN_NUL:
 			if (dres == DATA_OK)
 				dres = DATA_NUL;
 			line = NULL;
 			break;
-		case POP3_EOF:
-		case POP3_TIMEOUT:
-		case POP3_KILLED:
-		case POP3_ERR:
+		case CONN_EOF:
+		case CONN_TIMEOUT:
+		case CONN_KILLED:
+		case CONN_ERR:
 			log_info("sid=%016" PRIx64 " peer=%s event=lmtp-drop "
 			    "in=data why=%s", l->sid, l->peer,
-			    pop3_res_name(r));
+			    conn_res_name(r));
 			return DATA_IOFAIL;
 		}
 		/* An unknown line end is taken as bare: never an end. */
-		crlf = line_end_len(&l->c, line, len) == 2;
+		crlf = conn_last_eol(l->c) == CONN_EOL_CRLF;
 		if (line != NULL && crlf && prev_crlf && len == 1 &&
 		    line[0] == '.')
 			break;
@@ -618,7 +598,7 @@ too_many_bad(struct lmtp *l)
 	if (max == 0 || l->bad < max)
 		return false;
 	(void)lmtp_reply(l, "421 4.7.0 %s too many bad commands", l->me);
-	(void)pop3_flush(&l->c);
+	(void)conn_flush(l->c);
 	return true;
 }
 
@@ -629,7 +609,7 @@ lmtp_command(struct lmtp *l, char *line)
 	char	*kw, *arg = NULL;
 	int	 rc;
 
-	if ((kw = pop3_keyword(line, &arg)) == NULL) {
+	if ((kw = conn_keyword(line, &arg)) == NULL) {
 		sb_slot_command(l->w->slot, "");
 		rc = lmtp_reply(l, "500 5.5.2 syntax error");
 		l->bad++;
@@ -654,7 +634,7 @@ lmtp_command(struct lmtp *l, char *line)
 		    "mail");
 	else if (strcasecmp(kw, "QUIT") == 0) {
 		(void)lmtp_reply(l, "221 2.0.0 %s closing", l->me);
-		(void)pop3_flush(&l->c);
+		(void)conn_flush(l->c);
 		return 0;
 	} else if (strcasecmp(kw, "HELO") == 0 || strcasecmp(kw, "EHLO") == 0) {
 		/* RFC 2033 §4.1: an LMTP server must not accept them. */
@@ -674,7 +654,7 @@ void
 lmtp_run(struct worker_ctx *w, int fd, const char *peer)
 {
 	struct lmtp	*l;
-	enum pop3_res	 r;
+	enum conn_res	 r;
 	struct sigaction sa;
 	char		*line;
 	size_t		 len;
@@ -695,8 +675,8 @@ lmtp_run(struct worker_ctx *w, int fd, const char *peer)
 	if (gethostname(l->me, sizeof(l->me)) == -1 || l->me[0] == '\0')
 		snprintf(l->me, sizeof(l->me), "localhost");
 	l->me[sizeof(l->me) - 1] = '\0';
-	if (pop3_init(&l->c, fd, LMTP_LINE_MAX, w->cf->idle_timeout_s,
-	    w->cf->send_timeout_s, w->kill_session) == -1) {
+	if ((l->c = conn_new(fd, LMTP_LINE_MAX, w->cf->idle_timeout_s,
+	    w->cf->send_timeout_s, w->kill_session)) == NULL) {
 		free(l);
 		return;
 	}
@@ -709,27 +689,27 @@ lmtp_run(struct worker_ctx *w, int fd, const char *peer)
 		 * command boundary; 421 tells the MTA to retry elsewhere or
 		 * later (RFC 5321 §3.8).
 		 */
-		if (*w->terminate && !l->mail && !pop3_line_pending(&l->c)) {
+		if (*w->terminate && !l->mail && !conn_line_pending(l->c)) {
 			(void)lmtp_reply(l, "421 4.3.2 %s shutting down",
 			    l->me);
-			(void)pop3_flush(&l->c);
+			(void)conn_flush(l->c);
 			how = "shutdown";
 			break;
 		}
-		r = pop3_read_line(&l->c, &line, &len);
-		if (r == POP3_TOO_LONG || r == POP3_NUL) {
+		r = conn_read_line(l->c, &line, &len);
+		if (r == CONN_TOO_LONG || r == CONN_NUL) {
 			l->bad++;
-			if (lmtp_reply(l, "500 5.5.2 %s", r == POP3_NUL ?
+			if (lmtp_reply(l, "500 5.5.2 %s", r == CONN_NUL ?
 			    "NUL in command" : "line too long") == 0 &&
 			    !too_many_bad(l))
 				continue;
-		} else if (r != POP3_OK) {
-			how = pop3_res_name(r);
+		} else if (r != CONN_OK) {
+			how = conn_res_name(r);
 			break;
 		} else if (lmtp_command(l, line) == 1)
 			continue;
-		if (l->c.werr != POP3_OK)
-			how = pop3_res_name(l->c.werr);
+		if (conn_werr(l->c) != CONN_OK)
+			how = conn_res_name(conn_werr(l->c));
 		else if (l->bad > 0 && w->cf->max_bad_commands != 0 &&
 		    l->bad >= w->cf->max_bad_commands)
 			how = "badcmd-limit";
@@ -739,6 +719,6 @@ lmtp_run(struct worker_ctx *w, int fd, const char *peer)
 	    PRIu64 " stored=%" PRIu64, l->sid, l->peer, how, l->txns,
 	    l->msgs);
 	txn_reset(l);
-	pop3_free(&l->c);
+	conn_free(l->c);
 	free(l);
 }

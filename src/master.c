@@ -53,10 +53,10 @@ struct master {
 	bool		 foreground;
 	bool		 verbose;
 	struct scoreboard sb;
-	int		 pop3_fds[CONFIG_LISTEN_MAX];
-	int		 npop3;
-	int		 lmtp_fds[CONFIG_LISTEN_MAX];
-	int		 nlmtp;
+	/* Issue 9: the bound listeners, one array (worker.h). */
+	struct listener	 ls[CONFIG_LISTENERS_MAX];
+	int		 nls;
+	int		 npop3, nlmtp;	/* of ls, by protocol */
 	char		 pidfile[PATH_MAX + 16];
 	int		 ready_fd;	/* pipe to the waiting parent, or -1 */
 	bool		 ready;
@@ -362,28 +362,25 @@ master_listen_inet(const char *addr)
 static int
 master_listen(struct master *m)
 {
-	const struct config	*cf = m->cf;
-	int			 i, fd;
+	const struct config_listener	*cl;
+	int				 i, fd;
 
-	for (i = 0; i < cf->nlisten; i++) {
-		fd = cf->listen[i][0] == '/' ?
-		    master_listen_unix(m, cf->listen[i]) :
-		    master_listen_inet(cf->listen[i]);
+	for (i = 0; i < m->cf->nlisteners; i++) {
+		cl = &m->cf->listeners[i];
+		fd = cl->addr[0] == '/' ? master_listen_unix(m, cl->addr) :
+		    master_listen_inet(cl->addr);
 		if (fd == -1)
 			return -1;
-		m->pop3_fds[m->npop3++] = fd;
-		log_info("listening for POP3 on %s", cf->listen[i]);
+		m->ls[m->nls].fd = fd;
+		m->ls[m->nls++].cl = *cl;
+		if (cl->proto == CONFIG_PROTO_LMTP)
+			m->nlmtp++;
+		else
+			m->npop3++;
+		log_info("listening for %s on %s", cl->proto ==
+		    CONFIG_PROTO_LMTP ? "LMTP" : "POP3", cl->addr);
 	}
-	for (i = 0; i < cf->nlmtp_listen; i++) {
-		fd = cf->lmtp_listen[i][0] == '/' ?
-		    master_listen_unix(m, cf->lmtp_listen[i]) :
-		    master_listen_inet(cf->lmtp_listen[i]);
-		if (fd == -1)
-			return -1;
-		m->lmtp_fds[m->nlmtp++] = fd;
-		log_info("listening for LMTP on %s", cf->lmtp_listen[i]);
-	}
-	if (m->npop3 + m->nlmtp == 0) {
+	if (m->nls == 0) {
 		log_warnx("no listen address configured");
 		return -1;
 	}
@@ -393,22 +390,14 @@ master_listen(struct master *m)
 static void
 master_unlisten(struct master *m)
 {
-	const struct config	*cf = m->cf;
-	int			 i;
+	int	 i;
 
-	for (i = 0; i < m->npop3; i++)
-		close(m->pop3_fds[i]);
-	for (i = 0; i < m->nlmtp; i++)
-		close(m->lmtp_fds[i]);
-	m->npop3 = m->nlmtp = 0;
-	for (i = 0; i < cf->nlisten; i++) {
-		if (cf->listen[i][0] == '/')
-			(void)unlink(cf->listen[i]);
+	for (i = 0; i < m->nls; i++) {
+		close(m->ls[i].fd);
+		if (m->ls[i].cl.addr[0] == '/')
+			(void)unlink(m->ls[i].cl.addr);
 	}
-	for (i = 0; i < cf->nlmtp_listen; i++) {
-		if (cf->lmtp_listen[i][0] == '/')
-			(void)unlink(cf->lmtp_listen[i]);
-	}
+	m->nls = m->npop3 = m->nlmtp = 0;
 }
 
 /* ------------------------------------------------------------ start-up */
@@ -710,8 +699,7 @@ master_spawn(struct master *m, unsigned i, enum sb_pool pool)
 		free(m->pids);
 		free(m->forked_us);
 		free(m->pool);
-		worker_main(m->cf, &m->sb, (int)i, m->pop3_fds, m->npop3,
-		    m->lmtp_fds, m->nlmtp);
+		worker_main(m->cf, &m->sb, (int)i, m->ls, m->nls);
 	}
 	m->pids[i] = pid;
 	m->forked_us[i] = now;
@@ -1025,9 +1013,11 @@ master_answer_busy(struct master *m)
 		m->busy_declined = true;
 		return;
 	}
-	for (i = 0; i < m->npop3; i++) {
+	for (i = 0; i < m->nls; i++) {
+		if (m->ls[i].cl.proto != CONFIG_PROTO_POP3)
+			continue;
 		while (n < MASTER_BUSY_BATCH) {
-			fd = accept4(m->pop3_fds[i], NULL, NULL,
+			fd = accept4(m->ls[i].fd, NULL, NULL,
 			    SOCK_NONBLOCK | SOCK_CLOEXEC);
 			if (fd == -1)
 				break;
@@ -1052,7 +1042,7 @@ master_answer_busy(struct master *m)
 static void
 master_wait(struct master *m, const sigset_t *waitmask)
 {
-	struct pollfd	 pfd[CONFIG_LISTEN_MAX];
+	struct pollfd	 pfd[CONFIG_LISTENERS_MAX];
 	struct timespec	 ts = { 0, MASTER_BUSY_RETRY_NS };
 	int		 i, n = 0;
 
@@ -1066,10 +1056,13 @@ master_wait(struct master *m, const sigset_t *waitmask)
 		(void)ppoll(NULL, 0, &ts, waitmask);
 		return;
 	}
-	for (i = 0; i < m->npop3; i++, n++) {
-		pfd[n].fd = m->pop3_fds[i];
+	for (i = 0; i < m->nls; i++) {
+		if (m->ls[i].cl.proto != CONFIG_PROTO_POP3)
+			continue;
+		pfd[n].fd = m->ls[i].fd;
 		pfd[n].events = POLLIN;
 		pfd[n].revents = 0;
+		n++;
 	}
 	if (ppoll(pfd, (nfds_t)n, NULL, waitmask) > 0)
 		master_answer_busy(m);
@@ -1146,22 +1139,19 @@ static void
 master_keep_fixed(const struct config *old, struct config *cf,
     unsigned nslots)
 {
-	bool	 same = old->nlisten == cf->nlisten &&
-	    old->nlmtp_listen == cf->nlmtp_listen;
+	bool	 same = old->nlisteners == cf->nlisteners;
 	int	 i;
 
-	for (i = 0; same && i < cf->nlisten; i++)
-		same = strcmp(old->listen[i], cf->listen[i]) == 0;
-	for (i = 0; same && i < cf->nlmtp_listen; i++)
-		same = strcmp(old->lmtp_listen[i], cf->lmtp_listen[i]) == 0;
+	for (i = 0; same && i < cf->nlisteners; i++)
+		same = strcmp(old->listeners[i].addr,
+		    cf->listeners[i].addr) == 0 &&
+		    old->listeners[i].proto == cf->listeners[i].proto &&
+		    old->listeners[i].tls == cf->listeners[i].tls;
 	if (!same) {
 		log_warnx("reload: listen/lmtp_listen changes need a restart; "
 		    "keeping the old addresses");
-		memcpy(cf->listen, old->listen, sizeof(cf->listen));
-		cf->nlisten = old->nlisten;
-		memcpy(cf->lmtp_listen, old->lmtp_listen,
-		    sizeof(cf->lmtp_listen));
-		cf->nlmtp_listen = old->nlmtp_listen;
+		memcpy(cf->listeners, old->listeners, sizeof(cf->listeners));
+		cf->nlisteners = old->nlisteners;
 	}
 	if (strcmp(old->run_dir, cf->run_dir) != 0) {
 		log_warnx("reload: run_dir changes need a restart");
@@ -1354,13 +1344,10 @@ master_run(struct config *cf, const char *conf_path, bool foreground,
 
 	/* Blocked from here on, so no signal is lost before the loop. */
 	master_signals_init(&waitmask);
-	if ((rc = master_setup(&m)) != 0) {
-		if (m.ready_fd != -1)
-			close(m.ready_fd);
-		if (m.run_fd != -1)
-			close(m.run_fd);
-		return rc;
-	}
+	/* A refused start frees what it made too (sanitizer builds count
+	 * a leak as a failure and would change the exit status). */
+	if ((rc = master_setup(&m)) != 0)
+		goto out;
 	log_info("starting: %s, %u worker slots", conf_path, m.nslots);
 	master_initial_spawn(&m);
 	master_timer(MASTER_FAST_TICK_US);
@@ -1396,6 +1383,7 @@ master_run(struct config *cf, const char *conf_path, bool foreground,
 		master_wait(&m, &waitmask);
 	}
 	master_stop(&m, &waitmask);
+ out:
 	if (m.ready_fd != -1)
 		close(m.ready_fd);
 	authcache_destroy(m.sb.authcache);

@@ -22,8 +22,8 @@
 #include "sdps/authcache.h"
 #include "sdps/config.h"
 #include "sdps/log.h"
+#include "sdps/conn.h"
 #include "sdps/maildrop.h"
-#include "sdps/pop3.h"
 #include "sdps/punt.h"
 #include "sdps/puntset.h"
 #include "sdps/scoreboard.h"
@@ -33,7 +33,6 @@
 #include "sdps/util.h"
 #include "sdps/worker.h"
 
-/* How long PASS waits for a free hashing place before [SYS/TEMP]. */
 /* Wait this long for a hashing place: a burst of cold logins queues
  * behind auth_max_parallel hashes rather than failing. */
 #define AUTH_WAIT_MS	30000
@@ -82,7 +81,7 @@ struct s_msg {
 struct session {
 	struct worker_ctx	*w;
 	const struct config	*cf;
-	struct pop3_conn	 c;
+	struct conn	*c;
 	char			 peer[SB_PEER_MAX];
 	uint64_t		 sid;
 	unsigned		 state;
@@ -106,7 +105,7 @@ struct session {
 	uint64_t		 login_us;
 };
 
-typedef enum cmd_res cmd_fn(struct session *, struct pop3_args *);
+typedef enum cmd_res cmd_fn(struct session *, struct conn_args *);
 
 struct cmd {
 	const char	*name;
@@ -114,27 +113,56 @@ struct cmd {
 	unsigned int	 flags;		/* CF_* */
 	int		 min_args, max_args;
 	cmd_fn		*fn;
+	const char	*capa;		/* its RFC 2449 CAPA tag, or NULL */
 };
 
 static cmd_fn cmd_user, cmd_pass, cmd_apop, cmd_capa, cmd_quit, cmd_stat,
     cmd_list, cmd_retr, cmd_dele, cmd_noop, cmd_rset, cmd_top, cmd_uidl,
     cmd_env;
 
+/* CAPA lists the commands' tags in this order (then capa_props). */
 static const struct cmd cmds[] = {
-	{ "USER", ST_AUTH,		0,	 1, 1, cmd_user },
-	{ "PASS", ST_AUTH,		CF_REST, 1, 1, cmd_pass },
-	{ "APOP", ST_AUTH,		CF_REST, 0, 1, cmd_apop },  /* -ERR */
-	{ "CAPA", ST_AUTH | ST_TRANS,	0,	 0, 0, cmd_capa },
-	{ "QUIT", ST_AUTH | ST_TRANS,	0,	 0, 0, cmd_quit },
-	{ "STAT", ST_TRANS,		0,	 0, 0, cmd_stat },
-	{ "LIST", ST_TRANS,		0,	 0, 1, cmd_list },
-	{ "RETR", ST_TRANS,		0,	 1, 1, cmd_retr },
-	{ "DELE", ST_TRANS,		0,	 1, 1, cmd_dele },
-	{ "NOOP", ST_TRANS,		0,	 0, 0, cmd_noop },
-	{ "RSET", ST_TRANS,		0,	 0, 0, cmd_rset },
-	{ "TOP",  ST_TRANS,		0,	 2, 2, cmd_top },
-	{ "UIDL", ST_TRANS,		0,	 0, 1, cmd_uidl },
-	{ "*ENV", ST_TRANS,		0,	 1, 1, cmd_env },
+	{ "TOP",  ST_TRANS,		0,	 2, 2, cmd_top,	 "TOP" },
+	{ "UIDL", ST_TRANS,		0,	 0, 1, cmd_uidl, "UIDL" },
+	{ "USER", ST_AUTH,		0,	 1, 1, cmd_user, "USER" },
+	{ "PASS", ST_AUTH,		CF_REST, 1, 1, cmd_pass, NULL },
+	{ "APOP", ST_AUTH,		CF_REST, 0, 1, cmd_apop, NULL }, /* -ERR */
+	{ "CAPA", ST_AUTH | ST_TRANS,	0,	 0, 0, cmd_capa, NULL },
+	{ "QUIT", ST_AUTH | ST_TRANS,	0,	 0, 0, cmd_quit, NULL },
+	{ "STAT", ST_TRANS,		0,	 0, 0, cmd_stat, NULL },
+	{ "LIST", ST_TRANS,		0,	 0, 1, cmd_list, NULL },
+	{ "RETR", ST_TRANS,		0,	 1, 1, cmd_retr, NULL },
+	{ "DELE", ST_TRANS,		0,	 1, 1, cmd_dele, NULL },
+	{ "NOOP", ST_TRANS,		0,	 0, 0, cmd_noop, NULL },
+	{ "RSET", ST_TRANS,		0,	 0, 0, cmd_rset, NULL },
+	{ "*ENV", ST_TRANS,		0,	 1, 1, cmd_env,	 NULL },
+};
+
+/*
+ * CAPA lines that are properties of the server and the listener rather
+ * than of one command (RFC 2449 §6), after the commands' tags.  arg
+ * (may be NULL) gives the line's number; with omit_zero a 0 leaves the
+ * line out.  X-SDPS names the sdps extensions as a whole (*ENV, the
+ * punt response codes), so it is a property, not *ENV's tag.
+ */
+struct capa_prop {
+	const char	*tag;
+	unsigned	(*arg)(const struct session *);
+	bool		 omit_zero;
+};
+
+static unsigned	capa_expire(const struct session *);
+static unsigned	capa_login_delay(const struct session *);
+
+static const struct capa_prop capa_props[] = {
+	{ "RESP-CODES",			NULL,			false },
+	{ "AUTH-RESP-CODE",		NULL,			false },
+	{ "PIPELINING",			NULL,			false },
+	{ "EXPIRE",			capa_expire,		false },
+	/* RFC 2449 §6.5, only when enforced (login_delay, issue 8). */
+	{ "LOGIN-DELAY",		capa_login_delay,	true },
+	{ "IMPLEMENTATION sdps",	NULL,			false },
+	{ "X-SDPS",			NULL,			false },
 };
 
 static const char *
@@ -172,9 +200,9 @@ reply_err(struct session *s, const char *code, const char *fmt, ...)
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
 	if (code != NULL)
-		pop3_printf(&s->c, "-ERR [%s] %s\r\n", code, text);
+		conn_printf(s->c, "-ERR [%s] %s\r\n", code, text);
 	else
-		pop3_printf(&s->c, "-ERR %s\r\n", text);
+		conn_printf(s->c, "-ERR %s\r\n", text);
 	return CMD_BAD;
 }
 
@@ -188,7 +216,7 @@ reply_ok(struct session *s, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	pop3_printf(&s->c, "+OK %s\r\n", text);
+	conn_printf(s->c, "+OK %s\r\n", text);
 	return CMD_REPLIED;
 }
 
@@ -226,7 +254,7 @@ slot_counters(struct session *s)
 	sl->retr = s->n_retr;
 	sl->top = s->n_top;
 	sl->dele = s->n_dele;
-	sl->octets_out = s->c.octets_out;
+	sl->octets_out = conn_octets_out(s->c);
 	sb_slot_write_end(sl);
 }
 
@@ -335,10 +363,10 @@ static enum cmd_res
 session_dispatch(struct session *s, char *line)
 {
 	const struct cmd	*c;
-	struct pop3_args	 a;
+	struct conn_args	 a;
 	char			*kw, *rest;
 
-	if ((kw = pop3_keyword(line, &rest)) == NULL)
+	if ((kw = conn_keyword(line, &rest)) == NULL)
 		return reply_err(s, NULL, "empty command");
 	if ((c = cmd_find(kw)) == NULL)
 		return reply_err(s, NULL, "unknown command");
@@ -346,7 +374,7 @@ session_dispatch(struct session *s, char *line)
 	if ((c->states & s->state) == 0)
 		return reply_err(s, NULL, "%s not allowed %s", c->name,
 		    s->state == ST_AUTH ? "before login" : "after login");
-	if (pop3_split(rest, (c->flags & CF_REST) != 0, &a) == -1 ||
+	if (conn_split(rest, (c->flags & CF_REST) != 0, &a) == -1 ||
 	    a.argc < c->min_args || a.argc > c->max_args)
 		return reply_err(s, NULL, "%s: wrong number of arguments",
 		    c->name);
@@ -356,7 +384,7 @@ session_dispatch(struct session *s, char *line)
 /* ---- AUTHORIZATION ---- */
 
 static enum cmd_res
-cmd_user(struct session *s, struct pop3_args *a)
+cmd_user(struct session *s, struct conn_args *a)
 {
 	const char	*arg = a->argv[0], *plus;
 	char		 left[POP3_LINE_MAX];
@@ -481,7 +509,7 @@ session_login(struct session *s)
 		    punt_name(maildrop_punt(s->md, i)));
 	}
 	s->state = ST_TRANS;
-	pop3_set_deadline(&s->c, 0);	/* auth_timeout: logged in */
+	conn_set_deadline_ms(s->c, 0);	/* auth_timeout: logged in */
 	s->login_us = util_now_us();
 	if (sl != NULL) {
 		sb_slot_write_begin(sl);
@@ -557,11 +585,11 @@ auth_answer(struct session *s, const char *text)
 {
 	unsigned	 ms;
 
-	if (pop3_flush(&s->c) == -1)
+	if (conn_flush(s->c) == -1)
 		return CMD_IOFAIL;
 	ms = throttle_delay_ms(s->cf->auth_fail_delay_ms, s->thr_recent,
 	    s->cf->auth_fail_delay_max_ms);
-	if (pop3_sleep_ms(&s->c, ms) != POP3_OK) {
+	if (conn_sleep_ms(s->c, ms) != CONN_OK) {
 		s->how = END_KILLED;
 		return CMD_IOFAIL;
 	}
@@ -634,7 +662,7 @@ pass_login(struct session *s)
 }
 
 static enum cmd_res
-cmd_pass(struct session *s, struct pop3_args *a)
+cmd_pass(struct session *s, struct conn_args *a)
 {
 	struct worker_ctx	*w = s->w;
 	char			*pw = a->argv[0];
@@ -734,31 +762,69 @@ cmd_pass(struct session *s, struct pop3_args *a)
 }
 
 static enum cmd_res
-cmd_apop(struct session *s, struct pop3_args *a)
+cmd_apop(struct session *s, struct conn_args *a)
 {
 	(void)a;
 	return reply_err(s, NULL, "APOP not supported, use USER and PASS");
 }
 
-static enum cmd_res
-cmd_capa(struct session *s, struct pop3_args *a)
+/* EXPIRE is the expiry policy in days. */
+static unsigned
+capa_expire(const struct session *s)
 {
+	return s->cf->expire_days;
+}
+
+static unsigned
+capa_login_delay(const struct session *s)
+{
+	return s->cf->login_delay_s;
+}
+
+/*
+ * Whether this connection's listener offers command c.  Every listener
+ * offers every command today (tls is always CONFIG_TLS_NONE); the TLS
+ * issue decides here, from s->w->listener, e.g. USER only after STLS on
+ * a listener that requires it, and adds STLS to the table.
+ */
+static bool
+capa_offered(const struct session *s, const struct cmd *c)
+{
+	(void)s;
+	(void)c;
+	return true;
+}
+
+/* RFC 2449 §6: generated from cmds and capa_props. */
+static enum cmd_res
+cmd_capa(struct session *s, struct conn_args *a)
+{
+	const struct capa_prop	*p;
+	size_t			 i;
+	unsigned		 n;
+
 	(void)a;
-	/* RFC 2449 §6; EXPIRE is the expiry policy in days. */
-	pop3_printf(&s->c, "+OK capability list follows\r\n"
-	    "TOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\n"
-	    "PIPELINING\r\nEXPIRE %u\r\n", s->cf->expire_days);
-	/* RFC 2449 §6.5, only when enforced (login_delay, issue 8). */
-	if (s->cf->login_delay_s > 0)
-		pop3_printf(&s->c, "LOGIN-DELAY %u\r\n", s->cf->login_delay_s);
-	pop3_printf(&s->c, "IMPLEMENTATION sdps\r\nX-SDPS\r\n.\r\n");
+	conn_printf(s->c, "+OK capability list follows\r\n");
+	for (i = 0; i < NITEMS(cmds); i++)
+		if (cmds[i].capa != NULL && capa_offered(s, &cmds[i]))
+			conn_printf(s->c, "%s\r\n", cmds[i].capa);
+	for (i = 0; i < NITEMS(capa_props); i++) {
+		p = &capa_props[i];
+		if (p->arg == NULL) {
+			conn_printf(s->c, "%s\r\n", p->tag);
+			continue;
+		}
+		if ((n = p->arg(s)) > 0 || !p->omit_zero)
+			conn_printf(s->c, "%s %u\r\n", p->tag, n);
+	}
+	conn_ml_end(s->c);
 	return CMD_REPLIED;
 }
 
 /* ---- TRANSACTION ---- */
 
 static enum cmd_res
-cmd_stat(struct session *s, struct pop3_args *a)
+cmd_stat(struct session *s, struct conn_args *a)
 {
 	uint64_t	 octets = 0;
 	size_t		 i, count = 0;
@@ -773,7 +839,7 @@ cmd_stat(struct session *s, struct pop3_args *a)
 }
 
 static enum cmd_res
-cmd_list(struct session *s, struct pop3_args *a)
+cmd_list(struct session *s, struct conn_args *a)
 {
 	uint64_t	 octets = 0;
 	size_t		 i, idx, count = 0;
@@ -792,14 +858,14 @@ cmd_list(struct session *s, struct pop3_args *a)
 	reply_ok(s, "%zu messages (%" PRIu64 " octets)", count, octets);
 	for (i = 0; i < s->nmsgs; i++)
 		if (!s->msgs[i].deleted)
-			pop3_printf(&s->c, "%zu %" PRIu64 "\r\n", i + 1,
+			conn_printf(s->c, "%zu %" PRIu64 "\r\n", i + 1,
 			    s->msgs[i].octets);
-	pop3_ml_end(&s->c);
+	conn_ml_end(s->c);
 	return CMD_REPLIED;
 }
 
 static enum cmd_res
-cmd_uidl(struct session *s, struct pop3_args *a)
+cmd_uidl(struct session *s, struct conn_args *a)
 {
 	char		 uidl[STORE_UIDL_MAX];
 	struct s_msg	*m;
@@ -818,14 +884,14 @@ cmd_uidl(struct session *s, struct pop3_args *a)
 		if (m->deleted)
 			continue;
 		punt_uidl(msg_punt(s, m), m->id, uidl);
-		pop3_printf(&s->c, "%zu %s\r\n", i + 1, uidl);
+		conn_printf(s->c, "%zu %s\r\n", i + 1, uidl);
 	}
-	pop3_ml_end(&s->c);
+	conn_ml_end(s->c);
 	return CMD_REPLIED;
 }
 
 static enum cmd_res
-cmd_dele(struct session *s, struct pop3_args *a)
+cmd_dele(struct session *s, struct conn_args *a)
 {
 	size_t	 idx;
 
@@ -837,7 +903,7 @@ cmd_dele(struct session *s, struct pop3_args *a)
 }
 
 static enum cmd_res
-cmd_noop(struct session *s, struct pop3_args *a)
+cmd_noop(struct session *s, struct conn_args *a)
 {
 	(void)s;
 	(void)a;
@@ -845,7 +911,7 @@ cmd_noop(struct session *s, struct pop3_args *a)
 }
 
 static enum cmd_res
-cmd_rset(struct session *s, struct pop3_args *a)
+cmd_rset(struct session *s, struct conn_args *a)
 {
 	uint64_t	 octets = 0;
 	size_t		 i;
@@ -1041,16 +1107,16 @@ send_dummy(struct session *s, const struct s_msg *m, bool top,
 		reply_ok(s, "top of message follows");
 	} else
 		reply_ok(s, "%zu octets", len);
-	pop3_ml_text(&s->c, buf, len);
-	pop3_ml_end(&s->c);
+	conn_ml_text(s->c, buf, len);
+	conn_ml_end(s->c);
 	free(buf);
 	log_info("sid=%016" PRIx64 " event=dummy punt=%s id=%" PRIu64,
 	    s->sid, punt_name(msg_punt(s, m)), m->id);
-	return s->c.werr == POP3_OK ? CMD_REPLIED : CMD_IOFAIL;
+	return conn_werr(s->c) == CONN_OK ? CMD_REPLIED : CMD_IOFAIL;
 }
 
 static enum cmd_res
-cmd_retr(struct session *s, struct pop3_args *a)
+cmd_retr(struct session *s, struct conn_args *a)
 {
 	struct s_msg	*m;
 	struct stat	 sb;
@@ -1070,17 +1136,17 @@ cmd_retr(struct session *s, struct pop3_args *a)
 		reply_err(s, "SYS/TEMP", "message unavailable, try later");
 		return CMD_REPLIED;
 	}
-	pop3_cork(&s->c, true);
+	conn_cork(s->c, true);
 	reply_ok(s, "%" PRIu64 " octets", m->octets);
-	pop3_printf(&s->c, "Return-Path: <%s>\r\n", msg_sender(s, m));
+	conn_printf(s->c, "Return-Path: <%s>\r\n", msg_sender(s, m));
 	/* The stored file is already CRLF and dot-stuffed. */
-	rc = pop3_sendfile(&s->c, fd, 0, (size_t)sb.st_size);
+	rc = conn_send_file(s->c, fd, 0, (size_t)sb.st_size);
 	close(fd);
 	if (rc == -1)
 		return CMD_IOFAIL;
-	pop3_ml_end(&s->c);
-	pop3_cork(&s->c, false);
-	if (s->c.werr != POP3_OK)
+	conn_ml_end(s->c);
+	conn_cork(s->c, false);
+	if (conn_werr(s->c) != CONN_OK)
 		return CMD_IOFAIL;
 	/* Handed to the kernel in full: RD (docs/design.md §4.4). */
 	m->read_now = true;
@@ -1091,7 +1157,7 @@ cmd_retr(struct session *s, struct pop3_args *a)
 }
 
 static enum cmd_res
-cmd_top(struct session *s, struct pop3_args *a)
+cmd_top(struct session *s, struct conn_args *a)
 {
 	struct top_cut	 t;
 	struct s_msg	*m;
@@ -1117,7 +1183,7 @@ cmd_top(struct session *s, struct pop3_args *a)
 		return CMD_SRVFAIL;
 	}
 	reply_ok(s, "top of message follows");
-	pop3_printf(&s->c, "Return-Path: <%s>\r\n", msg_sender(s, m));
+	conn_printf(s->c, "Return-Path: <%s>\r\n", msg_sender(s, m));
 	top_init(&t, lines);
 	while (!t.done) {
 		if ((n = read(fd, buf, TOP_CHUNK)) == -1) {
@@ -1134,20 +1200,20 @@ cmd_top(struct session *s, struct pop3_args *a)
 		out = top_feed(&t, buf, (size_t)n);
 		if (out > 0) {
 			last = buf[out - 1];
-			if (pop3_write(&s->c, buf, out) == -1)
+			if (conn_write(s->c, buf, out) == -1)
 				break;
 		}
 	}
 	free(buf);
 	close(fd);
 	if (last != '\n')
-		pop3_write(&s->c, "\r\n", 2);
-	pop3_ml_end(&s->c);
-	return s->c.werr == POP3_OK ? CMD_REPLIED : CMD_IOFAIL;
+		conn_write(s->c, "\r\n", 2);
+	conn_ml_end(s->c);
+	return conn_werr(s->c) == CONN_OK ? CMD_REPLIED : CMD_IOFAIL;
 }
 
 static enum cmd_res
-cmd_env(struct session *s, struct pop3_args *a)
+cmd_env(struct session *s, struct conn_args *a)
 {
 	char		 uidl[STORE_UIDL_MAX], date[DATE_MAX], line[512];
 	const char	*sender, *rcpt;
@@ -1164,22 +1230,22 @@ cmd_env(struct session *s, struct pop3_args *a)
 	 * comes from the snapshot.
 	 */
 	reply_ok(s, "envelope follows");
-	pop3_ml_line(&s->c, "RD",
+	conn_ml_line(s->c, "RD",
 	    (m->flags & STORE_F_READ) != 0 || m->read_now ? 2 : 0);
 	punt_uidl(msg_punt(s, m), m->id, uidl);
 	util_rfc5322_date(m->arrival_us, date, sizeof(date));
 	n = snprintf(line, sizeof(line), "%s %s %s",
 	    punt_name(msg_punt(s, m)), uidl, date);
-	pop3_ml_line(&s->c, line, (size_t)n);
+	conn_ml_line(s->c, line, (size_t)n);
 	sender = msg_sender(s, m);
-	pop3_ml_line(&s->c, sender, strlen(sender));
+	conn_ml_line(s->c, sender, strlen(sender));
 	for (rcpt = msg_rcpt_next(s, m, NULL); rcpt != NULL;
 	    rcpt = msg_rcpt_next(s, m, rcpt)) {
 		n = snprintf(line, sizeof(line), "%s@%s", rcpt, s->host);
 		if (n > 0 && (size_t)n < sizeof(line))
-			pop3_ml_line(&s->c, line, (size_t)n);
+			conn_ml_line(s->c, line, (size_t)n);
 	}
-	pop3_ml_end(&s->c);
+	conn_ml_end(s->c);
 	return CMD_REPLIED;
 }
 
@@ -1260,7 +1326,7 @@ update_remove(struct session *s)
 }
 
 static enum cmd_res
-cmd_quit(struct session *s, struct pop3_args *a)
+cmd_quit(struct session *s, struct conn_args *a)
 {
 	size_t	 failed;
 
@@ -1284,18 +1350,18 @@ cmd_quit(struct session *s, struct pop3_args *a)
 }
 
 static enum end_how
-how_from_io(enum pop3_res r)
+how_from_io(enum conn_res r)
 {
 	switch (r) {
-	case POP3_TIMEOUT:
+	case CONN_TIMEOUT:
 		return END_TIMEOUT;
-	case POP3_KILLED:
+	case CONN_KILLED:
 		return END_KILLED;
-	case POP3_OK:
-	case POP3_TOO_LONG:
-	case POP3_NUL:
-	case POP3_EOF:
-	case POP3_ERR:
+	case CONN_OK:
+	case CONN_TOO_LONG:
+	case CONN_NUL:
+	case CONN_EOF:
+	case CONN_ERR:
 		break;
 	}
 	return END_DROP;
@@ -1312,22 +1378,22 @@ session_end(struct session *s)
 	release_punts(s);
 	/* Only now the last reply: a client that reconnects at once after
 	 * QUIT must not find its own locks still held. */
-	pop3_flush(&s->c);
+	conn_flush(s->c);
 	if (s->w->sb != NULL)
 		atomic_fetch_add(&s->w->sb->hdr->total_octets_out,
-		    s->c.octets_out);
+		    conn_octets_out(s->c));
 	log_info("sid=%016" PRIx64 " peer=%s event=logout maildrop=%s"
 	    " top=%" PRIu64 " retr=%" PRIu64 " dele=%" PRIu64
 	    " removed=%" PRIu64 " octets=%" PRIu64 " end=%s", s->sid,
 	    s->peer, s->state == ST_TRANS ? s->maildrop : "-", s->n_top,
-	    s->n_retr, s->n_dele, s->n_removed, s->c.octets_out,
+	    s->n_retr, s->n_dele, s->n_removed, conn_octets_out(s->c),
 	    end_name(s->how));
 	if (sl != NULL) {
 		sb_slot_write_begin(sl);
 		sl->retr = s->n_retr;
 		sl->top = s->n_top;
 		sl->dele = s->n_dele;
-		sl->octets_out = s->c.octets_out;
+		sl->octets_out = conn_octets_out(s->c);
 		sl->state = SB_IDLE;
 		sl->session_id = 0;
 		sl->maildrop[0] = '\0';
@@ -1342,35 +1408,35 @@ session_end(struct session *s)
 static bool
 session_step(struct session *s)
 {
-	enum pop3_res	 r;
+	enum conn_res	 r;
 	enum cmd_res	 res = CMD_REPLIED;
 	char		*line;
 	size_t		 len = 0;
 
-	r = pop3_read_line(&s->c, &line, &len);
+	r = conn_read_line(s->c, &line, &len);
 	switch (r) {
-	case POP3_OK:
+	case CONN_OK:
 		res = session_dispatch(s, line);
 		/* The line may have held a password. */
 		explicit_bzero(line, len);
 		break;
-	case POP3_TOO_LONG:
+	case CONN_TOO_LONG:
 		res = reply_err(s, NULL, "line too long");
 		break;
-	case POP3_NUL:
+	case CONN_NUL:
 		res = reply_err(s, NULL, "NUL octet in command");
 		break;
-	case POP3_EOF:
-	case POP3_TIMEOUT:
-	case POP3_KILLED:
-	case POP3_ERR:
+	case CONN_EOF:
+	case CONN_TIMEOUT:
+	case CONN_KILLED:
+	case CONN_ERR:
 		/* RFC 1939 §3: an autologout closes without a reply. */
 		s->how = how_from_io(r);
 		return false;
 	}
 	switch (res) {
 	case CMD_OK:
-		pop3_write(&s->c, "+OK\r\n", 5);
+		conn_write(s->c, "+OK\r\n", 5);
 		break;
 	case CMD_REPLIED:
 		break;
@@ -1387,7 +1453,7 @@ session_step(struct session *s)
 		break;
 	case CMD_IOFAIL:
 		if (s->how == END_NONE)
-			s->how = how_from_io(s->c.werr);
+			s->how = how_from_io(conn_werr(s->c));
 		break;
 	case CMD_SRVFAIL:
 		log_warnx("sid=%016" PRIx64 " event=server-failure", s->sid);
@@ -1395,8 +1461,8 @@ session_step(struct session *s)
 		break;
 	}
 	slot_counters(s);
-	if (s->how == END_NONE && s->c.werr != POP3_OK)
-		s->how = how_from_io(s->c.werr);
+	if (s->how == END_NONE && conn_werr(s->c) != CONN_OK)
+		s->how = how_from_io(conn_werr(s->c));
 	if (s->how == END_NONE && s->w->kill_session != NULL &&
 	    *s->w->kill_session != 0)
 		s->how = END_KILLED;
@@ -1429,20 +1495,20 @@ session_run(struct worker_ctx *w, int fd, const char *peer)
 		s->sid = w->slot->session_id;
 	else
 		s->sid = w->sb != NULL ? sb_session_id(w->sb) : now_us;
-	if (pop3_init(&s->c, fd, POP3_LINE_MAX, s->cf->idle_timeout_s,
-	    s->cf->send_timeout_s, w->kill_session) == -1) {
+	if ((s->c = conn_new(fd, POP3_LINE_MAX, s->cf->idle_timeout_s,
+	    s->cf->send_timeout_s, w->kill_session)) == NULL) {
 		free(s);
 		return;
 	}
 	slot_session_start(s, now_us);
 	log_info("sid=%016" PRIx64 " peer=%s event=connect", s->sid, s->peer);
-	pop3_write(&s->c, "+OK sdps ready\r\n", 16);
+	conn_write(s->c, "+OK sdps ready\r\n", 16);
 	/* Issue 8: the whole AUTHORIZATION state has a deadline; expiry
 	 * is an autologout (no reply).  session_login lifts it. */
-	pop3_set_deadline(&s->c, s->cf->auth_timeout_s);
+	conn_set_deadline_ms(s->c, (uint64_t)s->cf->auth_timeout_s * 1000);
 	while (session_step(s))
 		;
 	session_end(s);
-	pop3_free(&s->c);
+	conn_free(s->c);
 	free(s);
 }

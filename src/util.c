@@ -87,8 +87,8 @@ util_user_normalize(const char *in, char *out)
 	if (i == 0)
 		return -1;
 	/*
-	 * "." and ".." would become lock file names (RUN_DIR/locks/PUNT/
-	 * HOST/USER) and index keys that mean a directory, not a user.
+	 * "." and ".." name directories wherever a user part becomes a path
+	 * or a key that a tool may turn into one; no mail is addressed so.
 	 */
 	if (in[0] == '.' && (i == 1 || (i == 2 && in[1] == '.')))
 		return -1;

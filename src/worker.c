@@ -26,7 +26,7 @@
 #include "sdps/worker.h"
 
 #define WORKER_POLL_MS		1000
-#define WORKER_FDS_MAX		(2 * CONFIG_LISTEN_MAX)
+#define WORKER_FDS_MAX		CONFIG_LISTENERS_MAX
 
 static volatile sig_atomic_t	 worker_terminate;
 static volatile sig_atomic_t	 worker_kill_session;
@@ -364,17 +364,36 @@ worker_exit(struct worker_ctx *w, int status)
 	exit(status);
 }
 
+/* The listeners of protocol proto into pfd (pl[i]: pfd[i]'s); how many. */
+static int
+worker_pollset(const struct listener *ls, int nls, enum config_proto proto,
+    struct pollfd *pfd, const struct listener **pl)
+{
+	int	 i, n = 0;
+
+	for (i = 0; i < nls && n < WORKER_FDS_MAX; i++) {
+		if (ls[i].cl.proto != proto)
+			continue;
+		pl[n] = &ls[i];
+		pfd[n].fd = ls[i].fd;
+		pfd[n].events = POLLIN;
+		n++;
+	}
+	return n;
+}
+
 void
 worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
-    const int *pop3_fds, int npop3, const int *lmtp_fds, int nlmtp)
+    const struct listener *ls, int nls)
 {
 	static char		 proc[32];
 	struct worker_ctx	 w;
 	struct pollfd		 pfd[WORKER_FDS_MAX];
+	const struct listener	*pl[WORKER_FDS_MAX];	/* of pfd[i] */
 	char			 peer[SB_PEER_MAX];
 	const char		*why;
 	pid_t			 master;
-	int			 i, n, nfds = 0, fd;
+	int			 i, n, nfds, fd;
 	bool			 lmtp;
 
 	worker_signals();
@@ -396,14 +415,8 @@ worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
 	 * needs (the master sizes the two pools).
 	 */
 	lmtp = w.slot->pool == SB_POOL_LMTP;
-	for (i = 0; !lmtp && i < npop3 && nfds < WORKER_FDS_MAX; i++, nfds++) {
-		pfd[nfds].fd = pop3_fds[i];
-		pfd[nfds].events = POLLIN;
-	}
-	for (i = 0; lmtp && i < nlmtp && nfds < WORKER_FDS_MAX; i++, nfds++) {
-		pfd[nfds].fd = lmtp_fds[i];
-		pfd[nfds].events = POLLIN;
-	}
+	nfds = worker_pollset(ls, nls, lmtp ? CONFIG_PROTO_LMTP :
+	    CONFIG_PROTO_POP3, pfd, pl);
 
 	/* Environments are opened here, after fork (LMDB caveat). */
 	worker_auth(&w);
@@ -443,7 +456,9 @@ worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
 				worker_exit(&w, WORKER_EX_SICK);
 			if (fd == -1)
 				continue;
+			w.listener = &pl[i]->cl;
 			worker_serve(&w, fd, lmtp, peer);
+			w.listener = NULL;
 			/* Re-check the exit conditions between sessions. */
 			break;
 		}

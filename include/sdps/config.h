@@ -18,6 +18,32 @@ struct config_punt {
 	char	 path[PATH_MAX];
 };
 
+/*
+ * A listener (issue 9): an address, the protocol served on it and its TLS
+ * mode.  Built from the `listen` (POP3) and `lmtp_listen` (LMTP) lines;
+ * every listener today has tls CONFIG_TLS_NONE.  The TLS issue adds the
+ * other modes and the key that sets them: a TLS listener is then one
+ * more field here, which master (binding) and worker (accepting) carry
+ * through unchanged, and conn (the transport) acts on.
+ */
+enum config_proto {
+	CONFIG_PROTO_POP3,
+	CONFIG_PROTO_LMTP
+};
+
+enum config_tls {
+	CONFIG_TLS_NONE		/* plain text; reserved for the TLS issue */
+};
+
+struct config_listener {
+	char			 addr[CONFIG_ADDR_MAX];	/* or a unix path */
+	enum config_proto	 proto;
+	enum config_tls		 tls;
+};
+
+/* Per protocol (CONFIG_LISTEN_MAX each), so two of them in all. */
+#define CONFIG_LISTENERS_MAX	(2 * CONFIG_LISTEN_MAX)
+
 enum config_hash_cost {
 	CONFIG_HASH_MIN,		/* tests only: libsodium's minimum */
 	CONFIG_HASH_INTERACTIVE,	/* default: 64 MiB, about 0.1 s */
@@ -28,10 +54,10 @@ struct config {
 	char	 file[PATH_MAX];	/* the file this was loaded from */
 
 	/* [server] */
-	char	 listen[CONFIG_LISTEN_MAX][CONFIG_ADDR_MAX];
-	int	 nlisten;
-	char	 lmtp_listen[CONFIG_LISTEN_MAX][CONFIG_ADDR_MAX];
-	int	 nlmtp_listen;
+	/* listen and lmtp_listen lines: the POP3 listeners first, then the
+	 * LMTP ones, each in file order. */
+	struct config_listener listeners[CONFIG_LISTENERS_MAX];
+	int	 nlisteners;
 	char	 user[64];		/* "" = do not drop privileges */
 	char	 run_dir[PATH_MAX];
 	unsigned min_spare, max_spare, max_workers;
@@ -57,7 +83,7 @@ struct config {
 	unsigned lmtp_socket_mode;	/* permission bits, default 0660 */
 	char	 lmtp_socket_group[64];
 	char	 admin_group[64];	/* group of RUN_DIR/scoreboard */
-	/* Connection limits (issue 8, docs/notes/h-limits.md). */
+	/* Connection limits (docs/design.md §15.1). */
 	unsigned max_conn_per_ip;	/* POP3 per source address; 0 = off */
 	unsigned auth_timeout_s;	/* greeting to login; 0 = none */
 	unsigned lmtp_workers;		/* dedicated LMTP pool */
@@ -93,6 +119,9 @@ void	config_defaults(struct config *cf);
  */
 int	config_load(const char *path, struct config *cf, char *err,
 	    size_t errlen);
+
+/* How many listeners serve proto. */
+int	config_nlisteners(const struct config *cf, enum config_proto proto);
 
 /* The punt called name, or NULL. */
 const struct config_punt *config_punt_find(const struct config *cf,

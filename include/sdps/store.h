@@ -1,11 +1,22 @@
 /*
  * store: one punt = one directory with an LMDB index and a spool of
- * wire-format message files (docs/design.md §5).  Only store.c and auth.c
- * include <lmdb.h>; LMDB error codes never leave this module.
+ * wire-format message files (docs/design.md §5).  Only the local store's
+ * files (src/store*.c, sharing the private src/store_int.h) and auth.c
+ * include <lmdb.h>; LMDB error codes never leave this module.  The
+ * index's byte codec and its version rule are include/sdps/record.h.
  *
  * Process rules: open a punt in the process that uses it, after fork().
  * No function holds a read transaction after it returns.  Every function
  * may be called by one thread at a time per struct store.
+ *
+ * Error convention.  An operation whose outcome the protocols must tell
+ * apart (a message gone, busy under a claim, a temporary or a permanent
+ * failure) returns enum store_res.  Every other int function returns 0,
+ * or -1 with the reason logged (or written to err, for those that take
+ * err/errlen); store_open returns NULL likewise, store_tmp_open an fd or
+ * -1 with errno.  Two deliberate exceptions: store_fsck returns 1 for
+ * "problems remain" besides 0 and -1 (the three verdicts sdps-ctl fsck
+ * reports), and store_is_available is a predicate (bool).
  */
 #ifndef SDPS_STORE_H
 #define SDPS_STORE_H
@@ -94,6 +105,9 @@ struct store_fsck {
 	uint64_t bad_records;		/* undecodable, or host index wrong */
 	uint64_t tmp_files;		/* leftovers in tmp/ */
 	uint64_t repaired;
+	uint64_t unknown_version;	/* records of a version this binary
+					 * does not know: reported, left
+					 * alone, not counted as problems */
 };
 
 /* Called once per problem found by store_fsck, with a one-line report. */
@@ -253,7 +267,9 @@ int	store_stat(struct store *st, struct store_stat *out);
 
 /*
  * Compare index and spool.  With repair: remove orphan and tmp files,
- * drop records whose file is missing, rebuild host index entries.
+ * drop records whose file is missing, rebuild host index entries.  A
+ * record of an unknown (newer) version is reported and never repaired:
+ * it, its host index entry and its spool file stay (record.h's rule).
  * Returns 0 when consistent (after repair, if asked), 1 when problems
  * remain, -1 on error.
  */

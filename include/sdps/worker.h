@@ -14,6 +14,17 @@
 struct auth;
 struct puntset;
 
+/*
+ * A bound listener (issue 9): the master's socket and the config entry it
+ * was made from (a copy: a reload may replace the config).  Master and
+ * worker carry one array of these; a worker polls those of its pool's
+ * protocol.
+ */
+struct listener {
+	int			 fd;
+	struct config_listener	 cl;
+};
+
 /* What a session may use.  Everything is owned by the worker. */
 struct worker_ctx {
 	const struct config	*cf;
@@ -28,6 +39,9 @@ struct worker_ctx {
 	volatile sig_atomic_t	*kill_session;
 	/* Set by SIGTERM: finish the session, then exit. */
 	volatile sig_atomic_t	*terminate;
+	/* Issue 9 (h-conn): the listener the current connection came in
+	 * on (protocol, TLS mode: CAPA depends on it). */
+	const struct config_listener *listener;
 };
 
 /*
@@ -46,15 +60,15 @@ void	worker_refuse(int fd, const char *line);
 
 /*
  * Master, in the child right after fork(): run a worker with scoreboard
- * slot slot_idx, accepting on pop3_fds or on lmtp_fds as the slot's pool
- * (set by the master before the fork) says.
+ * slot slot_idx, accepting on those of the nls listeners ls whose
+ * protocol is the slot's pool's (set by the master before the fork).
  * Never returns; exit status per docs/design.md §7.7 (0 recycled,
  * WORKER_EX_SICK, WORKER_EX_FATAL).
  */
 #define WORKER_EX_SICK	70
 #define WORKER_EX_FATAL	78
 void	worker_main(const struct config *cf, struct scoreboard *sb,
-	    int slot_idx, const int *pop3_fds, int npop3, const int *lmtp_fds,
-	    int nlmtp) __attribute__((noreturn));
+	    int slot_idx, const struct listener *ls, int nls)
+	    __attribute__((noreturn));
 
 #endif

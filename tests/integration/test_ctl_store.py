@@ -259,6 +259,61 @@ def test_fsck_orphan_and_missing(sp):
             MSG.replace(b"\n", b"\r\n")
 
 
+# ---- issue 9 item 5: the record version rule ----
+
+def set_record_version(sp, punt, host, sender, old, new):
+    """Rewrite, in the punt's data.mdb, the version octet (old) of the
+    record of host's message from sender to new, as if a binary of that
+    version had written it.
+    LMDB keeps small values inline in their leaf page, unchecksummed: the
+    record is found by its host and sender, which follow its 48-octet
+    header.  Stale copies in free pages are patched too (harmless)."""
+    path = os.path.join(sp.punt_paths[punt], "index", "data.mdb")
+    with open(path, "r+b") as f:
+        data = f.read()
+        needle = (host + sender).encode()
+        hits = 0
+        at = data.find(needle)
+        while at != -1:
+            v = at - 48
+            if v >= 0 and data[v] == old and data[v + 1:v + 4] == b"\0\0\0":
+                f.seek(v)
+                f.write(bytes([new]))
+                hits += 1
+            at = data.find(needle, at + 1)
+    assert hits >= 1
+
+
+def test_fsck_repair_leaves_newer_record_alone(sp):
+    """A record of a version this binary does not know is reported by
+    fsck --repair (run before every sdpsd start) and left alone with its
+    spool file; it used to be deleted as undecodable, file and all."""
+    sp.add_host(HOST)
+    sp.deliver_ok(MSG, ["joe@" + HOST], sender="newer@example.org",
+                  punt="finchley")
+    sp.deliver_ok(MSG, ["joe@" + HOST], punt="finchley")
+    msgs = {m["sender"]: m for m in sp.spool_ls()["messages"]}
+    newer = msgs["newer@example.org"]
+    path = sp.spool_file("finchley", newer["id"])
+    set_record_version(sp, "finchley", HOST, "newer@example.org", 1, 2)
+    # this binary cannot show it ...
+    assert [m["id"] for m in sp.spool_ls()["messages"]] == \
+        [msgs["sender@example.org"]["id"]]
+    for repair in (True, False):
+        r = sp.fsck(repair=repair)
+        assert os.path.exists(path), r
+        assert "unknown record version 2" in r.text, r
+        assert "left alone" in r.text, r
+        assert "repaired" not in r.text.replace("0 repaired", ""), r
+        assert r.rc == 0, r
+    # ... and the binary that knows version 2 finds it intact
+    set_record_version(sp, "finchley", HOST, "newer@example.org", 2, 1)
+    assert sorted(m["id"] for m in sp.spool_ls()["messages"]) == \
+        sorted(m["id"] for m in msgs.values())
+    assert sp.ctl_ok("spool", "show", "finchley:%d" % newer["id"]).out == \
+        MSG.replace(b"\n", b"\r\n")
+
+
 def test_fsck_unreachable_punt_fails(tmp_path):
     s = harness.Spool(npunts=2, root=str(tmp_path), create=False)
     s.ctl_ok("punt", "create", "finchley")

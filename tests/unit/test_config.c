@@ -63,9 +63,11 @@ test_defaults(void **state)
 	if (load(PUNT, &cf, err, sizeof(err)) != 0)
 		fail_msg("%s", err);
 	assert_string_equal(cf.file, file);
-	assert_int_equal(cf.nlisten, 1);
-	assert_string_equal(cf.listen[0], "127.0.0.1:1110");
-	assert_int_equal(cf.nlmtp_listen, 0);
+	assert_int_equal(cf.nlisteners, 1);
+	assert_string_equal(cf.listeners[0].addr, "127.0.0.1:1110");
+	assert_int_equal(cf.listeners[0].proto, CONFIG_PROTO_POP3);
+	assert_int_equal(cf.listeners[0].tls, CONFIG_TLS_NONE);
+	assert_int_equal(config_nlisteners(&cf, CONFIG_PROTO_LMTP), 0);
 	assert_string_equal(cf.user, "sdps");
 	assert_string_equal(cf.run_dir, "/run/sdps");
 	assert_int_equal(cf.min_spare, 4);
@@ -180,12 +182,13 @@ test_good(void **state)
 	(void)state;
 	if (load(text, &cf, err, sizeof(err)) != 0)
 		fail_msg("%s", err);
-	assert_int_equal(cf.nlisten, 3);
-	assert_string_equal(cf.listen[0], "0.0.0.0:110");
-	assert_string_equal(cf.listen[1], "[::1]:1110");
-	assert_string_equal(cf.listen[2], "*:995");
-	assert_int_equal(cf.nlmtp_listen, 2);
-	assert_string_equal(cf.lmtp_listen[1], "/run/sdps/lmtp.sock");
+	assert_int_equal(config_nlisteners(&cf, CONFIG_PROTO_POP3), 3);
+	assert_string_equal(cf.listeners[0].addr, "0.0.0.0:110");
+	assert_string_equal(cf.listeners[1].addr, "[::1]:1110");
+	assert_string_equal(cf.listeners[2].addr, "*:995");
+	assert_int_equal(config_nlisteners(&cf, CONFIG_PROTO_LMTP), 2);
+	assert_string_equal(cf.listeners[4].addr, "/run/sdps/lmtp.sock");
+	assert_int_equal(cf.listeners[4].proto, CONFIG_PROTO_LMTP);
 	assert_string_equal(cf.user, "");
 	assert_int_equal(cf.min_spare, 0);
 	assert_int_equal(cf.max_workers, 1);
@@ -375,11 +378,35 @@ test_missing_file(void **state)
 	    "/nonexistent/sdps.conf:0: No such file or directory");
 }
 
+/* Listener structs from listen/lmtp_listen lines in any order: POP3
+ * first, each protocol in file order, the default replaced, tls none. */
+static void
+test_listeners_interleaved(void **state)
+{
+	struct config	 cf;
+	char		 err[512];
+
+	(void)state;
+	if (load(PUNT "[server]\nlmtp_listen = /l.sock\n"
+	    "listen = 127.0.0.1:1\nlmtp_listen = 127.0.0.1:24\n"
+	    "listen = 127.0.0.1:2\n", &cf, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(cf.nlisteners, 4);
+	assert_string_equal(cf.listeners[0].addr, "127.0.0.1:1");
+	assert_string_equal(cf.listeners[1].addr, "127.0.0.1:2");
+	assert_string_equal(cf.listeners[2].addr, "/l.sock");
+	assert_string_equal(cf.listeners[3].addr, "127.0.0.1:24");
+	assert_int_equal(cf.listeners[1].proto, CONFIG_PROTO_POP3);
+	assert_int_equal(cf.listeners[2].proto, CONFIG_PROTO_LMTP);
+	assert_int_equal(cf.listeners[3].tls, CONFIG_TLS_NONE);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_listeners_interleaved),
 		cmocka_unit_test(test_shipped),
 		cmocka_unit_test(test_good),
 		cmocka_unit_test(test_bad),

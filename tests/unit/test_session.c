@@ -342,7 +342,7 @@ test_table(void **state)
 		assert_true((cmds[i].states & ~(unsigned)(ST_AUTH | ST_TRANS))
 		    == 0);
 		assert_true(cmds[i].min_args <= cmds[i].max_args);
-		assert_true(cmds[i].max_args <= POP3_ARGS_MAX);
+		assert_true(cmds[i].max_args <= CONN_ARGS_MAX);
 		for (p = cmds[i].name; *p != '\0'; p++)
 			assert_false(*p >= 'a' && *p <= 'z');
 		for (j = i + 1; j < NITEMS(cmds); j++)
@@ -421,6 +421,19 @@ test_capa(void **state)
 	free(body);
 	cl_send(&c, "APOP " HOST " 0123456789abcdef0123456789abcdef");
 	cl_expect(&c, "-ERR");
+	cl_quit(&c, "+OK");
+	/* LOGIN-DELAY only when configured, after EXPIRE. */
+	fx->cf.login_delay_s = 7;
+	cl_start(fx, &c, 0);
+	cl_expect(&c, "+OK sdps ready");
+	cl_send(&c, "CAPA");
+	cl_expect(&c, "+OK capability list follows");
+	body = cl_multi(&c, &len);
+	fx->cf.login_delay_s = 0;
+	assert_string_equal(body, "TOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\n"
+	    "AUTH-RESP-CODE\r\nPIPELINING\r\nEXPIRE 30\r\n"
+	    "LOGIN-DELAY 7\r\nIMPLEMENTATION sdps\r\nX-SDPS\r\n");
+	free(body);
 	cl_quit(&c, "+OK");
 }
 

@@ -698,16 +698,12 @@ be64(uint64_t id, unsigned char *k)
 		k[i] = id & 0xff;
 }
 
-/* Damage the index behind the store's back, as a bug or bit rot would. */
-static void
-damage_index(struct fx *f, uint64_t drop_dup)
+/* Open the punt's index raw, as another binary would (ours closed). */
+static MDB_env *
+raw_env(struct fx *f, MDB_txn **txn, MDB_dbi *dbi, const char *db)
 {
 	char		 dir[PATH_MAX + 8];
-	unsigned char	 k[8];
 	MDB_env		*env;
-	MDB_txn		*txn;
-	MDB_dbi		 msg, host;
-	MDB_val		 key, val;
 
 	snprintf(dir, sizeof(dir), "%s/index", f->punt);
 	assert_int_equal(mdb_env_create(&env), 0);
@@ -715,8 +711,22 @@ damage_index(struct fx *f, uint64_t drop_dup)
 	assert_int_equal(mdb_env_set_maxreaders(env, 1024), 0);
 	assert_int_equal(mdb_env_set_mapsize(env, MAP), 0);
 	assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
-	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-	assert_int_equal(mdb_dbi_open(txn, "msg", 0, &msg), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, txn), 0);
+	assert_int_equal(mdb_dbi_open(*txn, db, 0, dbi), 0);
+	return env;
+}
+
+/* Damage the index behind the store's back, as a bug or bit rot would. */
+static void
+damage_index(struct fx *f, uint64_t drop_dup)
+{
+	unsigned char	 k[8];
+	MDB_env		*env;
+	MDB_txn		*txn;
+	MDB_dbi		 msg, host;
+	MDB_val		 key, val;
+
+	env = raw_env(f, &txn, &msg, "msg");
 	assert_int_equal(mdb_dbi_open(txn, "host", MDB_DUPSORT | MDB_DUPFIXED,
 	    &host), 0);
 	be64(drop_dup, k);
@@ -732,11 +742,173 @@ damage_index(struct fx *f, uint64_t drop_dup)
 	be64(0x55, k);
 	key.mv_size = 8;
 	key.mv_data = k;
+	/* Undecodable, of a known version: "x..." would be a newer one. */
 	val.mv_size = 2;
-	val.mv_data = "xx";
+	val.mv_data = "\001x";
 	assert_int_equal(mdb_put(txn, msg, &key, &val, 0), 0);
 	assert_int_equal(mdb_txn_commit(txn), 0);
 	mdb_env_close(env);
+}
+
+/*
+ * Give record id another version octet, as a newer binary would have
+ * written it; with len, also another length (a newer layout).
+ */
+static void
+set_rec_version(struct fx *f, uint64_t id, unsigned char version,
+    size_t len)
+{
+	unsigned char	 k[8], buf[4096];
+	MDB_env		*env;
+	MDB_txn		*txn;
+	MDB_dbi		 msg;
+	MDB_val		 key, val;
+
+	env = raw_env(f, &txn, &msg, "msg");
+	be64(id, k);
+	key.mv_size = 8;
+	key.mv_data = k;
+	assert_int_equal(mdb_get(txn, msg, &key, &val), 0);
+	assert_true(val.mv_size <= sizeof(buf));
+	memcpy(buf, val.mv_data, val.mv_size);
+	buf[0] = version;
+	if (len != 0)
+		val.mv_size = len;
+	val.mv_data = buf;
+	assert_int_equal(mdb_put(txn, msg, &key, &val, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+struct lines {
+	int	 n, unknown;
+};
+
+static void
+grep_line(const char *line, void *arg)
+{
+	struct lines	*l = arg;
+
+	l->n++;
+	if (strstr(line, "unknown record version") != NULL &&
+	    strstr(line, "left alone") != NULL)
+		l->unknown++;
+}
+
+/*
+ * Issue 9 item 5: a record of a version this binary does not know is
+ * another binary's, not corruption.  fsck --repair (run before every
+ * sdpsd start) used to delete it, and then its spool file as an orphan.
+ */
+static void
+test_fsck_newer_record(void **state)
+{
+	struct fx		*f = *state;
+	struct store_fsck	 k;
+	struct store_entry	*e;
+	struct store_msg	 m;
+	struct lines		 l;
+	uint64_t		 a, b, c, ids[2];
+	size_t			 n;
+	int			 pass, rc;
+
+	a = put_simple(f->st, "alice");
+	b = put_simple(f->st, "alice");
+	c = put_simple(f->st, "alice");
+	store_close(f->st);
+	set_rec_version(f, a, 2, 0);
+	set_rec_version(f, b, 255, 5);
+	assert_non_null(f->st = open_punt(f, 3600));
+
+	/* A session cannot show them, and does not remove them. */
+	assert_int_equal(store_list(f->st, HOST, NULL, &e, &n, NULL), 0);
+	assert_int_equal(n, 1);
+	assert_true(e[0].id == c);
+	free(e);
+	ids[0] = a;
+	ids[1] = b;
+	assert_int_equal(store_remove(f->st, ids, 2, NULL), STORE_OK);
+	assert_int_equal(store_claim(f->st, a, "smtp"), STORE_PERMFAIL);
+	assert_int_equal(store_expire(f->st, b), STORE_PERMFAIL);
+
+	/* fsck, with repair first: reported, left alone, file and all. */
+	for (pass = 0; pass < 2; pass++) {
+		memset(&l, 0, sizeof(l));
+		rc = store_fsck(f->st, pass == 0, &k, grep_line, &l);
+		assert_true(spool_file_exists(f, a));
+		assert_true(spool_file_exists(f, b));
+		assert_int_equal(store_msg_get(f->st, a, &m), STORE_PERMFAIL);
+		assert_int_equal(store_msg_get(f->st, b, &m), STORE_PERMFAIL);
+		assert_int_equal(l.unknown, 2);
+		assert_int_equal(l.n, 2);
+		assert_int_equal(k.repaired, 0);
+		assert_int_equal(k.bad_records + k.orphan_files +
+		    k.missing_files + k.size_mismatches, 0);
+		assert_int_equal(k.msgs_checked, 3);
+		assert_int_equal(rc, 0);
+	}
+
+	/* The binary that knows the version finds them intact. */
+	store_close(f->st);
+	set_rec_version(f, a, 1, 0);
+	assert_non_null(f->st = open_punt(f, 3600));
+	assert_int_equal(store_list(f->st, HOST, NULL, &e, &n, NULL), 0);
+	assert_int_equal(n, 2);
+	assert_true(e[0].id == a && e[1].id == c);
+	free(e);
+	assert_int_equal(store_msg_get(f->st, a, &m), STORE_OK);
+	store_msg_free(&m);
+}
+
+static char *
+slurp(const char *path, size_t *len)
+{
+	char	*buf;
+	int	 fd;
+
+	assert_true((fd = open(path, O_RDONLY)) >= 0);
+	buf = read_fd(fd, len);
+	close(fd);
+	return buf;
+}
+
+/* A punt of a newer format: refused clearly, and nothing changed. */
+static void
+test_newer_punt_format(void **state)
+{
+	struct fx	*f = *state;
+	struct store_opts o = { MAP, 3600 };
+	unsigned char	 v[4] = { 2, 0, 0, 0 };
+	char		 path[PATH_MAX + 32], err[512];
+	char		*before, *after;
+	size_t		 blen, alen;
+	MDB_env		*env;
+	MDB_txn		*txn;
+	MDB_dbi		 meta;
+	MDB_val		 key, val;
+
+	(void)put_simple(f->st, "alice");
+	store_close(f->st);
+	f->st = NULL;
+	env = raw_env(f, &txn, &meta, "meta");
+	key.mv_size = strlen("version");
+	key.mv_data = "version";
+	val.mv_size = 4;
+	val.mv_data = v;
+	assert_int_equal(mdb_put(txn, meta, &key, &val, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+
+	snprintf(path, sizeof(path), "%s/index/data.mdb", f->punt);
+	before = slurp(path, &blen);
+	err[0] = '\0';
+	assert_null(store_open(f->punt, "p1", &o, err, sizeof(err)));
+	assert_non_null(strstr(err, "format version 2"));
+	assert_non_null(strstr(err, "newer"));
+	after = slurp(path, &alen);
+	assert_true(alen == blen && memcmp(before, after, blen) == 0);
+	free(before);
+	free(after);
 }
 
 static int
@@ -926,6 +1098,10 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_fsck, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fsck_index, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_fsck_newer_record, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_newer_punt_format, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_put_tempfail, setup,
 		    teardown),

@@ -1,7 +1,11 @@
-/* Unit tests for pop3: the line reader and writer over a real socketpair. */
+/* Unit tests for conn: the line reader and writer over a real socketpair,
+ * and a client connection over loopback TCP. */
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -15,16 +19,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
-#include "sdps/pop3.h"
+#include "sdps/conn.h"
 #include "sdps/util.h"
 
 struct fix {
 	int			 sv[2];	/* [0] the conn's side, [1] the peer */
-	struct pop3_conn	 c;
+	struct conn	*c;
 	volatile sig_atomic_t	 kill;
 };
 
@@ -37,7 +42,7 @@ setup(void **state)
 		return -1;
 	if (socketpair(AF_UNIX, SOCK_STREAM, 0, f->sv) == -1)
 		return -1;
-	if (pop3_init(&f->c, f->sv[0], POP3_LINE_MAX, 5, 5, &f->kill) == -1)
+	if ((f->c = conn_new(f->sv[0], POP3_LINE_MAX, 5, 5, &f->kill)) == NULL)
 		return -1;
 	*state = f;
 	return 0;
@@ -48,7 +53,7 @@ teardown(void **state)
 {
 	struct fix	*f = *state;
 
-	pop3_free(&f->c);
+	conn_free(f->c);
 	close(f->sv[0]);
 	if (f->sv[1] != -1)
 		close(f->sv[1]);
@@ -84,7 +89,7 @@ expect_line(struct fix *f, const char *want)
 	char	*line;
 	size_t	 len;
 
-	assert_int_equal(pop3_read_line(&f->c, &line, &len), POP3_OK);
+	assert_int_equal(conn_read_line(f->c, &line, &len), CONN_OK);
 	assert_int_equal(len, strlen(want));
 	assert_string_equal(line, want);
 }
@@ -98,12 +103,12 @@ test_pipelined_one_read(void **state)
 	peer_send(f, in, sizeof(in) - 1);
 	expect_line(f, "USER fred.example.net");
 	/* The other two came with the same read: no syscall per line. */
-	assert_int_equal(f->c.rlen, sizeof(in) - 1);
-	assert_true(pop3_line_pending(&f->c));
+	assert_int_equal(conn_input_buffered(f->c), sizeof(in) - 1 - 23);
+	assert_true(conn_line_pending(f->c));
 	expect_line(f, "PASS a b  c");
-	assert_true(pop3_line_pending(&f->c));
+	assert_true(conn_line_pending(f->c));
 	expect_line(f, "STAT");
-	assert_false(pop3_line_pending(&f->c));
+	assert_false(conn_line_pending(f->c));
 }
 
 static void
@@ -117,6 +122,75 @@ test_bare_lf(void **state)
 	expect_line(f, "");
 }
 
+/* conn_last_eol: how each line ended, also for consumed bad lines. */
+static void
+test_eol_reported(void **state)
+{
+	struct fix	*f = *state;
+	char		 buf[300];
+
+	peer_send(f, "A\r\nB\n\r\n\n", 9);
+	expect_line(f, "A");
+	assert_int_equal(conn_last_eol(f->c), CONN_EOL_CRLF);
+	expect_line(f, "B");
+	assert_int_equal(conn_last_eol(f->c), CONN_EOL_LF);
+	expect_line(f, "");
+	assert_int_equal(conn_last_eol(f->c), CONN_EOL_CRLF);
+	expect_line(f, "");
+	assert_int_equal(conn_last_eol(f->c), CONN_EOL_LF);
+	/* A NUL line and a too-long one still report their end. */
+	peer_send(f, "x\0y\n", 4);
+	assert_int_equal(conn_read_line(f->c, &(char *){ NULL },
+	    &(size_t){ 0 }), CONN_NUL);
+	assert_int_equal(conn_last_eol(f->c), CONN_EOL_LF);
+	memset(buf, 'a', 260);
+	memcpy(buf + 260, "\r\n", 2);
+	peer_send(f, buf, 262);
+	assert_int_equal(conn_read_line(f->c, &(char *){ NULL },
+	    &(size_t){ 0 }), CONN_TOO_LONG);
+	assert_int_equal(conn_last_eol(f->c), CONN_EOL_CRLF);
+}
+
+/* A client connection over loopback TCP: both directions, and a refused
+ * port gives NULL, not a hang. */
+static void
+test_client_connect(void **state)
+{
+	struct sockaddr_in	 sin = { .sin_family = AF_INET };
+	socklen_t		 sl = sizeof(sin);
+	struct conn		*c;
+	char			 target[64], buf[16], *line;
+	size_t			 len;
+	int			 ls, as;
+
+	(void)state;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_true((ls = socket(AF_INET, SOCK_STREAM, 0)) != -1);
+	assert_int_equal(bind(ls, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	assert_int_equal(listen(ls, 1), 0);
+	assert_int_equal(getsockname(ls, (struct sockaddr *)&sin, &sl), 0);
+	snprintf(target, sizeof(target), "127.0.0.1:%u",
+	    (unsigned)ntohs(sin.sin_port));
+	c = conn_connect(target, 10, 1000, 10, 10, NULL);
+	assert_non_null(c);
+	assert_string_equal(conn_peer(c), target);
+	assert_true((as = accept(ls, NULL, NULL)) != -1);
+	assert_int_equal(write(as, "220 hi\r\n", 8), 8);
+	assert_int_equal(conn_read_line(c, &line, &len), CONN_OK);
+	assert_string_equal(line, "220 hi");
+	assert_int_equal(conn_printf(c, "EHLO %s\r\n", "me"), 0);
+	assert_int_equal(conn_flush(c), 0);
+	assert_int_equal(read(as, buf, 9), 9);
+	assert_memory_equal(buf, "EHLO me\r\n", 9);
+	close(as);
+	assert_int_equal(conn_read_line(c, &line, &len), CONN_EOF);
+	conn_free(c);		/* closes the socket it made */
+	close(ls);
+	/* Nothing listens there any more. */
+	assert_null(conn_connect(target, 10, 1000, 10, 10, NULL));
+	assert_null(conn_connect("no-port", 10, 1000, 10, 10, NULL));
+}
+
 static void
 test_line_limit_exact(void **state)
 {
@@ -127,21 +201,21 @@ test_line_limit_exact(void **state)
 	memset(buf, 'a', 253);
 	memcpy(buf + 253, "\r\n", 2);
 	peer_send(f, buf, 255);
-	assert_int_equal(pop3_read_line(&f->c, &(char *){ NULL },
-	    &(size_t){ 0 }), POP3_OK);
+	assert_int_equal(conn_read_line(f->c, &(char *){ NULL },
+	    &(size_t){ 0 }), CONN_OK);
 	/* 254 + CRLF = 256: too long, then the stream goes on. */
 	memset(buf, 'b', 254);
 	memcpy(buf + 254, "\r\nNOOP\r\n", 8);
 	peer_send(f, buf, 262);
-	assert_int_equal(pop3_read_line(&f->c, &(char *){ NULL },
-	    &(size_t){ 0 }), POP3_TOO_LONG);
+	assert_int_equal(conn_read_line(f->c, &(char *){ NULL },
+	    &(size_t){ 0 }), CONN_TOO_LONG);
 	expect_line(f, "NOOP");
 	/* A bare LF counts as if it were CRLF: 254 + LF is too long. */
 	memset(buf, 'c', 254);
 	memcpy(buf + 254, "\nSTAT\r\n", 7);
 	peer_send(f, buf, 261);
-	assert_int_equal(pop3_read_line(&f->c, &(char *){ NULL },
-	    &(size_t){ 0 }), POP3_TOO_LONG);
+	assert_int_equal(conn_read_line(f->c, &(char *){ NULL },
+	    &(size_t){ 0 }), CONN_TOO_LONG);
 	expect_line(f, "STAT");
 }
 
@@ -169,11 +243,11 @@ test_long_flood(void **state)
 
 	/* 100000 octets in many reads: one report, no growth. */
 	assert_int_equal(pthread_create(&t, NULL, flood_thread, f), 0);
-	assert_int_equal(pop3_read_line(&f->c, &(char *){ NULL },
-	    &(size_t){ 0 }), POP3_TOO_LONG);
+	assert_int_equal(conn_read_line(f->c, &(char *){ NULL },
+	    &(size_t){ 0 }), CONN_TOO_LONG);
 	expect_line(f, "QUIT");
 	assert_int_equal(pthread_join(t, NULL), 0);
-	assert_true(f->c.rcap <= 4096);
+	assert_true(conn_input_capacity(f->c) <= 4096);
 }
 
 static void
@@ -182,8 +256,8 @@ test_nul(void **state)
 	struct fix	*f = *state;
 
 	peer_send(f, "NO\0OP\r\nNOOP\r\n", 13);
-	assert_int_equal(pop3_read_line(&f->c, &(char *){ NULL },
-	    &(size_t){ 0 }), POP3_NUL);
+	assert_int_equal(conn_read_line(f->c, &(char *){ NULL },
+	    &(size_t){ 0 }), CONN_NUL);
 	expect_line(f, "NOOP");
 }
 
@@ -197,8 +271,8 @@ test_eof(void **state)
 	f->sv[1] = -1;
 	expect_line(f, "STAT");
 	/* A partial last line is not a command. */
-	assert_int_equal(pop3_read_line(&f->c, &(char *){ NULL },
-	    &(size_t){ 0 }), POP3_EOF);
+	assert_int_equal(conn_read_line(f->c, &(char *){ NULL },
+	    &(size_t){ 0 }), CONN_EOF);
 }
 
 static void
@@ -206,9 +280,9 @@ test_idle_timeout(void **state)
 {
 	struct fix	*f = *state;
 
-	f->c.idle_timeout_s = 1;
-	assert_int_equal(pop3_read_line(&f->c, &(char *){ NULL },
-	    &(size_t){ 0 }), POP3_TIMEOUT);
+	conn_set_timeouts(f->c, 1, 5);
+	assert_int_equal(conn_read_line(f->c, &(char *){ NULL },
+	    &(size_t){ 0 }), CONN_TIMEOUT);
 }
 
 /* Writes one octet of an endless line every 200 ms, up to 60 (12 s),
@@ -246,32 +320,33 @@ test_idle_timeout_per_line(void **state)
 	struct trickle	 t = { .f = f };
 	pthread_t	 th;
 
-	f->c.idle_timeout_s = 1;
+	conn_set_timeouts(f->c, 1, 5);
 	assert_int_equal(pthread_create(&th, NULL, trickle_thread, &t), 0);
-	assert_int_equal(pop3_read_line(&f->c, &(char *){ NULL },
-	    &(size_t){ 0 }), POP3_TIMEOUT);
+	assert_int_equal(conn_read_line(f->c, &(char *){ NULL },
+	    &(size_t){ 0 }), CONN_TIMEOUT);
 	t.stop = 1;
 	assert_int_equal(pthread_join(th, NULL), 0);
 	assert_true(t.sent < 60);
 }
 
-/* pop3_set_deadline: past it, only lines already in the conn's buffer
+/* conn_set_deadline_ms: past it, only lines already in the conn's buffer
  * are returned, even with more input waiting; 0 lifts it. */
 static void
 test_overall_deadline(void **state)
 {
 	struct fix	*f = *state;
 
-	f->c.idle_timeout_s = 0;
-	pop3_set_deadline(&f->c, 1);
+	conn_set_timeouts(f->c, 0, 5);
+	conn_set_deadline_ms(f->c, 1);
 	peer_send(f, "CAPA\r\nCAPA\r\n", 12);
 	expect_line(f, "CAPA");
-	f->c.deadline_ms -= 2000;	/* as if a second had long passed */
+	/* nanosleep never ends early: the 1 ms deadline has passed. */
+	nanosleep(&(struct timespec){ 0, 20 * 1000000 }, NULL);
 	expect_line(f, "CAPA");
 	peer_send(f, "USER x\r\n", 8);
-	assert_int_equal(pop3_read_line(&f->c, &(char *){ NULL },
-	    &(size_t){ 0 }), POP3_TIMEOUT);
-	pop3_set_deadline(&f->c, 0);
+	assert_int_equal(conn_read_line(f->c, &(char *){ NULL },
+	    &(size_t){ 0 }), CONN_TIMEOUT);
+	conn_set_deadline_ms(f->c, 0);
 	expect_line(f, "USER x");
 }
 
@@ -281,9 +356,9 @@ test_killed(void **state)
 	struct fix	*f = *state;
 
 	f->kill = 1;
-	assert_int_equal(pop3_read_line(&f->c, &(char *){ NULL },
-	    &(size_t){ 0 }), POP3_KILLED);
-	assert_int_equal(pop3_sleep_ms(&f->c, 60000), POP3_KILLED);
+	assert_int_equal(conn_read_line(f->c, &(char *){ NULL },
+	    &(size_t){ 0 }), CONN_KILLED);
+	assert_int_equal(conn_sleep_ms(f->c, 60000), CONN_KILLED);
 }
 
 static void
@@ -294,16 +369,16 @@ test_read_flushes_replies_in_order(void **state)
 
 	peer_send(f, "A\r\nB\r\n", 6);
 	expect_line(f, "A");
-	assert_int_equal(pop3_write(&f->c, "+OK a\r\n", 7), 0);
+	assert_int_equal(conn_write(f->c, "+OK a\r\n", 7), 0);
 	expect_line(f, "B");
-	assert_int_equal(pop3_write(&f->c, "+OK b\r\n", 7), 0);
+	assert_int_equal(conn_write(f->c, "+OK b\r\n", 7), 0);
 	/* Both replies are still batched: nothing was sent yet. */
-	assert_int_equal(f->c.octets_out, 0);
+	assert_int_equal(conn_octets_out(f->c), 0);
 	/* Waiting for the next command sends them, in order. */
 	shutdown(f->sv[1], SHUT_WR);
-	assert_int_equal(pop3_read_line(&f->c, &(char *){ NULL },
-	    &(size_t){ 0 }), POP3_EOF);
-	assert_int_equal(f->c.octets_out, 14);
+	assert_int_equal(conn_read_line(f->c, &(char *){ NULL },
+	    &(size_t){ 0 }), CONN_EOF);
+	assert_int_equal(conn_octets_out(f->c), 14);
 	memset(buf, 0, sizeof(buf));
 	peer_recv(f, buf, 14);
 	assert_string_equal(buf, "+OK a\r\n+OK b\r\n");
@@ -332,17 +407,17 @@ test_writer_stuffing(void **state)
 
 	for (i = 0; i < NITEMS(stuff_rows); i++) {
 		want = strlen(stuff_rows[i].out);
-		assert_int_equal(pop3_ml_text(&f->c, stuff_rows[i].in,
+		assert_int_equal(conn_ml_text(f->c, stuff_rows[i].in,
 		    strlen(stuff_rows[i].in)), 0);
-		assert_int_equal(pop3_flush(&f->c), 0);
+		assert_int_equal(conn_flush(f->c), 0);
 		memset(got, 0, sizeof(got));
 		peer_recv(f, got, want);
 		if (strcmp(got, stuff_rows[i].out) != 0)
 			fail_msg("row %zu: got \"%s\"", i, got);
 	}
-	assert_int_equal(pop3_ml_line(&f->c, ".", 1), 0);
-	assert_int_equal(pop3_ml_end(&f->c), 0);
-	assert_int_equal(pop3_flush(&f->c), 0);
+	assert_int_equal(conn_ml_line(f->c, ".", 1), 0);
+	assert_int_equal(conn_ml_end(f->c), 0);
+	assert_int_equal(conn_flush(f->c), 0);
 	memset(got, 0, sizeof(got));
 	peer_recv(f, got, 7);
 	assert_string_equal(got, "..\r\n.\r\n");
@@ -352,7 +427,7 @@ static void
 test_sendfile(void **state)
 {
 	struct fix	*f = *state;
-	char		 path[] = "/tmp/test_pop3.XXXXXX";
+	char		 path[] = "/tmp/test_conn.XXXXXX";
 	char		 body[3000], got[4000];
 	size_t		 i;
 	int		 fd;
@@ -362,20 +437,20 @@ test_sendfile(void **state)
 	assert_true((fd = mkstemp(path)) != -1);
 	unlink(path);
 	assert_int_equal(write(fd, body, sizeof(body)), sizeof(body));
-	assert_int_equal(pop3_printf(&f->c, "+OK %zu octets\r\n",
+	assert_int_equal(conn_printf(f->c, "+OK %zu octets\r\n",
 	    sizeof(body)), 0);
-	assert_int_equal(pop3_sendfile(&f->c, fd, 0, sizeof(body)), 0);
-	assert_int_equal(pop3_ml_end(&f->c), 0);
-	assert_int_equal(pop3_flush(&f->c), 0);
-	assert_int_equal(f->c.octets_out, 17 + sizeof(body) + 3);
+	assert_int_equal(conn_send_file(f->c, fd, 0, sizeof(body)), 0);
+	assert_int_equal(conn_ml_end(f->c), 0);
+	assert_int_equal(conn_flush(f->c), 0);
+	assert_int_equal(conn_octets_out(f->c), 17 + sizeof(body) + 3);
 	peer_recv(f, got, 17 + sizeof(body) + 3);
 	assert_memory_equal(got, "+OK 3000 octets\r\n", 17);
 	assert_memory_equal(got + 17, body, sizeof(body));
 	assert_memory_equal(got + 17 + sizeof(body), ".\r\n", 3);
 	/* A file shorter than promised fails the connection. */
-	assert_int_equal(pop3_sendfile(&f->c, fd, 0, sizeof(body) + 10), -1);
-	assert_int_equal(f->c.werr, POP3_ERR);
-	assert_int_equal(pop3_write(&f->c, "x", 1), -1);
+	assert_int_equal(conn_send_file(f->c, fd, 0, sizeof(body) + 10), -1);
+	assert_int_equal(conn_werr(f->c), CONN_ERR);
+	assert_int_equal(conn_write(f->c, "x", 1), -1);
 	close(fd);
 }
 
@@ -387,14 +462,14 @@ test_send_timeout(void **state)
 	int		 i, rc = 0;
 
 	/* A peer that never reads: the writer gives up, not hangs. */
-	f->c.send_timeout_s = 1;
+	conn_set_timeouts(f->c, 5, 1);
 	memset(chunk, 'q', sizeof(chunk));
 	for (i = 0; i < 10000 && rc == 0; i++)
-		rc = pop3_write(&f->c, chunk, sizeof(chunk));
+		rc = conn_write(f->c, chunk, sizeof(chunk));
 	if (rc == 0)
-		rc = pop3_flush(&f->c);
+		rc = conn_flush(f->c);
 	assert_int_equal(rc, -1);
-	assert_int_equal(f->c.werr, POP3_TIMEOUT);
+	assert_int_equal(conn_werr(f->c), CONN_TIMEOUT);
 }
 
 static void
@@ -405,17 +480,17 @@ test_peer_gone_write(void **state)
 	signal(SIGPIPE, SIG_IGN);
 	close(f->sv[1]);
 	f->sv[1] = -1;
-	assert_int_equal(pop3_write(&f->c, "+OK\r\n", 5), 0);
-	assert_int_equal(pop3_flush(&f->c), -1);
-	assert_int_equal(f->c.werr, POP3_EOF);
+	assert_int_equal(conn_write(f->c, "+OK\r\n", 5), 0);
+	assert_int_equal(conn_flush(f->c), -1);
+	assert_int_equal(conn_werr(f->c), CONN_EOF);
 }
 
 static const struct {
 	const char	*line;
 	bool		 whole;
 	const char	*kw;		/* NULL: no keyword */
-	int		 argc;		/* -1: pop3_split fails */
-	const char	*argv[POP3_ARGS_MAX];
+	int		 argc;		/* -1: conn_split fails */
+	const char	*argv[CONN_ARGS_MAX];
 } split_rows[] = {
 	{ "STAT", false, "STAT", 0, { NULL } },
 	{ "LIST 1", false, "LIST", 1, { "1" } },
@@ -436,7 +511,7 @@ static const struct {
 static void
 test_split_table(void **state)
 {
-	struct pop3_args	 a;
+	struct conn_args	 a;
 	char			 buf[128], *kw, *rest;
 	size_t			 i;
 	int			 j, rc;
@@ -444,7 +519,7 @@ test_split_table(void **state)
 	(void)state;
 	for (i = 0; i < NITEMS(split_rows); i++) {
 		snprintf(buf, sizeof(buf), "%s", split_rows[i].line);
-		kw = pop3_keyword(buf, &rest);
+		kw = conn_keyword(buf, &rest);
 		if (split_rows[i].kw == NULL) {
 			if (kw != NULL)
 				fail_msg("row %zu: keyword %s", i, kw);
@@ -452,7 +527,7 @@ test_split_table(void **state)
 		}
 		if (kw == NULL || strcmp(kw, split_rows[i].kw) != 0)
 			fail_msg("row %zu: keyword", i);
-		rc = pop3_split(rest, split_rows[i].whole, &a);
+		rc = conn_split(rest, split_rows[i].whole, &a);
 		if (split_rows[i].argc == -1) {
 			if (rc != -1)
 				fail_msg("row %zu: split accepted", i);
@@ -474,6 +549,9 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_pipelined_one_read,
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bare_lf, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_eol_reported, setup,
+		    teardown),
+		cmocka_unit_test(test_client_connect),
 		cmocka_unit_test_setup_teardown(test_line_limit_exact, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_long_flood, setup,

@@ -1,0 +1,197 @@
+/*
+ * conn: line-oriented protocol I/O over a non-blocking stream socket,
+ * shared by the POP3 session, the LMTP session and the SMTP agent (a
+ * client): a bounded line reader, a buffered writer with dot-stuffing for
+ * multi-line replies, and body transfer from a file descriptor.  Every
+ * wait is bounded by poll() timeouts and a kill flag, so neither an idle
+ * peer nor one that stops reading can hold a process forever.
+ *
+ * struct conn is opaque; callers use the accessors below.  The bytes go
+ * through a small transport table inside conn.c (today the plain socket);
+ * that table is the one place TLS plugs in (docs/design.md, the
+ * connection layer).
+ *
+ * Error convention: functions returning enum conn_res report the outcome
+ * of one read or wait; output functions return 0, or -1 once the
+ * connection has failed, the reason being sticky in conn_werr().
+ * Constructors return NULL on failure (logged).
+ */
+#ifndef SDPS_CONN_H
+#define SDPS_CONN_H
+
+#include <sys/types.h>
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* RFC 2449 §4: a POP3 command line is at most 255 octets, CRLF included. */
+#define POP3_LINE_MAX	255
+#define CONN_ARGS_MAX	4
+
+/* Results of conn_read_line, and the sticky I/O state of a connection. */
+enum conn_res {
+	CONN_OK,
+	CONN_TOO_LONG,	/* line over the limit: consumed to its end */
+	CONN_NUL,	/* line held a NUL octet: consumed */
+	CONN_EOF,	/* peer closed (or reset) the connection */
+	CONN_TIMEOUT,	/* idle (read), send or connect timeout */
+	CONN_KILLED,	/* *kill was set */
+	CONN_ERR	/* other I/O error (logged) */
+};
+
+/* How the last line conn_read_line returned or consumed ended. */
+enum conn_eol {
+	CONN_EOL_CRLF,
+	CONN_EOL_LF,		/* a bare LF */
+	CONN_EOL_UNKNOWN	/* too long a line: its CR, if any, was dropped */
+};
+
+struct conn;
+
+/* A command line split in place (conn_split). */
+struct conn_args {
+	int	 argc;
+	char	*argv[CONN_ARGS_MAX];
+};
+
+/*
+ * A connection on the accepted socket fd, which is made non-blocking and
+ * stays the caller's (conn_free does not close it).  line_max counts the
+ * line end (POP3_LINE_MAX for POP3; at least 3).  Timeouts are in
+ * seconds (0 = none).  kill (may be NULL) ends any wait when it becomes
+ * non-zero.
+ */
+struct conn *conn_new(int fd, size_t line_max, unsigned idle_timeout_s,
+	    unsigned send_timeout_s, volatile sig_atomic_t *kill);
+
+/*
+ * A client connection to "host:port" ("[v6]:port" too), each address
+ * tried in turn, each connect bounded by connect_timeout_s.  The socket
+ * is the connection's own: conn_free closes it.  Other arguments as for
+ * conn_new.
+ */
+struct conn *conn_connect(const char *target, unsigned connect_timeout_s,
+	    size_t line_max, unsigned idle_timeout_s, unsigned send_timeout_s,
+	    volatile sig_atomic_t *kill);
+
+/* Free c (the read buffer is wiped first: it held a PASS line).  NULL ok. */
+void	conn_free(struct conn *c);
+
+/*
+ * Read one line.  Lines end in CRLF or a bare LF (conn_last_eol tells
+ * which).  On CONN_OK *line points to the line without its end,
+ * NUL-terminated, inside c's buffer (valid until the next call; the
+ * caller may modify or wipe it) and *len is its length.  CONN_TOO_LONG
+ * and CONN_NUL report a bad line that has been consumed; the connection
+ * stays usable.  Any buffered output is flushed before this blocks for
+ * input, so pipelined commands get their replies batched, in order.  The
+ * whole line must arrive within idle_timeout_s of the first wait for it
+ * (after the flush): input that does not complete a line does not re-arm
+ * the timer, so a peer trickling one octet at a time is still cut off.  A
+ * line already buffered is returned without waiting.  CONN_TIMEOUT also
+ * once the conn_set_deadline deadline has passed.  Other results end the
+ * session.
+ */
+enum conn_res conn_read_line(struct conn *c, char **line, size_t *len);
+
+/* The line end of the line conn_read_line last returned or consumed. */
+enum conn_eol conn_last_eol(const struct conn *c);
+
+/*
+ * An overall deadline for reads, timeout_ms from now: every wait for
+ * input ends at the earlier of the line's idle deadline and this one.
+ * Once it has passed, conn_read_line returns only lines already in c's
+ * buffer and then CONN_TIMEOUT, even if more input is waiting (so a
+ * client that keeps sending cannot outrun it).  0 removes it.  Used for
+ * the POP3 AUTHORIZATION state's total limit.
+ */
+void	conn_set_deadline_ms(struct conn *c, uint64_t timeout_ms);
+
+/* Change the idle (per line) and send timeouts, in seconds (0 = none). */
+void	conn_set_timeouts(struct conn *c, unsigned idle_timeout_s,
+	    unsigned send_timeout_s);
+
+/* True if a complete line (or its end) is already buffered. */
+bool	conn_line_pending(const struct conn *c);
+
+/* Octets of unread input buffered, and the read buffer's size. */
+size_t	conn_input_buffered(const struct conn *c);
+size_t	conn_input_capacity(const struct conn *c);
+
+/*
+ * Buffered output.  Each returns 0, or -1 once the connection has failed
+ * (conn_werr tells why; later writes are dropped).  A full buffer is
+ * flushed, waiting up to send_timeout_s for the peer to read.
+ */
+int	conn_write(struct conn *c, const void *buf, size_t len);
+int	conn_printf(struct conn *c, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
+
+/* One line of a multi-line reply: dot-stuffed, CRLF appended. */
+int	conn_ml_line(struct conn *c, const char *line, size_t len);
+
+/*
+ * Generated multi-line text: split at LF (a CR before it is dropped), each
+ * line written as conn_ml_line.  A last line without LF is still a line.
+ */
+int	conn_ml_text(struct conn *c, const char *text, size_t len);
+
+/* The ".\r\n" that ends a multi-line reply. */
+int	conn_ml_end(struct conn *c);
+
+/* Send everything buffered.  0 or -1 (conn_werr). */
+int	conn_flush(struct conn *c);
+
+/*
+ * Hold back partial TCP segments (TCP_CORK) while a reply is assembled
+ * from the buffer and a file; turning it off flushes the buffer first.
+ * A no-op on sockets that are not TCP.
+ */
+void	conn_cork(struct conn *c, bool on);
+
+/*
+ * Send len octets of file fd from offset off after whatever is buffered
+ * (sendfile(2) on a plain socket; a transport without it copies through
+ * the write buffer).  The data is sent as is (a stored message is
+ * already CRLF and dot-stuffed).  0 or -1 (conn_werr); -1 with werr
+ * CONN_ERR and errno EIO if the file is shorter than len.  The caller
+ * must ignore SIGPIPE (sendfile cannot take MSG_NOSIGNAL).
+ */
+int	conn_send_file(struct conn *c, int fd, off_t off, size_t len);
+
+/* The first output failure (CONN_OK while there is none). */
+enum conn_res conn_werr(const struct conn *c);
+
+/* Octets actually sent so far. */
+uint64_t conn_octets_out(const struct conn *c);
+
+/* The "host:port" a client connection was made to ("" for conn_new). */
+const char *conn_peer(const struct conn *c);
+
+/*
+ * Sleep ms milliseconds, ending early if *kill is set.  CONN_OK or
+ * CONN_KILLED.
+ */
+enum conn_res conn_sleep_ms(struct conn *c, unsigned ms);
+
+/*
+ * Split a command line in place: the keyword (first word) is returned and
+ * NUL-terminated, *rest points after it and its separating space.  NULL
+ * for an empty line or one that starts with a space.
+ */
+char	*conn_keyword(char *line, char **rest);
+
+/*
+ * Split rest into arguments separated by spaces (runs of spaces and
+ * trailing spaces are tolerated).  With whole, rest is one argument as it
+ * is, spaces included (an empty rest is no argument).  Returns 0, or -1
+ * if there are more than CONN_ARGS_MAX arguments.
+ */
+int	conn_split(char *rest, bool whole, struct conn_args *a);
+
+/* "timeout", "eof", ... for logs. */
+const char *conn_res_name(enum conn_res r);
+
+#endif

@@ -1,0 +1,87 @@
+/*
+ * store_int.h: NOT A PUBLIC HEADER.  The declarations the local punt
+ * store's own files share (store.c, store_put.c, store_read.c,
+ * store_update.c, store_fsck.c) and nothing else may include: the LMDB
+ * handles inside struct store and the one-transaction helpers every
+ * operation uses.  include/sdps/store.h stays the module's whole surface;
+ * this file only lets that one module span several files of a readable
+ * size.  It lives in src/, not include/sdps/, so no other module can
+ * reach it by the include path.
+ *
+ * Error convention (as in store.h for its int functions): 0 or -1, the
+ * reason already logged; lstore_rec_get returns enum lstore_get.
+ */
+#ifndef SDPS_STORE_INT_H
+#define SDPS_STORE_INT_H
+
+#include <sys/types.h>
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <lmdb.h>
+
+#include "sdps/record.h"
+#include "sdps/store.h"
+
+#define STORE_NAME_MAX		64
+
+#define RETURN_PATH_OCTETS(s)	(strlen("Return-Path: <") + strlen(s) + \
+				 strlen(">\r\n"))
+
+struct store {
+	MDB_env		*env;
+	MDB_dbi		 meta, msg, host;
+	char		 name[STORE_NAME_MAX + 1];
+	char		 path[PATH_MAX];
+	char		 spool[PATH_MAX];
+	char		 tmp[PATH_MAX];
+	uint64_t	 uid;
+	dev_t		 dev;
+	ino_t		 ino;
+	uint64_t	 lease_us;
+	unsigned	 tmp_seq;
+};
+
+/* lstore_rec_get: what the index holds under an id. */
+enum lstore_get {
+	GET_OK,
+	GET_NONE,	/* no record */
+	GET_BAD,	/* undecodable record of a known version (logged) */
+	GET_NEWER,	/* a record version this binary does not know
+			 * (logged): skip it, never delete or rewrite it */
+	GET_ERR		/* LMDB error (logged) */
+};
+
+void	lstore_seterr(char *err, size_t errlen, const char *fmt, ...)
+	    __attribute__((format(printf, 3, 4)));
+
+/* spool/XX/<16 hex digits> of id; -1 if it does not fit. */
+int	lstore_spool_path(const struct store *st, uint64_t id, char *buf,
+	    size_t len);
+/* r is under an SMTP claim younger than the lease. */
+bool	lstore_claim_live(const struct store *st, const struct rec *r,
+	    uint64_t now);
+
+int	lstore_txn_begin(struct store *st, unsigned flags, MDB_txn **txn);
+int	lstore_txn_commit(struct store *st, MDB_txn *txn);
+
+/* Fetch and decode id; r points into *v, valid while txn lives. */
+enum lstore_get lstore_rec_get(struct store *st, MDB_txn *txn, uint64_t id,
+	    MDB_val *v, struct rec *r);
+int	lstore_rec_put(struct store *st, MDB_txn *txn, uint64_t id,
+	    const struct rec *r, unsigned flags);
+/* Remove record and host entry; the caller unlinks the file after commit. */
+int	lstore_rec_del(struct store *st, MDB_txn *txn, uint64_t id,
+	    const struct rec *r);
+/* Unlink id's spool file (after the commit that removed its record). */
+void	lstore_unlink_msg(struct store *st, uint64_t id);
+
+int	lstore_meta_get_u64(struct store *st, MDB_txn *txn, const char *k,
+	    uint64_t *out);
+int	lstore_meta_put(MDB_txn *txn, MDB_dbi dbi, const char *k,
+	    const void *v, size_t len);
+
+#endif
