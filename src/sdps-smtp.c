@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,6 +157,10 @@ main(int argc, char *argv[])
 	if (argc < 1)
 		usage(stderr, 64);
 	log_init("sdps-smtp", true, LOG_MAIL, false);
+	/* A receiver that hangs up while the body goes out by sendfile(2)
+	 * (which has no MSG_NOSIGNAL) is an error to handle, not a death:
+	 * the claim must be released. */
+	signal(SIGPIPE, SIG_IGN);
 	if (config_load(conf, &cf, err, sizeof(err)) == -1) {
 		fprintf(stderr, "sdps-smtp: %s\n", err);
 		return 78;
