@@ -28,10 +28,11 @@
 #include "sdps/puntset.h"
 #include "sdps/scoreboard.h"
 #include "sdps/session.h"
+#include "sdps/slot.h"
 #include "sdps/store.h"
 #include "sdps/throttle.h"
 #include "sdps/util.h"
-#include "sdps/worker.h"
+#include "sdps/session_env.h"
 
 /* Wait this long for a hashing place: a burst of cold logins queues
  * behind auth_max_parallel hashes rather than failing. */
@@ -79,7 +80,7 @@ struct s_msg {
 };
 
 struct session {
-	struct worker_ctx	*w;
+	struct session_env	*w;
 	const struct config	*cf;
 	struct conn	*c;
 	char			 peer[SB_PEER_MAX];
@@ -220,54 +221,12 @@ reply_ok(struct session *s, const char *fmt, ...)
 	return CMD_REPLIED;
 }
 
-/* Scoreboard: the worker's own slot, inside the seqlock. */
+/* Scoreboard: the session's counters so far (slot.h). */
 static void
-slot_session_start(struct session *s, uint64_t now_us)
+session_counters(struct session *s)
 {
-	struct sb_slot	*sl = s->w->slot;
-
-	if (sl == NULL)
-		return;
-	sb_slot_write_begin(sl);
-	sl->state = SB_AUTH;
-	sl->session_id = s->sid;
-	snprintf(sl->peer, sizeof(sl->peer), "%s", s->peer);
-	sl->maildrop[0] = '\0';
-	sl->command[0] = '\0';
-	sl->started_us = now_us;
-	sl->login_us = 0;
-	sl->last_us = now_us;
-	sl->retr = sl->top = sl->dele = 0;
-	sl->octets_out = 0;
-	sl->punts_used = 0;
-	sb_slot_write_end(sl);
-}
-
-static void
-slot_counters(struct session *s)
-{
-	struct sb_slot	*sl = s->w->slot;
-
-	if (sl == NULL)
-		return;
-	sb_slot_write_begin(sl);
-	sl->retr = s->n_retr;
-	sl->top = s->n_top;
-	sl->dele = s->n_dele;
-	sl->octets_out = conn_octets_out(s->c);
-	sb_slot_write_end(sl);
-}
-
-static void
-slot_state(struct session *s, enum sb_state st)
-{
-	struct sb_slot	*sl = s->w->slot;
-
-	if (sl == NULL)
-		return;
-	sb_slot_write_begin(sl);
-	sl->state = st;
-	sb_slot_write_end(sl);
+	slot_counters(s->w->slot, s->n_retr, s->n_top, s->n_dele,
+	    conn_octets_out(s->c));
 }
 
 /* The envelope of m in its punt's arena: sender, then recipients. */
@@ -477,7 +436,6 @@ snapshot(struct session *s)
 static enum cmd_res
 session_login(struct session *s)
 {
-	struct sb_slot	*sl = s->w->slot;
 	char		 names[CONFIG_PUNT_MAX * (CONFIG_NAME_MAX + 1) + 1];
 	uint32_t	 used = 0;
 	size_t		 off = 0;
@@ -511,14 +469,7 @@ session_login(struct session *s)
 	s->state = ST_TRANS;
 	conn_set_deadline_ms(s->c, 0);	/* auth_timeout: logged in */
 	s->login_us = util_now_us();
-	if (sl != NULL) {
-		sb_slot_write_begin(sl);
-		sl->state = SB_TRANS;
-		snprintf(sl->maildrop, sizeof(sl->maildrop), "%s", s->maildrop);
-		sl->login_us = s->login_us;
-		sl->punts_used = used;
-		sb_slot_write_end(sl);
-	}
+	slot_login(s->w->slot, s->maildrop, s->login_us, used);
 	log_info("sid=%016" PRIx64 " peer=%s event=login maildrop=%s punts=%s"
 	    " msgs=%zu auth=%s", s->sid, s->peer, s->maildrop, names, s->nmsgs,
 	    s->auth_from_cache ? "cache" : "hash");
@@ -635,7 +586,7 @@ auth_failed(struct session *s)
 static bool
 auth_cached(struct session *s, const char *pw, uint64_t epoch)
 {
-	struct worker_ctx	*w = s->w;
+	struct session_env	*w = s->w;
 	struct auth_host	 h;
 
 	if (w->sb == NULL || w->sb->authcache == NULL)
@@ -664,7 +615,7 @@ pass_login(struct session *s)
 static enum cmd_res
 cmd_pass(struct session *s, struct conn_args *a)
 {
-	struct worker_ctx	*w = s->w;
+	struct session_env	*w = s->w;
 	char			*pw = a->argv[0];
 	size_t			 pwlen = strlen(pw);
 	struct throttle_limits	 lim;
@@ -1336,7 +1287,7 @@ cmd_quit(struct session *s, struct conn_args *a)
 		reply_ok(s, "sdps signing off");
 		return CMD_CLOSE;
 	}
-	slot_state(s, SB_UPDATE);
+	slot_state(s->w->slot, SB_UPDATE);
 	commit_rd(s);
 	if ((failed = update_remove(s)) > 0) {
 		s->how = END_UPDATE_FAILED;
@@ -1370,8 +1321,6 @@ how_from_io(enum conn_res r)
 static void
 session_end(struct session *s)
 {
-	struct sb_slot	*sl = s->w->slot;
-
 	/* A drop, timeout or kill deletes nothing (RFC 1939 §6) but RD
 	 * still counts; all before the locks go. */
 	commit_rd(s);
@@ -1388,20 +1337,8 @@ session_end(struct session *s)
 	    s->peer, s->state == ST_TRANS ? s->maildrop : "-", s->n_top,
 	    s->n_retr, s->n_dele, s->n_removed, conn_octets_out(s->c),
 	    end_name(s->how));
-	if (sl != NULL) {
-		sb_slot_write_begin(sl);
-		sl->retr = s->n_retr;
-		sl->top = s->n_top;
-		sl->dele = s->n_dele;
-		sl->octets_out = conn_octets_out(s->c);
-		sl->state = SB_IDLE;
-		sl->session_id = 0;
-		sl->maildrop[0] = '\0';
-		sl->command[0] = '\0';
-		sl->login_us = 0;
-		sl->punts_used = 0;
-		sb_slot_write_end(sl);
-	}
+	slot_session_end(s->w->slot, s->n_retr, s->n_top, s->n_dele,
+	    conn_octets_out(s->c));
 }
 
 /* One line in, one reply out; false when the session is over. */
@@ -1460,7 +1397,7 @@ session_step(struct session *s)
 		reply_err(s, "SYS/TEMP", "internal error, try later");
 		break;
 	}
-	slot_counters(s);
+	session_counters(s);
 	if (s->how == END_NONE && conn_werr(s->c) != CONN_OK)
 		s->how = how_from_io(conn_werr(s->c));
 	if (s->how == END_NONE && s->w->kill_session != NULL &&
@@ -1470,7 +1407,7 @@ session_step(struct session *s)
 }
 
 void
-session_run(struct worker_ctx *w, int fd, const char *peer)
+session_run(struct session_env *w, int fd, const char *peer)
 {
 	struct session		*s;
 	struct sigaction	 sa;
@@ -1500,7 +1437,7 @@ session_run(struct worker_ctx *w, int fd, const char *peer)
 		free(s);
 		return;
 	}
-	slot_session_start(s, now_us);
+	slot_connect(w->slot, SB_AUTH, s->sid, s->peer, now_us);
 	log_info("sid=%016" PRIx64 " peer=%s event=connect", s->sid, s->peer);
 	conn_write(s->c, "+OK sdps ready\r\n", 16);
 	/* Issue 8: the whole AUTHORIZATION state has a deadline; expiry

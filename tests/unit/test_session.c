@@ -162,7 +162,7 @@ static const char *const BOTH[] = { "alice", "bob" };
 static void
 cl_start(struct fx *fx, struct cl *c, int slot)
 {
-	struct worker_ctx	 w;
+	struct session_env	 w;
 	struct auth		*a;
 	char			 err[256];
 	int			 sv[2];
