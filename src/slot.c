@@ -8,12 +8,24 @@
 #include "sdps/scoreboard.h"
 #include "sdps/slot.h"
 
+/* Inside the seqlock. */
 static void
 slot_zero_counters(struct sb_slot *sl)
 {
 	sl->login_us = 0;
 	sl->retr = sl->top = sl->dele = sl->octets_out = 0;
 	sl->punts_used = 0;
+}
+
+/* Inside the seqlock. */
+static void
+slot_put_counters(struct sb_slot *sl, uint64_t retr, uint64_t top,
+    uint64_t dele, uint64_t octets_out)
+{
+	sl->retr = retr;
+	sl->top = top;
+	sl->dele = dele;
+	sl->octets_out = octets_out;
 }
 
 void
@@ -64,10 +76,7 @@ slot_counters(struct sb_slot *sl, uint64_t retr, uint64_t top,
 	if (sl == NULL)
 		return;
 	sb_slot_write_begin(sl);
-	sl->retr = retr;
-	sl->top = top;
-	sl->dele = dele;
-	sl->octets_out = octets_out;
+	slot_put_counters(sl, retr, top, dele, octets_out);
 	sb_slot_write_end(sl);
 }
 
@@ -78,10 +87,7 @@ slot_session_end(struct sb_slot *sl, uint64_t retr, uint64_t top,
 	if (sl == NULL)
 		return;
 	sb_slot_write_begin(sl);
-	sl->retr = retr;
-	sl->top = top;
-	sl->dele = dele;
-	sl->octets_out = octets_out;
+	slot_put_counters(sl, retr, top, dele, octets_out);
 	sl->state = SB_IDLE;
 	sl->session_id = 0;
 	sl->maildrop[0] = '\0';

@@ -349,6 +349,37 @@ worker_pollset(const struct listener *ls, int nls, enum config_proto proto,
 	return n;
 }
 
+/* The session environment of the worker in slot slot_idx. */
+static void
+worker_env(struct session_env *w, const struct config *cf,
+    struct scoreboard *sb, int slot_idx)
+{
+	memset(w, 0, sizeof(*w));
+	w->cf = cf;
+	w->sb = sb;
+	w->slot = &sb->slots[slot_idx];
+	w->kill_session = &worker_kill_session;
+	w->terminate = &worker_terminate;
+	atomic_store(&w->slot->pid, getpid());
+}
+
+/* Environments are opened here, after fork (LMDB caveat). */
+static void
+worker_open(struct session_env *w)
+{
+	int	 i;
+
+	worker_auth(w);
+	if ((w->punts = puntset_new(w->cf, PUNTSET_LOG)) == NULL) {
+		log_warnx("puntset: out of memory");
+		worker_exit(w, WORKER_EX_SICK);
+	}
+	puntset_on_health(w->punts, worker_punt_health, w);
+	for (i = 0; i < w->cf->npunts; i++)
+		(void)puntset_get(w->punts, i);
+	worker_reader_check(w);
+}
+
 void
 worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
     const struct listener *ls, int nls)
@@ -367,14 +398,7 @@ worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
 	snprintf(proc, sizeof(proc), "worker %d", slot_idx);
 	log_setproc(proc);
 	master = sb->hdr->master_pid;
-
-	memset(&w, 0, sizeof(w));
-	w.cf = cf;
-	w.sb = sb;
-	w.slot = &sb->slots[slot_idx];
-	w.kill_session = &worker_kill_session;
-	w.terminate = &worker_terminate;
-	atomic_store(&w.slot->pid, getpid());
+	worker_env(&w, cf, sb, slot_idx);
 
 	/*
 	 * Issue 8: a POP3 worker accepts only POP3, an LMTP worker only
@@ -385,16 +409,7 @@ worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
 	nfds = worker_pollset(ls, nls, lmtp ? CONFIG_PROTO_LMTP :
 	    CONFIG_PROTO_POP3, pfd, pl);
 
-	/* Environments are opened here, after fork (LMDB caveat). */
-	worker_auth(&w);
-	if ((w.punts = puntset_new(cf, PUNTSET_LOG)) == NULL) {
-		log_warnx("puntset: out of memory");
-		worker_exit(&w, WORKER_EX_SICK);
-	}
-	puntset_on_health(w.punts, worker_punt_health, &w);
-	for (i = 0; i < cf->npunts; i++)
-		(void)puntset_get(w.punts, i);
-	worker_reader_check(&w);
+	worker_open(&w);
 	worker_slot_idle(&w, false);
 	log_debug("started, generation %llu",
 	    (unsigned long long)w.slot->generation);

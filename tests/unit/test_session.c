@@ -991,6 +991,44 @@ test_bad_command_limit(void **state)
 	assert_int_equal(cl_end(&c), 0);
 }
 
+/*
+ * The bad-command rule (session_err): an -ERR with a response code is
+ * not the client's fault, so [IN-USE] answers, more of them than
+ * max_bad_commands, leave the session open; two unknown commands then
+ * close it.
+ */
+static void
+test_coded_err_not_bad(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 a, b;
+	char		 line[256];
+	size_t		 len;
+	unsigned	 i;
+
+	fx->cf.max_bad_commands = 2;
+	put(fx, 0, "a@b.example", BOTH, 2, MSG1);
+	cl_login(fx, &a, 0, HOST, PW1);
+	cl_start(fx, &b, 1);
+	cl_expect(&b, "+OK sdps ready");
+	for (i = 0; i < 3; i++) {
+		cl_send(&b, "USER " HOST);
+		cl_expect(&b, "+OK");
+		cl_send(&b, "PASS " PW1);
+		cl_expect(&b, "-ERR [IN-USE] ");
+	}
+	cl_send(&b, "CAPA");
+	cl_expect(&b, "+OK");
+	free(cl_multi(&b, &len));
+	cl_send(&b, "BOGUS");
+	cl_expect(&b, "-ERR unknown");
+	cl_send(&b, "BOGUS");
+	cl_expect(&b, "-ERR unknown");
+	assert_int_equal(cl_line(&b, line, sizeof(line)), -1);
+	assert_int_equal(cl_end(&b), 0);
+	cl_quit(&a, "+OK");
+}
+
 static void
 test_pipelining(void **state)
 {
@@ -1115,6 +1153,7 @@ main(void)
 		T(test_user_views),
 		T(test_bad_lines),
 		T(test_bad_command_limit),
+		T(test_coded_err_not_bad),
 		T(test_pipelining),
 		T(test_kill_commits_rd),
 		T(test_no_punt),
