@@ -27,7 +27,7 @@
 #include "sdps/store.h"
 #include "sdps/util.h"
 #include "sdps/wire.h"
-#include "sdps/worker.h"
+#include "sdps/session_env.h"
 
 /*
  * RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
@@ -55,7 +55,7 @@ struct l_host {
 };
 
 struct lmtp {
-	struct worker_ctx *w;
+	struct session_env *w;
 	struct conn *c;
 	uint64_t	 sid;
 	char		 peer[SB_PEER_MAX];
@@ -651,7 +651,7 @@ out:
 }
 
 void
-lmtp_run(struct worker_ctx *w, int fd, const char *peer)
+lmtp_run(struct session_env *w, int fd, const char *peer)
 {
 	struct lmtp	*l;
 	enum conn_res	 r;

@@ -23,6 +23,7 @@
 #include "sdps/log.h"
 #include "sdps/puntset.h"
 #include "sdps/session.h"
+#include "sdps/slot.h"
 #include "sdps/worker.h"
 
 #define WORKER_POLL_MS		1000
@@ -78,7 +79,7 @@ worker_signals(void)
 static void
 worker_punt_health(void *arg, int i, const char *name, bool ok)
 {
-	struct worker_ctx	*w = arg;
+	struct session_env	*w = arg;
 	struct sb_punt_health	*h;
 
 	if ((uint32_t)i >= w->sb->hdr->npunts ||
@@ -90,7 +91,7 @@ worker_punt_health(void *arg, int i, const char *name, bool ok)
 }
 
 static void
-worker_auth(struct worker_ctx *w)
+worker_auth(struct session_env *w)
 {
 	static bool	 logged;
 	char		 err[256];
@@ -113,7 +114,7 @@ worker_auth(struct worker_ctx *w)
  * local punt's LMDB reader check, punt_local.c).
  */
 static void
-worker_reader_check(struct worker_ctx *w)
+worker_reader_check(struct session_env *w)
 {
 	if (atomic_exchange(&w->sb->hdr->reader_check, 0) == 0)
 		return;
@@ -149,54 +150,20 @@ worker_peer(const struct sockaddr_storage *ss, char *buf, size_t len)
 
 /* Slot fields for a new connection (the session refines them). */
 static void
-worker_slot_begin(struct worker_ctx *w, uint32_t state, const char *peer)
+worker_slot_begin(struct session_env *w, uint32_t state, const char *peer)
 {
-	struct sb_slot	*s = w->slot;
-	uint64_t	 now = util_now_us();
-
-	sb_slot_write_begin(s);
-	s->state = state;
-	s->session_id = sb_session_id(w->sb);
-	sb_slot_wipe_strings(s);
-	snprintf(s->peer, sizeof(s->peer), "%s", peer);
-	s->started_us = now;
-	s->login_us = 0;
-	s->last_us = now;
-	s->retr = s->top = s->dele = s->octets_out = 0;
-	s->punts_used = 0;
-	sb_slot_write_end(s);
+	slot_connect(w->slot, state, sb_session_id(w->sb), peer,
+	    util_now_us());
 }
 
 static void
-worker_slot_idle(struct worker_ctx *w, bool served)
+worker_slot_idle(struct session_env *w, bool served)
 {
-	struct sb_slot	*s = w->slot;
-
-	sb_slot_write_begin(s);
-	s->state = SB_IDLE;
-	s->session_id = 0;
-	/* Whole arrays, not the first byte: the file must not keep the
-	 * last session's peer, maildrop or command (issue 8, finding 10). */
-	sb_slot_wipe_strings(s);
-	s->login_us = 0;
-	s->last_us = util_now_us();
-	s->retr = s->top = s->dele = s->octets_out = 0;
-	s->punts_used = 0;
-	if (served)
-		s->sessions_served++;
-	sb_slot_write_end(s);
-}
-
-static void
-worker_slot_state(struct sb_slot *s, uint32_t state)
-{
-	sb_slot_write_begin(s);
-	s->state = state;
-	sb_slot_write_end(s);
+	slot_idle(w->slot, served, util_now_us());
 }
 
 static bool
-worker_should_exit(struct worker_ctx *w, pid_t master, const char **why)
+worker_should_exit(struct session_env *w, pid_t master, const char **why)
 {
 	struct sb_header *h = w->sb->hdr;
 	unsigned	 max = w->cf->max_sessions_per_worker;
@@ -240,7 +207,7 @@ worker_refuse(int fd, const char *line)
  */
 #define WORKER_REFUSE_LOG_S	10
 static void
-worker_refuse_conn(struct worker_ctx *w, int fd, const char *peer)
+worker_refuse_conn(struct session_env *w, int fd, const char *peer)
 {
 	static uint64_t	 logged_us;
 	static unsigned	 quiet;
@@ -280,7 +247,7 @@ worker_capped_peer(const char *peer)
  * a refused connection), or -2 when this worker should give up (no fds).
  */
 static int
-worker_accept(struct worker_ctx *w, int lfd, bool lmtp, char *peer,
+worker_accept(struct session_env *w, int lfd, bool lmtp, char *peer,
     size_t peerlen)
 {
 	struct sockaddr_storage	 ss;
@@ -337,7 +304,7 @@ worker_accept(struct worker_ctx *w, int lfd, bool lmtp, char *peer,
 
 /* The slot was begun by worker_accept. */
 static void
-worker_serve(struct worker_ctx *w, int fd, bool lmtp, const char *peer)
+worker_serve(struct session_env *w, int fd, bool lmtp, const char *peer)
 {
 	worker_kill_session = 0;
 	if (lmtp)
@@ -353,9 +320,9 @@ worker_serve(struct worker_ctx *w, int fd, bool lmtp, const char *peer)
 }
 
 static void __attribute__((noreturn))
-worker_exit(struct worker_ctx *w, int status)
+worker_exit(struct session_env *w, int status)
 {
-	worker_slot_state(w->slot, SB_EXITING);
+	slot_state(w->slot, SB_EXITING);
 	puntset_free(w->punts);
 	w->punts = NULL;
 	if (w->auth != NULL)
@@ -382,12 +349,43 @@ worker_pollset(const struct listener *ls, int nls, enum config_proto proto,
 	return n;
 }
 
+/* The session environment of the worker in slot slot_idx. */
+static void
+worker_env(struct session_env *w, const struct config *cf,
+    struct scoreboard *sb, int slot_idx)
+{
+	memset(w, 0, sizeof(*w));
+	w->cf = cf;
+	w->sb = sb;
+	w->slot = &sb->slots[slot_idx];
+	w->kill_session = &worker_kill_session;
+	w->terminate = &worker_terminate;
+	atomic_store(&w->slot->pid, getpid());
+}
+
+/* Environments are opened here, after fork (LMDB caveat). */
+static void
+worker_open(struct session_env *w)
+{
+	int	 i;
+
+	worker_auth(w);
+	if ((w->punts = puntset_new(w->cf, PUNTSET_LOG)) == NULL) {
+		log_warnx("puntset: out of memory");
+		worker_exit(w, WORKER_EX_SICK);
+	}
+	puntset_on_health(w->punts, worker_punt_health, w);
+	for (i = 0; i < w->cf->npunts; i++)
+		(void)puntset_get(w->punts, i);
+	worker_reader_check(w);
+}
+
 void
 worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
     const struct listener *ls, int nls)
 {
 	static char		 proc[32];
-	struct worker_ctx	 w;
+	struct session_env	 w;
 	struct pollfd		 pfd[WORKER_FDS_MAX];
 	const struct listener	*pl[WORKER_FDS_MAX];	/* of pfd[i] */
 	char			 peer[SB_PEER_MAX];
@@ -400,14 +398,7 @@ worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
 	snprintf(proc, sizeof(proc), "worker %d", slot_idx);
 	log_setproc(proc);
 	master = sb->hdr->master_pid;
-
-	memset(&w, 0, sizeof(w));
-	w.cf = cf;
-	w.sb = sb;
-	w.slot = &sb->slots[slot_idx];
-	w.kill_session = &worker_kill_session;
-	w.terminate = &worker_terminate;
-	atomic_store(&w.slot->pid, getpid());
+	worker_env(&w, cf, sb, slot_idx);
 
 	/*
 	 * Issue 8: a POP3 worker accepts only POP3, an LMTP worker only
@@ -418,16 +409,7 @@ worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
 	nfds = worker_pollset(ls, nls, lmtp ? CONFIG_PROTO_LMTP :
 	    CONFIG_PROTO_POP3, pfd, pl);
 
-	/* Environments are opened here, after fork (LMDB caveat). */
-	worker_auth(&w);
-	if ((w.punts = puntset_new(cf, PUNTSET_LOG)) == NULL) {
-		log_warnx("puntset: out of memory");
-		worker_exit(&w, WORKER_EX_SICK);
-	}
-	puntset_on_health(w.punts, worker_punt_health, &w);
-	for (i = 0; i < cf->npunts; i++)
-		(void)puntset_get(w.punts, i);
-	worker_reader_check(&w);
+	worker_open(&w);
 	worker_slot_idle(&w, false);
 	log_debug("started, generation %llu",
 	    (unsigned long long)w.slot->generation);

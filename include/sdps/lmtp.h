@@ -3,13 +3,13 @@
 #ifndef SDPS_LMTP_H
 #define SDPS_LMTP_H
 
-#include "sdps/worker.h"
+#include "sdps/session_env.h"
 
 /*
  * Serve the LMTP session on fd (already accepted; the caller closes it)
  * until QUIT, drop, idle timeout or *w->kill_session.  A message is
  * stored durably, once per host, before its 250 replies are sent.
  */
-void	lmtp_run(struct worker_ctx *w, int fd, const char *peer);
+void	lmtp_run(struct session_env *w, int fd, const char *peer);
 
 #endif

@@ -2,7 +2,7 @@
 #ifndef SDPS_SESSION_H
 #define SDPS_SESSION_H
 
-#include "sdps/worker.h"
+#include "sdps/session_env.h"
 
 /*
  * Serve the POP3 session on fd (already accepted; the caller closes it)
@@ -10,6 +10,6 @@
  * commands, or *w->kill_session.  Updates w->slot.  RD flags are committed
  * and locks released before this returns, however the session ends.
  */
-void	session_run(struct worker_ctx *w, int fd, const char *peer);
+void	session_run(struct session_env *w, int fd, const char *peer);
 
 #endif

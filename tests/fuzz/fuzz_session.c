@@ -29,7 +29,7 @@
 #include "sdps/store.h"
 #include "sdps/util.h"
 #include "sdps/wire.h"
-#include "sdps/worker.h"
+#include "sdps/session_env.h"
 
 #define HOST	"fuzz.example"
 #define MAP	(32ULL << 20)
@@ -39,7 +39,7 @@ int	LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static struct config		 cf;
 static struct scoreboard	 sb;
-static struct worker_ctx	 w;
+static struct session_env	 w;
 static volatile sig_atomic_t	 kill_flag, term_flag;
 static int			 ready;
 

@@ -1,8 +1,9 @@
 /*
  * Unit tests for session: a real session_run in a forked child over a
  * socketpair, with real punts, auth store, locks and scoreboard in a
- * mkdtemp() directory, driven by scripted POP3 lines.  session.c is
- * included so the command table itself can be walked.
+ * mkdtemp() directory, driven by scripted POP3 lines.  session_int.h
+ * (the session parts' private header) gives the command table itself,
+ * so it can be walked.
  */
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -10,6 +11,7 @@
 #include <sys/wait.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -23,7 +25,16 @@
 
 #include <cmocka.h>
 
-#include "../../src/session.c"
+#include "sdps/auth.h"
+#include "sdps/config.h"
+#include "sdps/log.h"
+#include "sdps/puntset.h"
+#include "sdps/scoreboard.h"
+#include "sdps/session.h"
+#include "sdps/session_env.h"
+#include "sdps/store.h"
+#include "sdps/util.h"
+#include "../../src/session_int.h"
 #include "sdps/wire.h"
 
 #define HOST	"fred.example.net"
@@ -162,7 +173,7 @@ static const char *const BOTH[] = { "alice", "bob" };
 static void
 cl_start(struct fx *fx, struct cl *c, int slot)
 {
-	struct worker_ctx	 w;
+	struct session_env	 w;
 	struct auth		*a;
 	char			 err[256];
 	int			 sv[2];
@@ -336,17 +347,19 @@ test_table(void **state)
 	const char *p;
 
 	(void)state;
-	for (i = 0; i < NITEMS(cmds); i++) {
-		assert_non_null(cmds[i].fn);
-		assert_true(cmds[i].states != 0);
-		assert_true((cmds[i].states & ~(unsigned)(ST_AUTH | ST_TRANS))
-		    == 0);
-		assert_true(cmds[i].min_args <= cmds[i].max_args);
-		assert_true(cmds[i].max_args <= CONN_ARGS_MAX);
-		for (p = cmds[i].name; *p != '\0'; p++)
+	for (i = 0; i < session_ncmds; i++) {
+		assert_non_null(session_cmds[i].fn);
+		assert_true(session_cmds[i].states != 0);
+		assert_true((session_cmds[i].states &
+		    ~(unsigned)(ST_AUTH | ST_TRANS)) == 0);
+		assert_true(session_cmds[i].min_args <=
+		    session_cmds[i].max_args);
+		assert_true(session_cmds[i].max_args <= CONN_ARGS_MAX);
+		for (p = session_cmds[i].name; *p != '\0'; p++)
 			assert_false(*p >= 'a' && *p <= 'z');
-		for (j = i + 1; j < NITEMS(cmds); j++)
-			assert_true(strcasecmp(cmds[i].name, cmds[j].name) != 0);
+		for (j = i + 1; j < session_ncmds; j++)
+			assert_true(strcasecmp(session_cmds[i].name,
+			    session_cmds[j].name) != 0);
 	}
 }
 
@@ -371,21 +384,21 @@ test_state_masks(void **state)
 	/* AUTHORIZATION: everything not allowed there answers -ERR. */
 	cl_start(fx, &c, 0);
 	cl_expect(&c, "+OK sdps ready");
-	for (i = 0; i < NITEMS(cmds); i++) {
-		if (cmds[i].states & ST_AUTH)
+	for (i = 0; i < session_ncmds; i++) {
+		if (session_cmds[i].states & ST_AUTH)
 			continue;
-		lower(name, cmds[i].name);
-		cl_send(&c, "%s 1 1", (n++ & 1) ? name : cmds[i].name);
+		lower(name, session_cmds[i].name);
+		cl_send(&c, "%s 1 1", (n++ & 1) ? name : session_cmds[i].name);
 		cl_expect(&c, "-ERR");
 	}
 	cl_quit(&c, "+OK");
 	/* TRANSACTION likewise, in lower case too. */
 	cl_login(fx, &c, 0, HOST, PW1);
-	for (i = 0; i < NITEMS(cmds); i++) {
-		if (cmds[i].states & ST_TRANS)
+	for (i = 0; i < session_ncmds; i++) {
+		if (session_cmds[i].states & ST_TRANS)
 			continue;
-		lower(name, cmds[i].name);
-		cl_send(&c, "%s x", (n++ & 1) ? name : cmds[i].name);
+		lower(name, session_cmds[i].name);
+		cl_send(&c, "%s x", (n++ & 1) ? name : session_cmds[i].name);
 		cl_expect(&c, "-ERR");
 	}
 	/* And what is allowed works whatever the case. */
@@ -978,6 +991,44 @@ test_bad_command_limit(void **state)
 	assert_int_equal(cl_end(&c), 0);
 }
 
+/*
+ * The bad-command rule (session_err): an -ERR with a response code is
+ * not the client's fault, so [IN-USE] answers, more of them than
+ * max_bad_commands, leave the session open; two unknown commands then
+ * close it.
+ */
+static void
+test_coded_err_not_bad(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 a, b;
+	char		 line[256];
+	size_t		 len;
+	unsigned	 i;
+
+	fx->cf.max_bad_commands = 2;
+	put(fx, 0, "a@b.example", BOTH, 2, MSG1);
+	cl_login(fx, &a, 0, HOST, PW1);
+	cl_start(fx, &b, 1);
+	cl_expect(&b, "+OK sdps ready");
+	for (i = 0; i < 3; i++) {
+		cl_send(&b, "USER " HOST);
+		cl_expect(&b, "+OK");
+		cl_send(&b, "PASS " PW1);
+		cl_expect(&b, "-ERR [IN-USE] ");
+	}
+	cl_send(&b, "CAPA");
+	cl_expect(&b, "+OK");
+	free(cl_multi(&b, &len));
+	cl_send(&b, "BOGUS");
+	cl_expect(&b, "-ERR unknown");
+	cl_send(&b, "BOGUS");
+	cl_expect(&b, "-ERR unknown");
+	assert_int_equal(cl_line(&b, line, sizeof(line)), -1);
+	assert_int_equal(cl_end(&b), 0);
+	cl_quit(&a, "+OK");
+}
+
 static void
 test_pipelining(void **state)
 {
@@ -1102,6 +1153,7 @@ main(void)
 		T(test_user_views),
 		T(test_bad_lines),
 		T(test_bad_command_limit),
+		T(test_coded_err_not_bad),
 		T(test_pipelining),
 		T(test_kill_commits_rd),
 		T(test_no_punt),
