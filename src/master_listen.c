@@ -27,6 +27,102 @@
 /* ---------------------------------------------------------- listeners */
 
 /*
+ * Split path into its directory (into dir) and last name (*base), open
+ * the directory, and refuse a name there that is neither a socket nor a
+ * symlink.  The directory's descriptor, or -1 (logged).
+ */
+static int
+master_sock_dir(const char *path, char *dir, size_t dirsz, const char **base)
+{
+	struct stat	 st;
+	const char	*slash;
+	int		 pfd;
+
+	if (strlen(path) >= dirsz ||
+	    (slash = strrchr(path, '/')) == NULL || slash[1] == '\0') {
+		log_warnx("listen %s: bad socket path", path);
+		return -1;
+	}
+	memcpy(dir, path, (size_t)(slash - path));
+	dir[slash - path] = '\0';
+	if (dir[0] == '\0')
+		strcpy(dir, "/");
+	*base = slash + 1;
+	if ((pfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
+		log_warn("listen %s: %s", path, dir);
+		return -1;
+	}
+	/* A stale socket or a symlink is replaced; never anything else. */
+	if (fstatat(pfd, *base, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		if (S_ISLNK(st.st_mode))
+			log_warnx("listen %s: replacing a symlink (not "
+			    "following it)", path);
+		else if (!S_ISSOCK(st.st_mode)) {
+			log_warnx("listen %s: exists and is not a socket",
+			    path);
+			close(pfd);
+			return -1;
+		}
+	}
+	return pfd;
+}
+
+/*
+ * Bind fd to base inside the private directory tfd, with the configured
+ * mode from the start (the umask) and the service user and socket group
+ * as owner, and check both.  0, or -1 (logged).
+ */
+static int
+master_sock_bind(struct master *m, const char *path, int fd, int tfd,
+    const char *base)
+{
+	struct sockaddr_un	 sun;
+	struct stat		 st;
+	mode_t			 mode = (mode_t)m->cf->lmtp_socket_mode, omask;
+	int			 cwd, rc;
+
+	/* bind by a name relative to the private directory: nothing on
+	 * the way can be redirected. */
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	strcpy(sun.sun_path, base);
+	if ((cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC)) == -1 ||
+	    fchdir(tfd) == -1) {
+		log_warn("listen %s: fchdir", path);
+		if (cwd != -1)
+			close(cwd);
+		return -1;
+	}
+	omask = umask(0777 & ~mode);
+	rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	(void)umask(omask);
+	if (fchdir(cwd) == -1) {
+		log_warn("listen %s: fchdir back", path);
+		close(cwd);
+		return -1;
+	}
+	close(cwd);
+	if (rc == -1) {
+		log_warn("listen %s: bind", path);
+		return -1;
+	}
+	if ((m->uid != geteuid() || m->sock_gid != getegid()) &&
+	    fchownat(tfd, base, m->uid, m->sock_gid,
+	    AT_SYMLINK_NOFOLLOW) == -1) {
+		log_warn("listen %s: chown to uid %ld gid %ld", path,
+		    (long)m->uid, (long)m->sock_gid);
+		return -1;
+	}
+	if (fstatat(tfd, base, &st, AT_SYMLINK_NOFOLLOW) == -1 ||
+	    !S_ISSOCK(st.st_mode) || (st.st_mode & 07777) != mode) {
+		log_warnx("listen %s: socket has mode %o, not %o", path,
+		    (unsigned)(st.st_mode & 07777), (unsigned)mode);
+		return -1;
+	}
+	return 0;
+}
+
+/*
  * A unix socket at path, with the configured mode and group, made safely
  * although its directory may belong to the service user (RUN_DIR/lmtp.sock
  * is the usual place, and root binds it).  There is no fchmod for a
@@ -42,37 +138,13 @@ master_listen_unix(struct master *m, const char *path)
 {
 	struct sockaddr_un	 sun;
 	struct stat		 st;
-	char			 dir[PATH_MAX], tmp[PATH_MAX + 16], *slash;
+	char			 dir[PATH_MAX], tmp[PATH_MAX + 16];
 	const char		*base, *tbase = NULL;
-	mode_t			 mode = (mode_t)m->cf->lmtp_socket_mode, omask;
-	int			 fd = -1, pfd = -1, tfd = -1, cwd = -1, rc;
+	int			 fd = -1, pfd, tfd = -1, rc;
 	bool			 made = false;
 
-	if (strlen(path) >= sizeof(dir) ||
-	    (slash = strrchr(path, '/')) == NULL || slash[1] == '\0') {
-		log_warnx("listen %s: bad socket path", path);
+	if ((pfd = master_sock_dir(path, dir, sizeof(dir), &base)) == -1)
 		return -1;
-	}
-	memcpy(dir, path, (size_t)(slash - path));
-	dir[slash - path] = '\0';
-	if (dir[0] == '\0')
-		strcpy(dir, "/");
-	base = slash + 1;
-	if ((pfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
-		log_warn("listen %s: %s", path, dir);
-		return -1;
-	}
-	/* A stale socket or a symlink is replaced; never anything else. */
-	if (fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-		if (S_ISLNK(st.st_mode))
-			log_warnx("listen %s: replacing a symlink (not "
-			    "following it)", path);
-		else if (!S_ISSOCK(st.st_mode)) {
-			log_warnx("listen %s: exists and is not a socket",
-			    path);
-			goto fail;
-		}
-	}
 	rc = snprintf(tmp, sizeof(tmp), "%s/.%s.XXXXXX", dir, base);
 	if (rc < 0 || (size_t)rc >= sizeof(tmp) ||
 	    strlen(base) + 1 >= sizeof(sun.sun_path)) {
@@ -99,40 +171,8 @@ master_listen_unix(struct master *m, const char *path)
 		log_warn("listen %s: socket", path);
 		goto fail;
 	}
-	/* bind by a name relative to the private directory: nothing on
-	 * the way can be redirected. */
-	memset(&sun, 0, sizeof(sun));
-	sun.sun_family = AF_UNIX;
-	strcpy(sun.sun_path, base);
-	if ((cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC)) == -1 ||
-	    fchdir(tfd) == -1) {
-		log_warn("listen %s: fchdir", path);
+	if (master_sock_bind(m, path, fd, tfd, base) == -1)
 		goto fail;
-	}
-	omask = umask(0777 & ~mode);
-	rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
-	(void)umask(omask);
-	if (fchdir(cwd) == -1) {
-		log_warn("listen %s: fchdir back", path);
-		goto fail;
-	}
-	if (rc == -1) {
-		log_warn("listen %s: bind", path);
-		goto fail;
-	}
-	if ((m->uid != geteuid() || m->sock_gid != getegid()) &&
-	    fchownat(tfd, base, m->uid, m->sock_gid,
-	    AT_SYMLINK_NOFOLLOW) == -1) {
-		log_warn("listen %s: chown to uid %ld gid %ld", path,
-		    (long)m->uid, (long)m->sock_gid);
-		goto fail;
-	}
-	if (fstatat(tfd, base, &st, AT_SYMLINK_NOFOLLOW) == -1 ||
-	    !S_ISSOCK(st.st_mode) || (st.st_mode & 07777) != mode) {
-		log_warnx("listen %s: socket has mode %o, not %o", path,
-		    (unsigned)(st.st_mode & 07777), (unsigned)mode);
-		goto fail;
-	}
 	if (renameat(tfd, base, pfd, base) == -1) {
 		log_warn("listen %s: rename into place", path);
 		goto fail;
@@ -140,7 +180,6 @@ master_listen_unix(struct master *m, const char *path)
 	(void)unlinkat(pfd, tbase, AT_REMOVEDIR);
 	close(tfd);
 	close(pfd);
-	close(cwd);
 	if (listen(fd, MASTER_BACKLOG) == -1) {
 		log_warn("listen %s: listen", path);
 		close(fd);
@@ -156,8 +195,6 @@ fail:
 		(void)unlinkat(pfd, tbase, AT_REMOVEDIR);
 	if (fd != -1)
 		close(fd);
-	if (cwd != -1)
-		close(cwd);
 	close(pfd);
 	return -1;
 }
