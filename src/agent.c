@@ -166,6 +166,108 @@ fate_of(int code)
 	return FATE_TEMP;
 }
 
+/* One transaction's state while its envelope goes out (transact). */
+struct txn {
+	const struct store_msg	*m;
+	enum rcpt_fate		*fates;
+	char			(*diag)[REPLY_MAX];
+	char			 text[REPLY_MAX];	/* the last reply */
+	int			 mail;		/* the reply to MAIL */
+	int			 code;		/* the reply to DATA */
+	size_t			 accepted;	/* recipients taken */
+};
+
+/* How the envelope ended: what transact does next. */
+enum env_res {
+	ENV_IOFAIL = -1,	/* the connection broke */
+	ENV_DATA,		/* t->code is the reply to DATA */
+	ENV_RSET,		/* nothing to send: reset */
+	ENV_MAIL_FAILED		/* MAIL refused (t->mail): all fail */
+};
+
+/* Every recipient, or only those still FATE_OK, gets the fate of code
+ * with the last reply as its diagnostic. */
+static void
+txn_fail(struct txn *t, int code, bool only_ok)
+{
+	size_t	 i;
+
+	for (i = 0; i < t->m->nrcpts; i++) {
+		if (only_ok && t->fates[i] != FATE_OK)
+			continue;
+		t->fates[i] = fate_of(code);
+		snprintf(t->diag[i], REPLY_MAX, "%s", t->text);
+	}
+}
+
+/* Without PIPELINING: each command waits for its reply. */
+static enum env_res
+envelope_serial(struct smtp *s, struct txn *t)
+{
+	const struct store_msg *m = t->m;
+	size_t	 i;
+	int	 code;
+
+	if ((t->mail = smtp_reply(s, t->text, REPLY_MAX, NULL)) != 250)
+		return t->mail == -1 ? ENV_IOFAIL : ENV_MAIL_FAILED;
+	for (i = 0; i < m->nrcpts; i++) {
+		if (smtp_send(s, "RCPT TO:<%s@%s>\r\n", m->rcpts[i], m->host)
+		    == -1)
+			return ENV_IOFAIL;
+		if ((code = smtp_reply(s, t->text, REPLY_MAX, NULL)) == -1)
+			return ENV_IOFAIL;
+		t->fates[i] = fate_of(code);
+		snprintf(t->diag[i], REPLY_MAX, "%s", t->text);
+		t->accepted += t->fates[i] == FATE_OK;
+	}
+	if (t->accepted == 0)
+		return ENV_RSET;
+	if (smtp_send(s, "DATA\r\n") == -1 ||
+	    (t->code = smtp_reply(s, t->text, REPLY_MAX, NULL)) == -1)
+		return ENV_IOFAIL;
+	return ENV_DATA;
+}
+
+/* RFC 2920: the whole group goes out, replies come in order. */
+static enum env_res
+envelope_pipelined(struct smtp *s, struct txn *t)
+{
+	const struct store_msg *m = t->m;
+	size_t	 i;
+	int	 code;
+
+	for (i = 0; i < m->nrcpts; i++)
+		if (smtp_send(s, "RCPT TO:<%s@%s>\r\n", m->rcpts[i], m->host)
+		    == -1)
+			return ENV_IOFAIL;
+	if (smtp_send(s, "DATA\r\n") == -1 ||
+	    (t->mail = smtp_reply(s, t->text, REPLY_MAX, NULL)) == -1)
+		return ENV_IOFAIL;
+	for (i = 0; i < m->nrcpts; i++) {
+		if ((code = smtp_reply(s, t->diag[i], REPLY_MAX, NULL)) == -1)
+			return ENV_IOFAIL;
+		t->fates[i] = t->mail == 250 ? fate_of(code) : FATE_PENDING;
+		t->accepted += t->fates[i] == FATE_OK;
+	}
+	if ((t->code = smtp_reply(s, t->text, REPLY_MAX, NULL)) == -1)
+		return ENV_IOFAIL;
+	if (t->mail != 250) {
+		if (t->code == 354 && (send_file(s, -1, 0) == -1 ||
+		    smtp_reply(s, t->text, REPLY_MAX, NULL) == -1))
+			return ENV_IOFAIL;
+		return ENV_MAIL_FAILED;
+	}
+	if (t->code == 354 && t->accepted == 0) {
+		/* A server that says 354 with no recipient gets an
+		 * empty message it will refuse. */
+		if (conn_write(s->c, ".\r\n", 3) == -1 ||
+		    smtp_reply(s, t->text, REPLY_MAX, NULL) == -1)
+			return ENV_IOFAIL;
+		return ENV_RSET;
+	}
+	return ENV_DATA;
+}
+
 /*
  * One SMTP transaction for m.  fates[i] ends as FATE_OK, FATE_TEMP or FATE_PERM
  * for each recipient, diag[i] holding the server's text for failures.
@@ -175,98 +277,37 @@ static int
 transact(struct smtp *s, const struct store_msg *m, int fd,
     enum rcpt_fate *fates, char (*diag)[REPLY_MAX])
 {
-	char	 text[REPLY_MAX], size[32] = "";
-	size_t	 i, accepted = 0;
-	int	 code, mail;
+	struct txn	 t;
+	enum env_res	 r;
+	char		 size[32] = "";
 
+	memset(&t, 0, sizeof(t));
+	t.m = m;
+	t.fates = fates;
+	t.diag = diag;
 	if (s->size)
 		snprintf(size, sizeof(size), " SIZE=%llu",
 		    (unsigned long long)m->stored_octets);
 	if (smtp_send(s, "MAIL FROM:<%s>%s\r\n", m->sender, size) == -1)
 		return -1;
-	if (!s->pipelining && (mail = smtp_reply(s, text, sizeof(text),
-	    NULL)) != 250) {
-		if (mail == -1)
-			return -1;
-		goto mail_failed;
-	}
-	for (i = 0; i < m->nrcpts; i++) {
-		if (smtp_send(s, "RCPT TO:<%s@%s>\r\n", m->rcpts[i], m->host)
-		    == -1)
-			return -1;
-		if (!s->pipelining) {
-			if ((code = smtp_reply(s, text, sizeof(text), NULL))
-			    == -1)
-				return -1;
-			fates[i] = fate_of(code);
-			snprintf(diag[i], REPLY_MAX, "%s", text);
-			accepted += fates[i] == FATE_OK;
-		}
-	}
-	if (s->pipelining) {
-		/* RFC 2920: the whole group goes out, replies come in order. */
-		if (smtp_send(s, "DATA\r\n") == -1 ||
-		    (mail = smtp_reply(s, text, sizeof(text), NULL)) == -1)
-			return -1;
-		for (i = 0; i < m->nrcpts; i++) {
-			if ((code = smtp_reply(s, diag[i], REPLY_MAX, NULL))
-			    == -1)
-				return -1;
-			fates[i] = mail == 250 ? fate_of(code) : FATE_PENDING;
-			accepted += fates[i] == FATE_OK;
-		}
-		if ((code = smtp_reply(s, text, sizeof(text), NULL)) == -1)
-			return -1;
-		if (mail != 250) {
-			if (code == 354 && (send_file(s, -1, 0) == -1 ||
-			    smtp_reply(s, text, sizeof(text), NULL) == -1))
-				return -1;
-			goto mail_failed;
-		}
-		if (code == 354 && accepted == 0) {
-			/* A server that says 354 with no recipient gets an
-			 * empty message it will refuse. */
-			if (conn_write(s->c, ".\r\n", 3) == -1 ||
-			    smtp_reply(s, text, sizeof(text), NULL) == -1)
-				return -1;
-			goto rset;
-		}
-	} else {
-		if (accepted == 0)
-			goto rset;
-		if (smtp_send(s, "DATA\r\n") == -1 ||
-		    (code = smtp_reply(s, text, sizeof(text), NULL)) == -1)
-			return -1;
-	}
-	if (accepted == 0)
-		goto rset;
-	if (code != 354) {
-		for (i = 0; i < m->nrcpts; i++)
-			if (fates[i] == FATE_OK) {
-				fates[i] = fate_of(code);
-				snprintf(diag[i], REPLY_MAX, "%s", text);
-			}
-		goto rset;
-	}
-	if (send_file(s, fd, m->stored_octets) == -1 ||
-	    (code = smtp_reply(s, text, sizeof(text), NULL)) == -1)
+	r = s->pipelining ? envelope_pipelined(s, &t) :
+	    envelope_serial(s, &t);
+	if (r == ENV_IOFAIL)
 		return -1;
-	if (code != 250)
-		for (i = 0; i < m->nrcpts; i++)
-			if (fates[i] == FATE_OK) {
-				fates[i] = fate_of(code);
-				snprintf(diag[i], REPLY_MAX, "%s", text);
-			}
-	return 0;
-
-mail_failed:
-	for (i = 0; i < m->nrcpts; i++) {
-		fates[i] = fate_of(mail);
-		snprintf(diag[i], REPLY_MAX, "%s", text);
+	if (r == ENV_MAIL_FAILED)
+		txn_fail(&t, t.mail, false);
+	else if (r == ENV_DATA && t.accepted > 0 && t.code != 354)
+		txn_fail(&t, t.code, true);
+	else if (r == ENV_DATA && t.accepted > 0) {
+		if (send_file(s, fd, m->stored_octets) == -1 ||
+		    (t.code = smtp_reply(s, t.text, REPLY_MAX, NULL)) == -1)
+			return -1;
+		if (t.code != 250)
+			txn_fail(&t, t.code, true);
+		return 0;
 	}
-rset:
 	if (smtp_send(s, "RSET\r\n") == -1 ||
-	    smtp_reply(s, text, sizeof(text), NULL) == -1)
+	    smtp_reply(s, t.text, REPLY_MAX, NULL) == -1)
 		return -1;
 	return 0;
 }

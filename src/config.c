@@ -298,6 +298,79 @@ add_listener(struct config *cf, const char *addr, enum config_proto proto)
 	cf->nlisteners++;
 }
 
+/* A user or group name as useradd takes it (checked for existence at
+ * start-up), fitting in size bytes; "" is none. */
+static bool
+is_name(const char *value, size_t size)
+{
+	return strlen(value) < size && strspn(value,
+	    "abcdefghijklmnopqrstuvwxyz"
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") == strlen(value) &&
+	    value[0] != '-';
+}
+
+/* K_UINT, K_U64 and K_MB: a number in the key's range. */
+static void
+set_number(struct parse *p, const struct key *k, char *field,
+    const char *value)
+{
+	uint64_t	 v;
+
+	if (util_parse_u64(value, UINT64_MAX, &v) == -1 ||
+	    v < k->min || v > k->max) {
+		perr(p, p->lineno, "%s: expected a number %llu..%llu, "
+		    "got \"%s\"", k->name, (unsigned long long)k->min,
+		    (unsigned long long)k->max, value);
+		return;
+	}
+	if (k->type == K_UINT)
+		*(unsigned *)(void *)field = (unsigned)v;
+	else if (k->type == K_U64)
+		*(uint64_t *)(void *)field = v;
+	else
+		*(uint64_t *)(void *)field = v * MIB;
+}
+
+/* K_LISTEN (POP3) and K_LMTP: one more listener of that protocol. */
+static void
+set_listener(struct parse *p, const struct key *k, const char *value)
+{
+	struct config	*cf = p->cf;
+	int		 line = p->lineno;
+
+	if (k->type == K_LISTEN) {
+		if (!is_inet_addr(value) || strlen(value) >= CONFIG_ADDR_MAX) {
+			perr(p, line, "listen: bad address \"%s\" (want "
+			    "a.b.c.d:port, [v6]:port or *:port)", value);
+			return;
+		}
+		/* The first listen line replaces the built-in default. */
+		if (p->key_line[k - keys] == 0)
+			drop_listeners(cf, CONFIG_PROTO_POP3);
+		if (config_nlisteners(cf, CONFIG_PROTO_POP3) ==
+		    CONFIG_LISTEN_MAX) {
+			perr(p, line, "listen: more than %d addresses",
+			    CONFIG_LISTEN_MAX);
+			return;
+		}
+		add_listener(cf, value, CONFIG_PROTO_POP3);
+		return;
+	}
+	if (value[0] == '/' ? !is_abs_path(value,
+	    sizeof(((struct sockaddr_un *)0)->sun_path)) :
+	    !is_inet_addr(value) || strlen(value) >= CONFIG_ADDR_MAX) {
+		perr(p, line, "lmtp_listen: bad address \"%s\" (want "
+		    "host:port or an absolute socket path)", value);
+		return;
+	}
+	if (config_nlisteners(cf, CONFIG_PROTO_LMTP) == CONFIG_LISTEN_MAX) {
+		perr(p, line, "lmtp_listen: more than %d addresses",
+		    CONFIG_LISTEN_MAX);
+		return;
+	}
+	add_listener(cf, value, CONFIG_PROTO_LMTP);
+}
+
 static void
 set_key(struct parse *p, const struct key *k, const char *value)
 {
@@ -310,19 +383,7 @@ set_key(struct parse *p, const struct key *k, const char *value)
 	case K_UINT:
 	case K_U64:
 	case K_MB:
-		if (util_parse_u64(value, UINT64_MAX, &v) == -1 ||
-		    v < k->min || v > k->max) {
-			perr(p, line, "%s: expected a number %llu..%llu, "
-			    "got \"%s\"", k->name, (unsigned long long)k->min,
-			    (unsigned long long)k->max, value);
-			return;
-		}
-		if (k->type == K_UINT)
-			*(unsigned *)(void *)field = (unsigned)v;
-		else if (k->type == K_U64)
-			*(uint64_t *)(void *)field = v;
-		else
-			*(uint64_t *)(void *)field = v * MIB;
+		set_number(p, k, field, value);
 		return;
 	case K_PATH:
 		if (!is_abs_path(value, PATH_MAX)) {
@@ -335,10 +396,7 @@ set_key(struct parse *p, const struct key *k, const char *value)
 	case K_USER:
 		if (strcmp(value, "\"\"") == 0)
 			value = "";
-		if (strlen(value) >= sizeof(cf->user) ||
-		    strspn(value, "abcdefghijklmnopqrstuvwxyz"
-		    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
-		    strlen(value) || value[0] == '-') {
+		if (!is_name(value, sizeof(cf->user))) {
 			perr(p, line, "user: bad user name \"%s\"", value);
 			return;
 		}
@@ -348,10 +406,7 @@ set_key(struct parse *p, const struct key *k, const char *value)
 		/* Checked against the group database at start-up. */
 		if (strcmp(value, "\"\"") == 0)
 			value = "";
-		if (strlen(value) >= sizeof(cf->admin_group) ||
-		    strspn(value, "abcdefghijklmnopqrstuvwxyz"
-		    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
-		    strlen(value) || value[0] == '-') {
+		if (!is_name(value, sizeof(cf->admin_group))) {
 			perr(p, line, "%s: bad group name \"%s\"", k->name,
 			    value);
 			return;
@@ -381,37 +436,8 @@ set_key(struct parse *p, const struct key *k, const char *value)
 		strcpy(field, value);
 		return;
 	case K_LISTEN:
-		if (!is_inet_addr(value) || strlen(value) >= CONFIG_ADDR_MAX) {
-			perr(p, line, "listen: bad address \"%s\" (want "
-			    "a.b.c.d:port, [v6]:port or *:port)", value);
-			return;
-		}
-		/* The first listen line replaces the built-in default. */
-		if (p->key_line[k - keys] == 0)
-			drop_listeners(cf, CONFIG_PROTO_POP3);
-		if (config_nlisteners(cf, CONFIG_PROTO_POP3) ==
-		    CONFIG_LISTEN_MAX) {
-			perr(p, line, "listen: more than %d addresses",
-			    CONFIG_LISTEN_MAX);
-			return;
-		}
-		add_listener(cf, value, CONFIG_PROTO_POP3);
-		return;
 	case K_LMTP:
-		if (value[0] == '/' ? !is_abs_path(value,
-		    sizeof(((struct sockaddr_un *)0)->sun_path)) :
-		    !is_inet_addr(value) || strlen(value) >= CONFIG_ADDR_MAX) {
-			perr(p, line, "lmtp_listen: bad address \"%s\" (want "
-			    "host:port or an absolute socket path)", value);
-			return;
-		}
-		if (config_nlisteners(cf, CONFIG_PROTO_LMTP) ==
-		    CONFIG_LISTEN_MAX) {
-			perr(p, line, "lmtp_listen: more than %d addresses",
-			    CONFIG_LISTEN_MAX);
-			return;
-		}
-		add_listener(cf, value, CONFIG_PROTO_LMTP);
+		set_listener(p, k, value);
 		return;
 	case K_COST:
 		if (strcmp(value, "interactive") == 0)

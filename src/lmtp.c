@@ -483,17 +483,90 @@ data_end(struct l_data *d)
 	wire_free(&d->w);
 }
 
+/* The reply to every recipient for a message read with dres, or NULL
+ * when it is to be stored. */
+static const char *
+data_refusal(struct lmtp *l, const struct l_data *d, enum data_res dres)
+{
+	const char	*fail = NULL;
+
+	switch (dres) {
+	case DATA_OK:
+		break;
+	case DATA_TOO_LONG:
+		fail = "500 5.5.2 message has a line over 1000 octets "
+		    "(RFC 5321 4.5.3.1.6)";
+		break;
+	case DATA_NUL:
+		fail = "554 5.6.0 message contains a NUL octet";
+		break;
+	case DATA_BARE:
+		fail = "554 5.6.0 message contains a bare LF or CR "
+		    "(RFC 5321 2.3.8)";
+		break;
+	case DATA_SPOOL:
+		log_warnx("sid=%016" PRIx64 " peer=%s event=lmtp-tempfail "
+		    "punt=%s why=\"tmp file: %s\"", l->sid, l->peer,
+		    l->w->cf->punts[d->punt].name, strerror(d->serrno));
+		fail = "451 4.3.0 temporary storage failure, try again later";
+		break;
+	case DATA_WIRE:
+		switch (d->wres) {
+		case WIRE_TOO_BIG:
+			fail = "552 5.3.4 message exceeds the size limit";
+			break;
+		case WIRE_NOMEM:
+			fail = "451 4.3.0 out of memory";
+			break;
+		case WIRE_NUL:
+			fail = "554 5.6.0 message contains a NUL octet";
+			break;
+		case WIRE_NO_HEADER:
+			fail = "554 5.6.0 message does not start with a "
+			    "header field";
+			break;
+		case WIRE_OK:
+			break;
+		}
+		break;
+	case DATA_IOFAIL:
+		break;
+	}
+	return fail;
+}
+
 /* RFC 2033 §4.2: after the final dot, one reply per accepted RCPT. */
+static int
+data_replies(struct lmtp *l, const char *fail)
+{
+	struct l_host	*h;
+	size_t		 i;
+	int		 rc = 0;
+
+	for (i = 0; i < l->nrcpts && rc == 0; i++) {
+		h = &l->hosts[l->rcpts[i].host];
+		if (fail != NULL)
+			rc = lmtp_reply(l, "%s", fail);
+		else if (h->res == STORE_OK)
+			rc = lmtp_reply(l, "250 2.0.0 <%s@%s> stored as %s:%"
+			    PRIu64, l->rcpts[i].user, h->name,
+			    l->w->cf->punts[h->punt].name, h->id);
+		else
+			rc = lmtp_reply(l, "451 4.3.0 <%s@%s> temporary "
+			    "storage failure, try again later",
+			    l->rcpts[i].user, h->name);
+	}
+	return rc;
+}
+
 static int
 cmd_data(struct lmtp *l, char *arg)
 {
 	struct l_data	 d;
 	enum data_res	 dres;
 	const char	*fail = NULL;
-	struct l_host	*h;
 	char		 why[1024];
-	size_t		 i;
-	int		 rc = 0;
+	int		 rc;
 
 	if (arg != NULL && *arg != '\0')
 		return lmtp_reply(l, "501 5.5.4 DATA takes no argument");
@@ -523,48 +596,7 @@ cmd_data(struct lmtp *l, char *arg)
 		data_end(&d);
 		return -1;
 	}
-	switch (dres) {
-	case DATA_OK:
-		break;
-	case DATA_TOO_LONG:
-		fail = "500 5.5.2 message has a line over 1000 octets "
-		    "(RFC 5321 4.5.3.1.6)";
-		break;
-	case DATA_NUL:
-		fail = "554 5.6.0 message contains a NUL octet";
-		break;
-	case DATA_BARE:
-		fail = "554 5.6.0 message contains a bare LF or CR "
-		    "(RFC 5321 2.3.8)";
-		break;
-	case DATA_SPOOL:
-		log_warnx("sid=%016" PRIx64 " peer=%s event=lmtp-tempfail "
-		    "punt=%s why=\"tmp file: %s\"", l->sid, l->peer,
-		    l->w->cf->punts[d.punt].name, strerror(d.serrno));
-		fail = "451 4.3.0 temporary storage failure, try again later";
-		break;
-	case DATA_WIRE:
-		switch (d.wres) {
-		case WIRE_TOO_BIG:
-			fail = "552 5.3.4 message exceeds the size limit";
-			break;
-		case WIRE_NOMEM:
-			fail = "451 4.3.0 out of memory";
-			break;
-		case WIRE_NUL:
-			fail = "554 5.6.0 message contains a NUL octet";
-			break;
-		case WIRE_NO_HEADER:
-			fail = "554 5.6.0 message does not start with a "
-			    "header field";
-			break;
-		case WIRE_OK:
-			break;
-		}
-		break;
-	case DATA_IOFAIL:
-		break;
-	}
+	fail = data_refusal(l, &d, dres);
 	l->txns++;
 	if (fail == NULL)
 		lmtp_store(l, &d);
@@ -572,19 +604,7 @@ cmd_data(struct lmtp *l, char *arg)
 		log_info("sid=%016" PRIx64 " peer=%s event=lmtp-refused "
 		    "rcpts=%zu reply=\"%s\"", l->sid, l->peer, l->nrcpts, fail);
 	data_end(&d);
-	for (i = 0; i < l->nrcpts && rc == 0; i++) {
-		h = &l->hosts[l->rcpts[i].host];
-		if (fail != NULL)
-			rc = lmtp_reply(l, "%s", fail);
-		else if (h->res == STORE_OK)
-			rc = lmtp_reply(l, "250 2.0.0 <%s@%s> stored as %s:%"
-			    PRIu64, l->rcpts[i].user, h->name,
-			    l->w->cf->punts[h->punt].name, h->id);
-		else
-			rc = lmtp_reply(l, "451 4.3.0 <%s@%s> temporary "
-			    "storage failure, try again later",
-			    l->rcpts[i].user, h->name);
-	}
+	rc = data_replies(l, fail);
 	txn_reset(l);
 	return rc;
 }

@@ -85,22 +85,18 @@ fail:
 	return -1;
 }
 
-int
-sb_create_at(int dirfd, const char *run_dir, unsigned nslots,
-    const struct config *cf, uid_t uid, gid_t gid, struct scoreboard *sb)
+/*
+ * Create the scoreboard file of len bytes in dirfd, owned by uid:gid
+ * ((uid_t)-1 / (gid_t)-1: unchanged) with SB_MODE.  The descriptor, or
+ * -1 (logged).
+ */
+static int
+sb_file_create(int dirfd, const char *run_dir, uid_t uid, gid_t gid,
+    size_t len)
 {
 	struct stat	 st;
-	struct sb_header *h;
-	size_t		 len;
-	void		*p;
-	int		 fd, i;
+	int		 fd;
 
-	memset(sb, 0, sizeof(*sb));
-	if (nslots == 0) {
-		log_warnx("scoreboard: no slots");
-		return -1;
-	}
-	len = sb_len(nslots);
 	/*
 	 * A fresh file every start: a previous master's slots and mutexes
 	 * mean nothing now.  The name is unlinked, not opened with O_TRUNC:
@@ -133,6 +129,26 @@ sb_create_at(int dirfd, const char *run_dir, unsigned nslots,
 		close(fd);
 		return -1;
 	}
+	return fd;
+}
+
+int
+sb_create_at(int dirfd, const char *run_dir, unsigned nslots,
+    const struct config *cf, uid_t uid, gid_t gid, struct scoreboard *sb)
+{
+	struct sb_header *h;
+	size_t		 len;
+	void		*p;
+	int		 fd, i;
+
+	memset(sb, 0, sizeof(*sb));
+	if (nslots == 0) {
+		log_warnx("scoreboard: no slots");
+		return -1;
+	}
+	len = sb_len(nslots);
+	if ((fd = sb_file_create(dirfd, run_dir, uid, gid, len)) == -1)
+		return -1;
 	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	close(fd);
 	if (p == MAP_FAILED) {

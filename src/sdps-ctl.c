@@ -133,8 +133,13 @@ verb_match(const char *verb, int argc, char **argv)
 	return i;
 }
 
-int
-main(int argc, char **argv)
+/*
+ * The options into c, *conf and *seen (O_* bits given).  -1 to go on,
+ * or the exit status (--help, --version, a bad option).
+ */
+static int
+parse_opts(int argc, char **argv, struct ctl *c, const char **conf,
+    unsigned int *seen)
 {
 	static const struct option longopts[] = {
 		{ "json",	no_argument,	   NULL, 'J' },
@@ -149,38 +154,29 @@ main(int argc, char **argv)
 		{ "version",	no_argument,	   NULL, 'V' },
 		{ NULL,		0,		   NULL, 0 }
 	};
-	static struct config	 cf;
-	struct ctl		 c;
-	const struct cmd	*cmd = NULL;
-	const char		*conf = CONFIG_DEFAULT_PATH;
-	char			 err[PATH_MAX + 256];
-	unsigned int		 seen = 0, bit;
 	uint64_t		 v;
-	size_t			 i, k;
-	int			 ch, rc, words = 0;
+	int			 ch;
 
-	memset(&c, 0, sizeof(c));
-	c.older_than_days = -1;
 	while ((ch = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
-			conf = optarg;
+			*conf = optarg;
 			break;
 		case 'J':
-			c.json = true;
-			seen |= O_JSON;
+			c->json = true;
+			*seen |= O_JSON;
 			break;
 		case 'H':
-			c.host = optarg;
-			seen |= O_HOST;
+			c->host = optarg;
+			*seen |= O_HOST;
 			break;
 		case 'P':
-			c.punt = optarg;
-			seen |= O_PUNT;
+			c->punt = optarg;
+			*seen |= O_PUNT;
 			break;
 		case 'A':
-			c.agent = optarg;
-			seen |= O_AGENT;
+			c->agent = optarg;
+			*seen |= O_AGENT;
 			break;
 		case 'S':
 			/* The range is checked here too: util_parse_u64
@@ -188,23 +184,23 @@ main(int argc, char **argv)
 			if (util_parse_u64(optarg, 2, &v) == -1 || v < 1 ||
 			    v > 2)
 				return usage_fail("--slot must be 1 or 2");
-			c.slot = (int)v;
-			seen |= O_SLOT;
+			c->slot = (int)v;
+			*seen |= O_SLOT;
 			break;
 		case 'O':
 			if (util_parse_u64(optarg, 36500, &v) == -1)
 				return usage_fail("--older-than: bad number "
 				    "of days: %s", optarg);
-			c.older_than_days = (int)v;
-			seen |= O_OLDER;
+			c->older_than_days = (int)v;
+			*seen |= O_OLDER;
 			break;
 		case 'D':
-			c.dry_run = true;
-			seen |= O_DRYRUN;
+			c->dry_run = true;
+			*seen |= O_DRYRUN;
 			break;
 		case 'R':
-			c.repair = true;
-			seen |= O_REPAIR;
+			c->repair = true;
+			*seen |= O_REPAIR;
 			break;
 		case 'h':
 			usage(stdout);
@@ -217,12 +213,21 @@ main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	argc -= optind;
-	argv += optind;
-	if (argc == 0) {
-		usage(stderr);
-		return EXIT_USAGE;
-	}
+	return -1;
+}
+
+/*
+ * The command argv names, its arguments into c, and the options seen
+ * checked against what it allows and needs.  NULL after a usage error
+ * (*rc the exit status).
+ */
+static const struct cmd *
+find_cmd(int argc, char **argv, unsigned int seen, struct ctl *c, int *rc)
+{
+	const struct cmd	*cmd = NULL;
+	unsigned int		 bit;
+	size_t			 i, k;
+	int			 words = 0;
 
 	/* The longest matching verb wins ("host add" over a bare "host"). */
 	for (i = 0; i < NITEMS(cmds); i++) {
@@ -232,22 +237,56 @@ main(int argc, char **argv)
 			cmd = &cmds[i];
 		}
 	}
-	if (cmd == NULL)
-		return usage_fail("unknown command: %s", argv[0]);
-	c.argc = argc - words;
-	c.argv = argv + words;
-	if (c.argc < cmd->min_args ||
-	    (cmd->max_args >= 0 && c.argc > cmd->max_args))
-		return usage_fail("usage: %s %s", cmd->verb, cmd->args);
+	if (cmd == NULL) {
+		*rc = usage_fail("unknown command: %s", argv[0]);
+		return NULL;
+	}
+	c->argc = argc - words;
+	c->argv = argv + words;
+	if (c->argc < cmd->min_args ||
+	    (cmd->max_args >= 0 && c->argc > cmd->max_args)) {
+		*rc = usage_fail("usage: %s %s", cmd->verb, cmd->args);
+		return NULL;
+	}
 	for (k = 0; k < NITEMS(opt_names); k++) {
 		bit = opt_names[k].bit;
-		if ((seen & bit) && !(cmd->opts & bit))
-			return usage_fail("%s: --%s does not apply",
+		if ((seen & bit) && !(cmd->opts & bit)) {
+			*rc = usage_fail("%s: --%s does not apply",
 			    cmd->verb, opt_names[k].name);
-		if ((cmd->need & bit) && !(seen & bit))
-			return usage_fail("%s: --%s is required", cmd->verb,
+			return NULL;
+		}
+		if ((cmd->need & bit) && !(seen & bit)) {
+			*rc = usage_fail("%s: --%s is required", cmd->verb,
 			    opt_names[k].name);
+			return NULL;
+		}
 	}
+	return cmd;
+}
+
+int
+main(int argc, char **argv)
+{
+	static struct config	 cf;
+	struct ctl		 c;
+	const struct cmd	*cmd;
+	const char		*conf = CONFIG_DEFAULT_PATH;
+	char			 err[PATH_MAX + 256];
+	unsigned int		 seen = 0;
+	int			 rc;
+
+	memset(&c, 0, sizeof(c));
+	c.older_than_days = -1;
+	if ((rc = parse_opts(argc, argv, &c, &conf, &seen)) != -1)
+		return rc;
+	argc -= optind;
+	argv += optind;
+	if (argc == 0) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if ((cmd = find_cmd(argc, argv, seen, &c, &rc)) == NULL)
+		return rc;
 
 	/*
 	 * Module detail goes to syslog; each verb puts the reason in its

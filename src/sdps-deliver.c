@@ -195,112 +195,145 @@ store_for_host(struct deliver *d, const struct rhost *h, int only)
 	return 0;
 }
 
-int
-main(int argc, char **argv)
+/* The command line: the options into d and *conf, the sender into
+ * *sender; the recipients are what is left of argv from *first. */
+static void
+parse_args(struct deliver *d, int argc, char **argv, const char **conf,
+    const char **sender, int *first)
 {
 	static const struct option longopts[] = {
 		{ "help",	no_argument,	NULL, 'h' },
 		{ "version",	no_argument,	NULL, 'V' },
 		{ NULL,		0,		NULL, 0 }
 	};
-	struct deliver	 d;
-	const char	*conf = NULL, *sender = NULL;
-	char		 err[PATH_MAX + 256];
-	size_t		 i;
-	int		 ch, only = -1, p, ok;
+	int	 ch;
 
-	memset(&d, 0, sizeof(d));
 	while ((ch = getopt_long(argc, argv, "c:f:p:", longopts, NULL)) !=
 	    -1) {
 		switch (ch) {
 		case 'c':
-			conf = optarg;
+			*conf = optarg;
 			break;
 		case 'f':
-			sender = optarg;
+			*sender = optarg;
 			break;
 		case 'p':
-			d.punt_arg = optarg;
+			d->punt_arg = optarg;
 			break;
 		case 'h':
 			usage(stdout, EX_OK);
 		case 'V':
 			printf("sdps-deliver (sdps) %s\n", SDPS_VERSION);
-			return EX_OK;
+			exit(EX_OK);
 		default:
 			usage(stderr, EX_USAGE);
 		}
 	}
-	argc -= optind;
-	argv += optind;
-	if (sender == NULL || argc < 1)
+	if (*sender == NULL || argc - optind < 1)
 		usage(stderr, EX_USAGE);
-	if (conf == NULL)
-		conf = CONFIG_DEFAULT_PATH;
+	if (*conf == NULL)
+		*conf = CONFIG_DEFAULT_PATH;
+	*first = optind;
+}
 
+/* The configuration, the -p punt (its index, or -1 for all) and the
+ * sender; exits on any failure. */
+static int
+load_config(struct deliver *d, const char *conf, const char *sender)
+{
+	char	 err[PATH_MAX + 256];
+	int	 p, only = -1;
+
+	if (config_load(conf, &d->cf, err, sizeof(err)) == -1)
+		die(EX_CONFIG, "%s", err);
+	if (d->cf.npunts == 0)
+		die(EX_CONFIG, "%s:0: no punt configured", conf);
+	if (d->punt_arg != NULL) {
+		for (p = 0; p < d->cf.npunts; p++)
+			if (strcmp(d->cf.punts[p].name, d->punt_arg) == 0)
+				only = p;
+		if (only < 0)
+			die(EX_USAGE, "no such punt: %s", d->punt_arg);
+	}
+	if (util_sender_normalize(sender, d->sender) == -1)
+		die(EX_DATAERR, "bad sender address: %s", sender);
+	if (auth_global_init() == -1)
+		die(EX_TEMPFAIL, "cannot initialise libsodium");
+	return only;
+}
+
+/*
+ * Before the first store, make sure there is somewhere to store: a
+ * second host failing after the first was stored makes the MTA
+ * retry the whole message, and the first host would get it twice.
+ * With several hosts every punt is opened now, so only a store_put
+ * failing on every punt (a disk filling mid-way) can still cause
+ * that; a duplicate is the lesser harm than a loss.
+ */
+static void
+open_punts(struct deliver *d, int only)
+{
+	int	 p, ok = 0;
+
+	if ((d->ps = puntset_new(&d->cf, PUNTSET_ONCE)) == NULL)
+		die(EX_TEMPFAIL, "out of memory");
+	puntset_why(d->ps, d->why, sizeof(d->why));
+	if (only >= 0) {
+		if (puntset_get(d->ps, only) == NULL)
+			die(EX_TEMPFAIL, "%s", d->why);
+		return;
+	}
+	for (p = 0; p < d->cf.npunts; p++) {
+		if (puntset_get(d->ps, p) != NULL)
+			ok++;
+		if (ok > 0 && d->nhosts == 1)
+			break;
+	}
+	if (ok == 0)
+		die(EX_TEMPFAIL, "no punt available: %s", d->why);
+}
+
+/* One copy per recipient host, in order; exits on the first failure. */
+static void
+store_all(struct deliver *d, int only)
+{
+	size_t	 i;
+
+	for (i = 0; i < d->nhosts; i++) {
+		if (store_for_host(d, &d->hosts[i], only) == -1) {
+			if (i > 0)
+				die(EX_TEMPFAIL, "cannot store for %s (stored "
+				    "for %zu other host(s) already; a retry "
+				    "repeats those): %s", d->hosts[i].host, i,
+				    d->why);
+			die(EX_TEMPFAIL, "cannot store for %s: %s",
+			    d->hosts[i].host, d->why);
+		}
+		/* Tests: a kill between two hosts' copies (or before exit). */
+		fault_point("deliver.host_stored");
+	}
+}
+
+int
+main(int argc, char **argv)
+{
+	struct deliver	 d;
+	const char	*conf = NULL, *sender = NULL;
+	size_t		 i;
+	int		 first, only;
+
+	memset(&d, 0, sizeof(d));
+	parse_args(&d, argc, argv, &conf, &sender, &first);
 	/*
 	 * The modules' detail goes to the mail log; the MTA gets one line
 	 * on stderr (it quotes it in the bounce or its own log).
 	 */
 	log_init("sdps-deliver", false, LOG_MAIL, false);
-	if (config_load(conf, &d.cf, err, sizeof(err)) == -1)
-		die(EX_CONFIG, "%s", err);
-	if (d.cf.npunts == 0)
-		die(EX_CONFIG, "%s:0: no punt configured", conf);
-	if (d.punt_arg != NULL) {
-		for (p = 0; p < d.cf.npunts; p++)
-			if (strcmp(d.cf.punts[p].name, d.punt_arg) == 0)
-				only = p;
-		if (only < 0)
-			die(EX_USAGE, "no such punt: %s", d.punt_arg);
-	}
-	if (util_sender_normalize(sender, d.sender) == -1)
-		die(EX_DATAERR, "bad sender address: %s", sender);
-	if (auth_global_init() == -1)
-		die(EX_TEMPFAIL, "cannot initialise libsodium");
-
-	check_recipients(&d, argc, argv);
+	only = load_config(&d, conf, sender);
+	check_recipients(&d, argc - first, argv + first);
 	read_message(&d);
-	if ((d.ps = puntset_new(&d.cf, PUNTSET_ONCE)) == NULL)
-		die(EX_TEMPFAIL, "out of memory");
-	puntset_why(d.ps, d.why, sizeof(d.why));
-
-	/*
-	 * Before the first store, make sure there is somewhere to store: a
-	 * second host failing after the first was stored makes the MTA
-	 * retry the whole message, and the first host would get it twice.
-	 * With several hosts every punt is opened now, so only a store_put
-	 * failing on every punt (a disk filling mid-way) can still cause
-	 * that; a duplicate is the lesser harm than a loss.
-	 */
-	if (only >= 0) {
-		if (puntset_get(d.ps, only) == NULL)
-			die(EX_TEMPFAIL, "%s", d.why);
-	} else {
-		ok = 0;
-		for (p = 0; p < d.cf.npunts; p++) {
-			if (puntset_get(d.ps, p) != NULL)
-				ok++;
-			if (ok > 0 && d.nhosts == 1)
-				break;
-		}
-		if (ok == 0)
-			die(EX_TEMPFAIL, "no punt available: %s", d.why);
-	}
-
-	for (i = 0; i < d.nhosts; i++) {
-		if (store_for_host(&d, &d.hosts[i], only) == -1) {
-			if (i > 0)
-				die(EX_TEMPFAIL, "cannot store for %s (stored "
-				    "for %zu other host(s) already; a retry "
-				    "repeats those): %s", d.hosts[i].host, i,
-				    d.why);
-			die(EX_TEMPFAIL, "cannot store for %s: %s",
-			    d.hosts[i].host, d.why);
-		}
-		/* Tests: a kill between two hosts' copies (or before exit). */
-		fault_point("deliver.host_stored");
-	}
+	open_punts(&d, only);
+	store_all(&d, only);
 
 	puntset_free(d.ps);
 	wire_free(&d.w);

@@ -2,6 +2,9 @@
  * agent: the SMTP delivery agent behind sdps-smtp.  It pushes a host's
  * spooled mail, across every punt, to the host's SMTP server, taking each
  * message with an SMTP claim (docs/design.md §4.1, §4.2).
+ *
+ * Error convention: 0 or -1 with the reason logged; per-message outcomes
+ * are counted in struct agent_stats, not returned.
  */
 #ifndef SDPS_AGENT_H
 #define SDPS_AGENT_H

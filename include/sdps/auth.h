@@ -2,6 +2,11 @@
  * auth: host records with two argon2id password hashes each, in LMDB.
  * Only auth.c includes <sodium.h>.  Call auth_global_init once per process
  * before anything else here (the master calls it before fork).
+ *
+ * Error convention: enum auth_res where callers must tell a wrong password
+ * from trouble (auth_host_get, auth_verify); the admin functions return 0
+ * or -1 (auth_open NULL) with a one-line reason in err; auth_global_init
+ * and auth_host_list 0 or -1.
  */
 #ifndef SDPS_AUTH_H
 #define SDPS_AUTH_H

@@ -16,6 +16,10 @@
  * Every function may be called by any process that inherited the
  * mapping, concurrently (per-set seqlock; a writer that finds a set busy
  * skips its insert).
+ *
+ * Error convention: authcache_create returns NULL with errno; the rest
+ * cannot fail (a miss is false, a busy set is skipped) and take
+ * c == NULL as "no cache".
  */
 #ifndef SDPS_AUTHCACHE_H
 #define SDPS_AUTHCACHE_H

@@ -1,5 +1,10 @@
-/* bounce: send a DSN for a stored message to its envelope sender, through
- * the configured sendmail command or into the outbox directory. */
+/*
+ * bounce: send a DSN for a stored message to its envelope sender, through
+ * the configured sendmail command or into the outbox directory.
+ *
+ * Error convention: 0 or -1, nothing logged: the caller logs, naming
+ * the message, and keeps it.
+ */
 #ifndef SDPS_BOUNCE_H
 #define SDPS_BOUNCE_H
 

@@ -1,4 +1,9 @@
-/* config: the one INI file (libinih), parsed and validated into a struct. */
+/*
+ * config: the one INI file (libinih), parsed and validated into a struct.
+ *
+ * Error convention: config_load returns 0 or -1 with a one-line reason
+ * in the caller's err buffer (nothing logged); lookups return NULL or a count.
+ */
 #ifndef SDPS_CONFIG_H
 #define SDPS_CONFIG_H
 

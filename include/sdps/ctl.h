@@ -3,6 +3,9 @@
  * struct ctl and calls one of these; each returns the exit status (0 ok,
  * 1 failure with one line on stderr).  They use the same store, auth and
  * scoreboard code as the daemon, never a private copy.
+ *
+ * Error convention: every verb returns the exit status, 0 or 1 with one
+ * line on stderr (ctl_fail); module detail goes to syslog.
  */
 #ifndef SDPS_CTL_H
 #define SDPS_CTL_H

@@ -2,6 +2,10 @@
  * deliver: store one incoming message for one host on a punt, the choice
  * shared by every way mail comes in (sdps-deliver, LMTP): a random punt
  * per message, skipping punts that are down or refuse the message.
+ *
+ * Error convention: enum store_res (STORE_OK or STORE_TEMPFAIL) for a
+ * store, an fd or -1 for a tmp file; the reasons are appended to the
+ * caller's why buffer (deliver_why), not logged, since the caller words them.
  */
 #ifndef SDPS_DELIVER_H
 #define SDPS_DELIVER_H

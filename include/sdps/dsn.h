@@ -1,5 +1,9 @@
-/* dsn: delivery status notifications (RFC 3464) for bounces from the SMTP
- * agent and from expiry. */
+/*
+ * dsn: delivery status notifications (RFC 3464) for bounces from the SMTP
+ * agent and from expiry.
+ *
+ * Error convention: 0 or -1 (ENOMEM), nothing logged.
+ */
 #ifndef SDPS_DSN_H
 #define SDPS_DSN_H
 

@@ -1,5 +1,10 @@
-/* lmtp: one LMTP session (RFC 2033) on an accepted socket, storing mail
- * into the punts like sdps-deliver does. */
+/*
+ * lmtp: one LMTP session (RFC 2033) on an accepted socket, storing mail
+ * into the punts like sdps-deliver does.
+ *
+ * Error convention: lmtp_run returns nothing; every failure is logged
+ * and answered on the wire (4xx/5xx), and the caller closes the socket.
+ */
 #ifndef SDPS_LMTP_H
 #define SDPS_LMTP_H
 

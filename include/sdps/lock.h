@@ -10,6 +10,9 @@
  * its name: a host session write-locks the host's byte; a user session
  * read-locks it and write-locks its user's own byte.  So host conflicts
  * with everything on the host, user with host and with the same user.
+ *
+ * Error convention: enum lock_res, since a caller must tell a busy
+ * maildrop (LOCK_BUSY) from trouble (LOCK_ERR, logged).
  */
 #ifndef SDPS_LOCK_H
 #define SDPS_LOCK_H

@@ -1,4 +1,9 @@
-/* log: one logger for every binary: syslog, or stderr in the foreground. */
+/*
+ * log: one logger for every binary: syslog, or stderr in the foreground.
+ *
+ * Error convention: none; logging never fails the caller (errno is
+ * preserved) and fatal/fatalx do not return.
+ */
 #ifndef SDPS_LOG_H
 #define SDPS_LOG_H
 

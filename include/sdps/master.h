@@ -2,6 +2,9 @@
  * master: the sdpsd master process: listeners, scoreboard, privilege
  * drop, pre-forked workers kept between min_spare and max_spare idle,
  * reload on SIGHUP, orderly stop on SIGTERM (docs/design.md §7).
+ *
+ * Error convention: master_run returns a process exit status (0 or
+ * MASTER_EX_*), the reason logged; it is the module's only function.
  */
 #ifndef SDPS_MASTER_H
 #define SDPS_MASTER_H

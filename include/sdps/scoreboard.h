@@ -4,6 +4,10 @@
  * workers write only their own slot, inside a seqlock, so sdps-ctl (which
  * maps it read-only) never sees a torn slot.  Who writes what is noted
  * per field.
+ *
+ * Error convention: int functions return 0 or -1: logged for sb_create*,
+ * errno for sb_open_ro, and "busy" (not an error) for sb_slot_read, the
+ * trylock and sb_auth_enter; the rest cannot fail.
  */
 #ifndef SDPS_SCOREBOARD_H
 #define SDPS_SCOREBOARD_H

@@ -26,6 +26,10 @@
  * called by any process that inherited the mapping, concurrently (one
  * robust process-shared mutex; the critical sections are a few dozen
  * instructions).
+ *
+ * Error convention: throttle_create returns NULL with errno; the rest
+ * cannot fail (enum throttle_verdict is a decision, not an error) and
+ * take t == NULL as "no table".
  */
 #ifndef SDPS_THROTTLE_H
 #define SDPS_THROTTLE_H

@@ -1,4 +1,9 @@
-/* util: validation of names that reach paths and keys, small I/O helpers. */
+/*
+ * util: validation of names that reach paths and keys, small I/O helpers.
+ *
+ * Error convention: 0 or -1, nothing logged: the validators set no errno,
+ * the I/O helpers (util_write_all, util_fsync_dir, util_mkdir_p) leave errno.
+ */
 #ifndef SDPS_UTIL_H
 #define SDPS_UTIL_H
 

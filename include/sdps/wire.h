@@ -2,6 +2,9 @@
  * wire: turn an incoming message into the stored wire format: CRLF line
  * ends (bare LF and bare CR become CRLF), dot-stuffing applied, a final
  * CRLF added if missing, and no terminating "." line.
+ *
+ * Error convention: enum wire_res, the first error in the input, which
+ * the caller maps to its protocol's reply (wire_strerror for text).
  */
 #ifndef SDPS_WIRE_H
 #define SDPS_WIRE_H
