@@ -2,7 +2,6 @@
  * the LMTP session (docs/design.md §10.1: a random punt per message). */
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,26 +9,6 @@
 #include "sdps/config.h"
 #include "sdps/deliver.h"
 #include "sdps/puntset.h"
-
-void
-deliver_why(char *why, size_t whylen, const char *fmt, ...)
-{
-	va_list	 ap;
-	size_t	 len;
-
-	if (why == NULL || whylen == 0)
-		return;
-	len = strnlen(why, whylen);
-	if (len > 0 && len + 2 < whylen) {
-		memcpy(why + len, "; ", 3);
-		len += 2;
-	}
-	if (len + 1 >= whylen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(why + len, whylen - len, fmt, ap);
-	va_end(ap);
-}
 
 /*
  * The punts to try, in order: only alone, or first (if >= 0) and then the
@@ -73,7 +52,7 @@ static void
 why_fail(char *why, size_t whylen, const char *name, enum store_res res,
     const char *err)
 {
-	deliver_why(why, whylen, "punt %s: %s", name,
+	util_why(why, whylen, "punt %s: %s", name,
 	    err[0] != '\0' ? err : res == STORE_PERMFAIL ?
 	    "permanent failure" : "temporary failure");
 }
@@ -113,7 +92,7 @@ local_get(struct puntset *ps, int i, char *why, size_t whylen)
 	if ((p = puntset_get(ps, i)) == NULL)
 		return NULL;
 	if ((st = punt_local_store(p)) == NULL)
-		deliver_why(why, whylen, "punt %s: not a local punt",
+		util_why(why, whylen, "punt %s: not a local punt",
 		    punt_name(p));
 	return st;
 }
@@ -133,7 +112,7 @@ deliver_tmp_open(struct puntset *ps, int *idx, char *path, size_t pathlen,
 			*idx = order[i];
 			return fd;
 		}
-		deliver_why(why, whylen, "punt %s: tmp file: %s",
+		util_why(why, whylen, "punt %s: tmp file: %s",
 		    store_name(st), strerror(errno));
 	}
 	return -1;

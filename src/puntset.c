@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sdps/deliver.h"
 #include "sdps/log.h"
 #include "sdps/puntset.h"
+#include "sdps/util.h"
 
 struct ps_punt {
 	struct punt	*p;
@@ -95,7 +95,7 @@ ps_open(struct puntset *ps, int i)
 		if (!e->down && (ps->flags & PUNTSET_LOG))
 			log_warnx("punt %s: %s", cp->name, e->err);
 		if (ps->why != NULL)
-			deliver_why(ps->why, ps->whylen, "punt %s: %s",
+			util_why(ps->why, ps->whylen, "punt %s: %s",
 			    cp->name, e->err);
 		e->down = true;
 		return;

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -282,4 +283,24 @@ util_rfc5322_date(uint64_t us, char *buf, size_t len)
 	    days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon],
 	    tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
 	return buf;
+}
+
+void
+util_why(char *why, size_t whylen, const char *fmt, ...)
+{
+	va_list	 ap;
+	size_t	 len;
+
+	if (why == NULL || whylen == 0)
+		return;
+	len = strnlen(why, whylen);
+	if (len > 0 && len + 2 < whylen) {
+		memcpy(why + len, "; ", 3);
+		len += 2;
+	}
+	if (len + 1 >= whylen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(why + len, whylen - len, fmt, ap);
+	va_end(ap);
 }

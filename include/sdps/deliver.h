@@ -5,7 +5,7 @@
  *
  * Error convention: enum store_res (STORE_OK or STORE_TEMPFAIL) for a
  * store, an fd or -1 for a tmp file; the reasons are appended to the
- * caller's why buffer (deliver_why), not logged, since the caller words them.
+ * caller's why buffer (util_why), not logged, since the caller words them.
  */
 #ifndef SDPS_DELIVER_H
 #define SDPS_DELIVER_H
@@ -59,9 +59,5 @@ enum store_res deliver_store_file(struct puntset *ps, int first,
 	    const struct store_envelope *env, const char *src_path, int src_fd, uint64_t wire_len,
 	    uint64_t body_octets, int *idx, uint64_t *id, bool last,
 	    enum store_via *via, char *why, size_t whylen);
-
-/* Append one "; "-separated reason to why (whylen octets). */
-void	deliver_why(char *why, size_t whylen, const char *fmt, ...)
-	    __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -39,7 +39,7 @@ void	puntset_on_health(struct puntset *ps, puntset_health_fn *fn,
 
 /*
  * Append each open failure, "punt NAME: reason", to why ("; " between
- * reasons, deliver_why); why may be NULL to stop.
+ * reasons, util_why); why may be NULL to stop.
  */
 void	puntset_why(struct puntset *ps, char *why, size_t whylen);
 

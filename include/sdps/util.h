@@ -75,4 +75,12 @@ int	util_mkdir_p(const char *path, mode_t mode);
  */
 char	*util_rfc5322_date(uint64_t us, char *buf, size_t len);
 
+/*
+ * Append one "; "-separated reason to why (whylen octets, NUL-terminated;
+ * NULL or 0 appends nothing): the reasons a caller reports when every
+ * punt refused a message.
+ */
+void	util_why(char *why, size_t whylen, const char *fmt, ...)
+	    __attribute__((format(printf, 3, 4)));
+
 #endif
