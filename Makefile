@@ -13,9 +13,10 @@ WARN	 = -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes \
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) $(CFLAGS) $(SAN) -MMD -MP
 LDLIBS	 = -llmdb -lsodium -linih -lpthread
 
-# Every src/sdps*.c is a program's thin main(); the rest is libsdps.a.
+# Every src/sdps*.c is a program's thin main(); the modules, one directory
+# per part (docs/design.md §16), make libsdps.a.
 MAIN_SRC = $(wildcard src/sdps*.c)
-LIB_SRC	 = $(filter-out $(MAIN_SRC),$(wildcard src/*.c))
+LIB_SRC	 = $(wildcard src/*/*.c)
 LIB_OBJ	 = $(LIB_SRC:src/%.c=$(BUILD)/obj/%.o)
 BINS	 = $(MAIN_SRC:src/%.c=$(BUILD)/%)
 TOOL_SRC = $(wildcard tools/*.c)

@@ -15,12 +15,11 @@ cflags="-std=c11 -D_GNU_SOURCE -Iinclude -g -O1 -fno-omit-frame-pointer
 command -v "$cc" >/dev/null || { echo "fuzz.sh: $cc not found" >&2; exit 1; }
 mkdir -p "$out/obj" "$out/corpus"
 objs=""
-for src in src/*.c; do
-	case $src in src/sdps*.c) continue ;; esac
+for src in src/*/*.c; do
 	obj="$out/obj/$(basename "$src" .c).o"
 	# Rebuild when the source or any header is newer than the object.
 	if [ ! -f "$obj" ] || [ "$src" -nt "$obj" ] ||
-	    [ -n "$(find include -newer "$obj" -name '*.h' | head -n 1)" ]; then
+	    [ -n "$(find include src -newer "$obj" -name '*.h' | head -n 1)" ]; then
 		# A module the target does not need may be mid-edit: warn and
 		# go on; the link below fails only if it is really needed.
 		if ! $cc $cflags -fsanitize=fuzzer-no-link -c -o "$obj" \

@@ -2,7 +2,7 @@
  * record: the byte codec of a local punt's index (docs/design.md §5):
  * the msg record, the msg and host keys/values (ids), and the integers
  * of the meta record.  Pure byte work: no LMDB, no I/O, no allocation
- * but rec_encode's buffer.  The local store (src/store*.c) and its tests
+ * but rec_encode's buffer.  The local store (src/punt/store*.c) and its tests
  * are its only users.
  *
  * Two version numbers, one rule (docs/design.md §5.2):

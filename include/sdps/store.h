@@ -1,7 +1,7 @@
 /*
  * store: one punt = one directory with an LMDB index and a spool of
  * wire-format message files (docs/design.md §5).  Only the local store's
- * files (src/store*.c, sharing the private src/store_int.h) and auth.c
+ * files (src/punt/store*.c, sharing the private src/punt/store_int.h) and auth.c
  * include <lmdb.h>; LMDB error codes never leave this module.  The
  * index's byte codec and its version rule are include/sdps/record.h.
  *

@@ -34,7 +34,7 @@
 #include "sdps/session_env.h"
 #include "sdps/store.h"
 #include "sdps/util.h"
-#include "../../src/session_int.h"
+#include "../../src/daemon/session_int.h"
 #include "sdps/wire.h"
 
 #define HOST	"fred.example.net"

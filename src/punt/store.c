@@ -2,7 +2,7 @@
  * store: the local punt store, an LMDB index plus a spool of wire-format
  * files (docs/design.md §5).  The index is the truth; a spool file only
  * counts once its record is committed.  This file: the helpers every
- * store file shares (src/store_int.h), create, open and the punt's meta
+ * store file shares (src/punt/store_int.h), create, open and the punt's meta
  * record.  The rest: store_put.c (storing), store_read.c (listing,
  * reading, walking), store_update.c (UPDATE and the SMTP markers),
  * store_fsck.c; the record codec is record.c.
