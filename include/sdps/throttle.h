@@ -14,12 +14,15 @@
  * fixed number of sets; a full set evicts a drained entry, else the one
  * whose last failure is oldest.
  *
- * Protocol (charge first, refund on success): throttle_admit() decides,
- * and when it lets the check go ahead it already charges one failure to
- * the source and the host, under the same lock, so parallel connections
- * from one source cannot all pass the check before any of them failed.
- * A check that then succeeds (or could not be made) calls
- * throttle_refund().
+ * Protocol: throttle_admit() decides before a check; only a check that
+ * failed is charged, by throttle_fail().  So logins in flight at once
+ * from one address (a NAT, a poller fetching many hosts) cost nothing
+ * while they succeed.  The price: C connections of one source that are
+ * all between admit and fail can each get one guess past the budget;
+ * max_conn_per_ip bounds C, and each connection's failures come one at
+ * a time after growing delays.  (Charging at admit and refunding on
+ * success was tried first: it refused right passwords whenever more
+ * logins than the budget were waiting for a hashing place at once.)
  *
  * Every function takes the time as a parameter (seconds on a clock every
  * process shares, e.g. time(NULL)), so tests need no sleeps, and may be
@@ -46,7 +49,7 @@ struct throttle_limits {
 };
 
 enum throttle_verdict {
-	THROTTLE_ALLOW,		/* go ahead: one failure is charged */
+	THROTTLE_ALLOW,		/* go ahead with the check */
 	THROTTLE_SOURCE,	/* the source is over its budget */
 	THROTTLE_HOST		/* the host is over its budget and this
 				 * source has failed recently */
@@ -85,11 +88,10 @@ enum throttle_verdict throttle_admit(struct throttle *t,
 	    const struct throttle_limits *lim, const char *source,
 	    const char *host, uint64_t now_s, unsigned *recent);
 
-/* Take back the failure throttle_admit charged (the check succeeded or
- * was not made).  t == NULL: no-op. */
-void	throttle_refund(struct throttle *t, const struct throttle_limits *lim,
+/* Charge one failure of a password check to source and host (a new
+ * entry when they have none).  t == NULL: no-op. */
+void	throttle_fail(struct throttle *t, const struct throttle_limits *lim,
 	    const char *source, const char *host, uint64_t now_s);
-
 /*
  * The failure delay after recent earlier failures: base_ms doubled per
  * failure, at most cap_ms (and never less than base_ms).

@@ -314,39 +314,30 @@ throttle_admit(struct throttle *t, const struct throttle_limits *lim,
 	else if (thr_full(hlv, lim->host_budget) &&
 	    (slv > 0 || lim->source_budget == 0))
 		v = THROTTLE_HOST;
-	else {
-		/* Charge first; throttle_refund takes it back on success. */
-		if (lim->source_budget > 0) {
-			se = thr_get(t, lim, stag, THR_K_SOURCE, now_s);
-			thr_add(se, lim, now_s, THR_SCALE);
-		}
-		if (lim->host_budget > 0) {
-			he = thr_get(t, lim, htag, THR_K_HOST, now_s);
-			thr_add(he, lim, now_s, THR_SCALE);
-		}
-	}
 	thr_unlock(t);
 	return v;
 }
 
 void
-throttle_refund(struct throttle *t, const struct throttle_limits *lim,
+throttle_fail(struct throttle *t, const struct throttle_limits *lim,
     const char *source, const char *host, uint64_t now_s)
 {
 	struct thr_entry	*e;
-	uint64_t		 stag, htag;
 
 	if (t == NULL || (lim->source_budget == 0 && lim->host_budget == 0))
 		return;
-	stag = thr_hash(t->key, THR_K_SOURCE, source);
-	htag = thr_hash(t->key, THR_K_HOST, host);
 	if (!thr_lock(t))
 		return;
-	/* An entry evicted meanwhile has nothing left to refund. */
-	if (lim->source_budget > 0 && (e = thr_find(t, stag)) != NULL)
-		thr_add(e, lim, now_s, -(int64_t)THR_SCALE);
-	if (lim->host_budget > 0 && (e = thr_find(t, htag)) != NULL)
-		thr_add(e, lim, now_s, -(int64_t)THR_SCALE);
+	if (lim->source_budget > 0) {
+		e = thr_get(t, lim, thr_hash(t->key, THR_K_SOURCE, source),
+		    THR_K_SOURCE, now_s);
+		thr_add(e, lim, now_s, THR_SCALE);
+	}
+	if (lim->host_budget > 0) {
+		e = thr_get(t, lim, thr_hash(t->key, THR_K_HOST, host),
+		    THR_K_HOST, now_s);
+		thr_add(e, lim, now_s, THR_SCALE);
+	}
 	thr_unlock(t);
 }
 

@@ -181,14 +181,14 @@ session_limits(const struct config *cf, struct throttle_limits *lim)
 	lim->window_s = cf->auth_budget_window_s;
 }
 
-/* The check throttle_admit charged was not a failure after all. */
+/* A wrong password: charged to the source's and the host's budgets. */
 static void
-session_refund(struct session *s)
+session_charge(struct session *s)
 {
 	struct throttle_limits	 lim;
 
 	session_limits(s->cf, &lim);
-	throttle_refund(session_throttle(s), &lim, s->peer, s->host,
+	throttle_fail(session_throttle(s), &lim, s->peer, s->host,
 	    (uint64_t)time(NULL));
 }
 
@@ -325,8 +325,8 @@ pass_refused(struct session *s, enum cmd_res *res)
 	}
 	/*
 	 * Throttle before the cache: a cache hit from an over-budget source
-	 * would tell the guesser it found the password.  From here on one
-	 * failure is charged; every way out but a wrong password refunds.
+	 * would tell the guesser it found the password.  Only a wrong
+	 * password is charged (pass_hash).
 	 */
 	session_limits(s->cf, &lim);
 	tv = throttle_admit(session_throttle(s), &lim, s->peer, s->host,
@@ -343,7 +343,6 @@ pass_refused(struct session *s, enum cmd_res *res)
 	if (s->cf->login_delay_s > 0 && (wait = throttle_login_wait(
 	    session_throttle(s), s->host, (uint64_t)time(NULL),
 	    s->cf->login_delay_s)) > 0) {
-		session_refund(s);
 		log_info("sid=%016" PRIx64 " peer=%s event=login-delay wait=%u",
 		    s->sid, s->peer, wait);
 		*res = session_err(s, "LOGIN-DELAY",
@@ -370,7 +369,6 @@ pass_hash(struct session *s, char *pw, size_t pwlen, uint64_t epoch)
 	    AUTH_WAIT_MS, throttle_source_id(session_throttle(s), s->peer)) ==
 	    -1) {
 		auth_wipe(pw, pwlen);
-		session_refund(s);
 		log_info("sid=%016" PRIx64 " peer=%s event=auth-busy",
 		    s->sid, s->peer);
 		return session_err(s, "SYS/TEMP",
@@ -381,8 +379,8 @@ pass_hash(struct session *s, char *pw, size_t pwlen, uint64_t epoch)
 		sb_auth_leave(w->sb, w->slot);
 	if (w->sb != NULL)
 		atomic_fetch_add(&w->sb->hdr->total_auth_hashes, 1);
-	if (ar != AUTH_FAIL)
-		session_refund(s);
+	if (ar == AUTH_FAIL)
+		session_charge(s);
 	if (ar == AUTH_OK && w->sb != NULL)
 		authcache_put(w->sb->authcache, s->host, pw, gen, epoch,
 		    (uint64_t)time(NULL));
@@ -417,7 +415,6 @@ cmd_pass(struct session *s, struct conn_args *a)
 		epoch = atomic_load(&s->w->sb->hdr->auth_cache_epoch);
 	if (auth_cached(s, pw, epoch)) {
 		auth_wipe(pw, pwlen);
-		session_refund(s);
 		s->auth_from_cache = true;
 		return pass_login(s);
 	}

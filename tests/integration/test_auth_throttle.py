@@ -98,16 +98,19 @@ def test_flood_is_throttled_and_good_client_logs_in(flood_daemon):
     assert errors == []
     assert all(r.startswith("+OK") for r in good), good
     # 30 connections x 3 PASS: the budget of 5 was checked (and hashed),
-    # the other 85 refused without a hash, all as -ERR [AUTH].
+    # plus at most one check per other connection caught between the
+    # admit and its failure (only failures are charged, docs/design.md
+    # §15.2); every other PASS refused without a hash, all as -ERR [AUTH].
     assert len(replies) == 90
     assert all(r.startswith("-ERR [AUTH] ") for r in replies), \
         sorted(set(replies))
-    assert len(events(d, "auth-fail")) == 5
-    assert len(events(d, "auth-throttled")) == 85
+    failed = len(events(d, "auth-fail"))
+    assert 5 <= failed <= 5 + 29, failed
+    assert len(events(d, "auth-throttled")) == 90 - failed
     a = auth(d)
-    assert a["failures"] == 5
-    assert a["throttled"] == 85
-    assert a["hashes"] == 5 + 5
+    assert a["failures"] == failed
+    assert a["throttled"] == 90 - failed
+    assert a["hashes"] == failed + 5
     # The refusals name the source and the host for fail2ban, never the
     # password.
     th = events(d, "auth-throttled")[0]
@@ -133,7 +136,7 @@ def test_right_password_from_blocked_source_is_refused(flood_daemon):
     assert auth(d)["hashes"] == hashes
     # Another address is not affected.
     assert try_pass(d, "127.0.0.3", PW1).startswith("+OK")
-    # Successful logins are refunded: they never use up a budget.
+    # Successful logins are not charged: they never use up a budget.
     for _ in range(8):
         assert try_pass(d, "127.0.0.3", PW1).startswith("+OK")
     # The failure delay doubles with the source's recent failures (its

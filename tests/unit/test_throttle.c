@@ -1,5 +1,5 @@
 /* test_throttle: budgets, drain on an injected clock, the host rule,
- * refunds, eviction, keyed ids, delays, forked admitters. */
+ * free successes, eviction, keyed ids, delays, forked admitters. */
 #include <sys/mman.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -38,14 +38,18 @@ teardown(void **state)
 	return 0;
 }
 
-/* Admit and fail (no refund): what a wrong password does. */
+/* Admit, and fail if admitted: what a wrong password does. */
 static enum throttle_verdict
 fail_once(struct throttle *t, const struct throttle_limits *lim,
     const char *src, const char *host, uint64_t now, unsigned *recent)
 {
-	unsigned	 r;
+	enum throttle_verdict	 v;
+	unsigned		 r;
 
-	return throttle_admit(t, lim, src, host, now, recent ? recent : &r);
+	v = throttle_admit(t, lim, src, host, now, recent ? recent : &r);
+	if (v == THROTTLE_ALLOW)
+		throttle_fail(t, lim, src, host, now);
+	return v;
 }
 
 static void
@@ -101,22 +105,20 @@ test_drain(void **state)
 }
 
 static void
-test_refund(void **state)
+test_success_costs_nothing(void **state)
 {
 	struct throttle_limits lim = { 2, 2, 600 };
 	struct throttle	*t = *state;
 	unsigned	 recent, i;
 
-	/* Successful logins cost nothing, however many. */
+	/* Checks in flight at once, all right: however many, none is
+	 * refused and none costs budget (the regression: charging at admit
+	 * refused the third of three parallel right passwords). */
 	for (i = 0; i < 100; i++) {
 		assert_int_equal(throttle_admit(t, &lim, "203.0.113.5",
 		    "fred.example.net", NOW, &recent), THROTTLE_ALLOW);
 		assert_int_equal(recent, 0);
-		throttle_refund(t, &lim, "203.0.113.5", "fred.example.net",
-		    NOW);
 	}
-	/* A refund never drives a bucket below empty. */
-	throttle_refund(t, &lim, "203.0.113.5", "fred.example.net", NOW);
 	assert_int_equal(fail_once(t, &lim, "203.0.113.5", "x", NOW, NULL),
 	    THROTTLE_ALLOW);
 	assert_int_equal(fail_once(t, &lim, "203.0.113.5", "y", NOW, NULL),
@@ -144,7 +146,6 @@ test_host_budget(void **state)
 	/* The customer's own address, clean, still gets its check. */
 	assert_int_equal(throttle_admit(t, &lim, "192.0.2.99", "fred", NOW,
 	    &(unsigned){ 0 }), THROTTLE_ALLOW);
-	throttle_refund(t, &lim, "192.0.2.99", "fred", NOW);
 	/* Drained: fred is open again to the failed source. */
 	assert_int_equal(fail_once(t, &lim, "192.0.2.10", "fred", NOW + 600,
 	    NULL), THROTTLE_ALLOW);
@@ -164,7 +165,7 @@ test_off(void **state)
 	}
 	assert_int_equal(throttle_admit(NULL, &lim, "a", "b", NOW, &recent),
 	    THROTTLE_ALLOW);
-	throttle_refund(NULL, &lim, "a", "b", NOW);
+	throttle_fail(NULL, &lim, "a", "b", NOW);
 }
 
 static void
@@ -318,8 +319,9 @@ test_login_evicts_drained_first(void **state)
 }
 
 /*
- * Four processes admit from one source at once: exactly the budget gets
- * through, since the charge is taken under the same lock as the check.
+ * Four processes guess from one source at once: the budget gets through,
+ * plus at most one guess per other process caught between its admit and
+ * its fail (the documented price of charging only failures).
  */
 static void
 test_forked(void **state)
@@ -348,7 +350,7 @@ test_forked(void **state)
 		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 		total += (int)allowed[i];
 	}
-	assert_int_equal(total, 20);
+	assert_true(total >= 20 && total <= 20 + 3);
 	munmap(allowed, 4096);
 }
 
@@ -359,7 +361,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_source_budget, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_drain, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_refund, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_success_costs_nothing, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_host_budget, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_off, setup, teardown),
