@@ -284,6 +284,15 @@ put_file_tail(struct store *st, const char *tmp, struct rec *r,
 	return -1;
 }
 
+/* A store that did not happen: logged, the reason also in err. */
+static enum store_res
+put_failed(struct store *st, const char *why, char *err, size_t errlen)
+{
+	log_warnx("store %s: store failed: %s", st->name, why);
+	lstore_seterr(err, errlen, "%s", why);
+	return STORE_TEMPFAIL;
+}
+
 enum store_res
 store_put(struct store *st, const struct store_envelope *env,
     const void *wire, size_t wire_len, uint64_t body_octets, uint64_t *id,
@@ -310,10 +319,8 @@ store_put(struct store *st, const struct store_envelope *env,
 	free(rcpts);
 	return STORE_OK;
  fail:
-	log_warnx("store %s: store failed: %s", st->name, why);
-	lstore_seterr(err, errlen, "%s", why);
 	free(rcpts);
-	return STORE_TEMPFAIL;
+	return put_failed(st, why, err, errlen);
 }
 
 /*
@@ -459,8 +466,6 @@ store_put_file(struct store *st, const struct store_envelope *env,
 	free(rcpts);
 	return STORE_OK;
  fail:
-	log_warnx("store %s: store failed: %s", st->name, why);
-	lstore_seterr(err, errlen, "%s", why);
 	free(rcpts);
-	return STORE_TEMPFAIL;
+	return put_failed(st, why, err, errlen);
 }
