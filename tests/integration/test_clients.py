@@ -285,7 +285,11 @@ def fetchmail_setup(demo, name, user_opts, server_opts=""):
     os.chmod(rc, stat.S_IRUSR | stat.S_IWUSR)
     env = {"HOME": home, "FETCHMAILHOME": home, "LC_ALL": "C",
            "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    argv = [need("fetchmail"), "-f", rc, "--nodetach", "-v"]
+    # Its own pid file: as root fetchmail's default is one file for the
+    # whole machine (/var/run), and a second test run at the same time
+    # would be refused ("another foreground fetchmail is running").
+    argv = [need("fetchmail"), "-f", rc, "--nodetach", "-v",
+            "--pidfile", os.path.join(home, "fetchmail.pid")]
     return argv, env, out
 
 
