@@ -284,10 +284,17 @@ put_file_tail(struct store *st, const char *tmp, struct rec *r,
 	return -1;
 }
 
-/* A store that did not happen: logged, the reason also in err. */
+/*
+ * The one exit of store_put and store_put_file once the record is built:
+ * rc 0 stored, -1 not (logged, the reason why also in err).
+ */
 static enum store_res
-put_failed(struct store *st, const char *why, char *err, size_t errlen)
+put_done(struct store *st, int rc, unsigned char *rcpts, const char *why,
+    char *err, size_t errlen)
 {
+	free(rcpts);
+	if (rc == 0)
+		return STORE_OK;
 	log_warnx("store %s: store failed: %s", st->name, why);
 	lstore_seterr(err, errlen, "%s", why);
 	return STORE_TEMPFAIL;
@@ -311,16 +318,10 @@ store_put(struct store *st, const struct store_envelope *env,
 	if (write_tmp(st, wire, wire_len, tmp, sizeof(tmp)) == -1) {
 		lstore_seterr(why, sizeof(why), "write %s/: %s", st->tmp,
 		    strerror(errno));
-		goto fail;
+		return put_done(st, -1, rcpts, why, err, errlen);
 	}
-	if (put_file_tail(st, tmp, &r, wire_len, id, why, sizeof(why),
-	    true) == -1)
-		goto fail;
-	free(rcpts);
-	return STORE_OK;
- fail:
-	free(rcpts);
-	return put_failed(st, why, err, errlen);
+	return put_done(st, put_file_tail(st, tmp, &r, wire_len, id, why,
+	    sizeof(why), true), rcpts, why, err, errlen);
 }
 
 /*
@@ -431,7 +432,7 @@ store_put_file(struct store *st, const struct store_envelope *env,
 	    stat(st->tmp, &tsb) == -1) {
 		lstore_seterr(why, sizeof(why), "stat %s/: %s", st->tmp,
 		    strerror(errno));
-		goto fail;
+		return put_done(st, -1, rcpts, why, err, errlen);
 	}
 	same_fs = ssb.st_dev == tsb.st_dev;
 	/*
@@ -442,30 +443,21 @@ store_put_file(struct store *st, const struct store_envelope *env,
 	 * counts.
 	 */
 	if (same_fs && last && access(src_path, F_OK) == 0) {
-		if (put_file_tail(st, src_path, &r, wire_len, id, why,
-		    sizeof(why), false) == -1)
-			goto fail;
 		*via = STORE_VIA_RENAME;
-		free(rcpts);
-		return STORE_OK;
+		return put_done(st, put_file_tail(st, src_path, &r, wire_len,
+		    id, why, sizeof(why), false), rcpts, why, err, errlen);
 	}
 	if (tmp_name(st, tmp, sizeof(tmp)) == -1) {
 		lstore_seterr(why, sizeof(why), "tmp path too long");
-		goto fail;
+		return put_done(st, -1, rcpts, why, err, errlen);
 	}
 	if (same_fs && link(src_path, tmp) == 0)
 		*via = STORE_VIA_LINK;
 	else if (copy_to_tmp(src_fd, wire_len, tmp) == -1) {
 		lstore_seterr(why, sizeof(why), "copy to %s/: %s", st->tmp,
 		    strerror(errno));
-		goto fail;
+		return put_done(st, -1, rcpts, why, err, errlen);
 	}
-	if (put_file_tail(st, tmp, &r, wire_len, id, why, sizeof(why),
-	    true) == -1)
-		goto fail;
-	free(rcpts);
-	return STORE_OK;
- fail:
-	free(rcpts);
-	return put_failed(st, why, err, errlen);
+	return put_done(st, put_file_tail(st, tmp, &r, wire_len, id, why,
+	    sizeof(why), true), rcpts, why, err, errlen);
 }

@@ -77,6 +77,29 @@ struct listing {
 };
 
 /* Add id to l if this session may see it; -1 on error. */
+/*
+ * The record of id as a listing or a walk sees it: 1 decoded, 0 skipped
+ * (missing or undecodable: an inconsistent index that fsck reports; or
+ * another binary's newer record, logged: this one cannot show it), -1
+ * an LMDB error.
+ */
+static int
+rec_visible(struct store *st, MDB_txn *txn, uint64_t id, MDB_val *v,
+    struct rec *r)
+{
+	switch (lstore_rec_get(st, txn, id, v, r)) {
+	case GET_OK:
+		return 1;
+	case GET_NONE:
+	case GET_BAD:
+	case GET_NEWER:
+		return 0;
+	case GET_ERR:
+		break;
+	}
+	return -1;
+}
+
 static int
 list_one(struct store *st, MDB_txn *txn, uint64_t id, const char *user,
     bool want_env, struct listing *l)
@@ -84,19 +107,10 @@ list_one(struct store *st, MDB_txn *txn, uint64_t id, const char *user,
 	struct store_entry	*e;
 	struct rec		 r;
 	MDB_val			 rv;
+	int			 rc;
 
-	switch (lstore_rec_get(st, txn, id, &rv, &r)) {
-	case GET_OK:
-		break;
-	case GET_NONE:
-	case GET_BAD:
-		/* Inconsistent index: fsck reports it. */
-	case GET_NEWER:
-		/* Another binary's (logged): this one cannot show it. */
-		return 0;
-	case GET_ERR:
-		return -1;
-	}
+	if ((rc = rec_visible(st, txn, id, &rv, &r)) != 1)
+		return rc;
 	if (r.flags & STORE_F_POP_DELETED)
 		return 0;
 	if (user != NULL && !rec_has_user(&r, user))
@@ -332,17 +346,10 @@ walk_one(struct store *st, MDB_txn *txn, uint64_t id, store_walk_fn *fn,
 	struct store_msg m;
 	struct rec	 r;
 	MDB_val		 v;
+	int		 rc;
 
-	switch (lstore_rec_get(st, txn, id, &v, &r)) {
-	case GET_OK:
-		break;
-	case GET_NONE:
-	case GET_BAD:
-	case GET_NEWER:
-		return 0;
-	case GET_ERR:
-		return -1;
-	}
+	if ((rc = rec_visible(st, txn, id, &v, &r)) != 1)
+		return rc;
 	if (rec_to_msg(&r, id, &m) == -1) {
 		log_warn("store %s: walk", st->name);
 		return -1;
