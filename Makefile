@@ -11,7 +11,7 @@ PY	?= /usr/bin/python3
 WARN	 = -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes \
 	   -Wmissing-prototypes
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -Iinclude $(WARN) $(CFLAGS) $(SAN) -MMD -MP
-LDLIBS	 = -llmdb -lsodium -linih -lpthread
+LDLIBS	 = -llmdb -lsodium -linih -lssl -lcrypto -lpthread
 
 # Every src/sdps*.c is a program's thin main(); the modules, one directory
 # per part (docs/design.md §16), make libsdps.a.

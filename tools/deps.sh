@@ -2,7 +2,7 @@
 # Install the Debian packages sdps builds and tests with, when missing.
 # As root it runs apt-get; otherwise it prints the apt-get line.
 PKGS="gcc clang make pkg-config liblmdb-dev lmdb-utils libsodium-dev
-libinih-dev libcmocka-dev libclang-rt-14-dev python3 python3-pytest
+libinih-dev libssl-dev openssl libcmocka-dev libclang-rt-14-dev python3 python3-pytest
 fetchmail mpop getmail6 curl swaks python3-aiosmtpd valgrind procps
 iproute2 postfix man-db groff-base"
 missing=""

@@ -26,10 +26,10 @@ struct config_punt {
 /*
  * A listener (issue 9): an address, the protocol served on it and its TLS
  * mode.  Built from the `listen` (POP3) and `lmtp_listen` (LMTP) lines;
- * every listener today has tls CONFIG_TLS_NONE.  The TLS issue adds the
- * other modes and the key that sets them: a TLS listener is then one
- * more field here, which master (binding) and worker (accepting) carry
- * through unchanged, and conn (the transport) acts on.
+ * a POP3 line may end in "tls=none|starttls|implicit" (issue 10; LMTP is
+ * plain only).  Master (binding) and worker (accepting) carry the mode
+ * through unchanged; the session acts on it (STLS, the handshake before
+ * the greeting, the cleartext policy).
  */
 enum config_proto {
 	CONFIG_PROTO_POP3,
@@ -37,7 +37,42 @@ enum config_proto {
 };
 
 enum config_tls {
-	CONFIG_TLS_NONE		/* plain text; reserved for the TLS issue */
+	CONFIG_TLS_NONE,	/* plain text */
+	CONFIG_TLS_STARTTLS,	/* plain, STLS offered (RFC 2595), port 110 */
+	CONFIG_TLS_IMPLICIT	/* TLS from the first octet, port 995 */
+};
+
+/*
+ * allow_cleartext ([server]): where USER/PASS and AUTH PLAIN/LOGIN are
+ * accepted on a connection without TLS.  Like Dovecot's
+ * auth_allow_cleartext, with loopback trusted by default.
+ */
+enum config_cleartext {
+	CONFIG_CLEARTEXT_LOOPBACK,	/* default: only from a loopback peer */
+	CONFIG_CLEARTEXT_YES,		/* everywhere (operator's choice) */
+	CONFIG_CLEARTEXT_NO		/* nowhere, loopback included */
+};
+
+/*
+ * The [tls] section (issue 10; tls.h builds the context from it).  The
+ * *_line fields are the config lines the values came from (0: the
+ * built-in default), so a bad certificate is reported as file:line.
+ */
+struct config_tls_set {
+	char	 cert[PATH_MAX];	/* PEM chain, leaf first; "" = no TLS */
+	char	 key[PATH_MAX];		/* PEM private key */
+	int	 cert_line, key_line;
+	char	 min_protocol[16];	/* "TLSv1.2" (default) or "TLSv1.3" */
+	int	 min_protocol_line;
+	char	 ciphers[512];		/* TLS 1.2 list (OpenSSL syntax) */
+	int	 ciphers_line;
+	char	 ciphersuites[256];	/* TLS 1.3 suites */
+	int	 ciphersuites_line;
+	char	 groups[128];		/* key exchange groups */
+	int	 groups_line;
+	unsigned handshake_timeout_s;	/* default 10 */
+	unsigned ticket_lifetime_s;	/* ticket key rotation; 0 = no tickets */
+	bool	 ktls;			/* try kernel TLS (default yes) */
 };
 
 struct config_listener {
@@ -92,6 +127,10 @@ struct config {
 	unsigned max_conn_per_ip;	/* POP3 per source address; 0 = off */
 	unsigned auth_timeout_s;	/* greeting to login; 0 = none */
 	unsigned lmtp_workers;		/* dedicated LMTP pool */
+	enum config_cleartext allow_cleartext;	/* issue 10 */
+
+	/* [tls] */
+	struct config_tls_set tls;
 
 	/* [auth] */
 	char	 auth_path[PATH_MAX];

@@ -191,6 +191,35 @@ char	*conn_keyword(char *line, char **rest);
  */
 int	conn_split(char *rest, bool whole, struct conn_args *a);
 
+/* ---- TLS (issue 10): the transport is conn_tls.c's ---- */
+
+struct tls_server;
+
+/*
+ * Start TLS as the server on c (after "+OK" to STLS, or at once on an
+ * implicit-TLS listener).  Any input already buffered is discarded
+ * first: octets a client pipelined after STLS were sent in clear and are
+ * never executed (CVE-2011-0411).  Buffered output is flushed first.  The
+ * handshake must finish within timeout_ms.  CONN_OK, CONN_TIMEOUT,
+ * CONN_EOF, CONN_KILLED, or CONN_ERR (handshake failed, logged with the
+ * reason); anything but CONN_OK ends the session.  Once only.
+ */
+enum conn_res conn_tls_accept(struct conn *c, struct tls_server *t,
+	    unsigned timeout_ms);
+
+/* True once conn_tls_accept has succeeded on c. */
+bool	conn_tls_active(const struct conn *c);
+
+/* True if kernel TLS carries c's records (RETR then uses SSL_sendfile). */
+bool	conn_tls_ktls(const struct conn *c);
+
+/* "TLSv1.3/TLS_AES_256_GCM_SHA384" (protocol/cipher), or "none". */
+void	conn_tls_describe(const struct conn *c, char *buf, size_t len);
+
+/* True if the peer of c's socket is a loopback address (127/8, ::1, or
+ * ::ffff:127/104): the cleartext policy's exception. */
+bool	conn_peer_loopback(const struct conn *c);
+
 /* "timeout", "eof", ... for logs. */
 const char *conn_res_name(enum conn_res r);
 

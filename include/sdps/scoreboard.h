@@ -28,6 +28,7 @@
 #define SB_PEER_MAX	64
 #define SB_MAILDROP_MAX	(UTIL_ADDR_MAX + 1)
 #define SB_CMD_MAX	16
+#define SB_TLS_MAX	64	/* "TLSv1.3/TLS_AES_256_GCM_SHA384 ktls" */
 
 enum sb_state {
 	SB_FREE = 0,	/* no worker */
@@ -71,6 +72,7 @@ struct sb_slot {
 	char		 peer[SB_PEER_MAX];
 	char		 maildrop[SB_MAILDROP_MAX];	/* after login */
 	char		 command[SB_CMD_MAX];	/* current or last keyword */
+	char		 tls[SB_TLS_MAX];	/* "" = no TLS (slot_tls) */
 	uint64_t	 started_us;	/* session (connection) start */
 	uint64_t	 login_us;	/* 0 before login */
 	uint64_t	 last_us;	/* last command */

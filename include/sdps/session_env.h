@@ -14,6 +14,7 @@
 
 struct auth;
 struct puntset;
+struct tls_server;
 
 struct session_env {
 	const struct config	*cf;
@@ -33,6 +34,9 @@ struct session_env {
 	/* The listener the current connection came in on (protocol, TLS
 	 * mode: CAPA depends on it); NULL if none. */
 	const struct config_listener *listener;
+	/* The TLS context (tls.h) the master built before fork; NULL when
+	 * no [tls] certificate is configured. */
+	struct tls_server	*tls;
 };
 
 #endif

@@ -27,6 +27,10 @@ void	slot_login(struct sb_slot *sl, const char *maildrop,
 
 void	slot_state(struct sb_slot *sl, uint32_t state);
 
+/* The connection now runs TLS: desc is conn_tls_describe's text, ktls
+ * whether kernel TLS carries it (issue 10). */
+void	slot_tls(struct sb_slot *sl, const char *desc, bool ktls);
+
 /* The session's counters so far. */
 void	slot_counters(struct sb_slot *sl, uint64_t retr, uint64_t top,
 	    uint64_t dele, uint64_t octets_out);

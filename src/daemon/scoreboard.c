@@ -293,6 +293,7 @@ sb_slot_wipe_strings(struct sb_slot *slot)
 	memset(slot->peer, 0, sizeof(slot->peer));
 	memset(slot->maildrop, 0, sizeof(slot->maildrop));
 	memset(slot->command, 0, sizeof(slot->command));
+	memset(slot->tls, 0, sizeof(slot->tls));
 }
 
 void

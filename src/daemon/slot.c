@@ -46,6 +46,16 @@ slot_connect(struct sb_slot *sl, uint32_t state, uint64_t sid,
 }
 
 void
+slot_tls(struct sb_slot *sl, const char *desc, bool ktls)
+{
+	if (sl == NULL)
+		return;
+	sb_slot_write_begin(sl);
+	snprintf(sl->tls, sizeof(sl->tls), "%s%s", desc, ktls ? " ktls" : "");
+	sb_slot_write_end(sl);
+}
+
+void
 slot_login(struct sb_slot *sl, const char *maildrop, uint64_t login_us,
     uint32_t punts_used)
 {

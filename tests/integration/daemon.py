@@ -291,13 +291,31 @@ class Daemon:
 
     def __init__(self, npunts=2, server=None, overrides=None,
                  punt_paths=None, hosts=((HOST, PW1, PW2),), start=True,
-                 env=None):
+                 env=None, tls=False):
         self.port = free_port()
         # extra environment for sdpsd (e.g. SDPS_FAULT), inherited by
         # its workers
         self.env = dict(env or {})
         self.server = dict(DEFAULT_SERVER)
         self.server["listen"] = "127.0.0.1:%d" % self.port
+        # tls=True (issue 10): two more listeners, STLS on stls_port and
+        # implicit TLS on tls_port, with tlsutil's certificate; clients
+        # verify against self.certs.ca.
+        self.stls_port = self.tls_port = None
+        self.certs = None
+        if tls:
+            import tlsutil
+            self.certs = tlsutil.test_certs()
+            self.stls_port = free_port()
+            self.tls_port = free_port()
+            self.server["listen"] = [
+                "127.0.0.1:%d" % self.port,
+                "127.0.0.1:%d tls=starttls" % self.stls_port,
+                "127.0.0.1:%d tls=implicit" % self.tls_port]
+            overrides = dict(overrides or {})
+            tlssec = {"cert": self.certs.cert, "key": self.certs.key}
+            tlssec.update(overrides.get("tls", {}))
+            overrides["tls"] = tlssec
         self.server.update(server or {})
         self.extra = dict(overrides or {})
         self.spool = harness.Spool(npunts=npunts,
