@@ -109,6 +109,13 @@ enum conn_eol conn_last_eol(const struct conn *c);
  */
 void	conn_set_deadline_ms(struct conn *c, uint64_t timeout_ms);
 
+/*
+ * Change the line limit (line end included) for the lines that follow,
+ * e.g. a SASL response longer than a command line.  Clamped to 3 ..
+ * conn_input_capacity(c).
+ */
+void	conn_set_line_max(struct conn *c, size_t line_max);
+
 /* Change the idle (per line) and send timeouts, in seconds (0 = none). */
 void	conn_set_timeouts(struct conn *c, unsigned idle_timeout_s,
 	    unsigned send_timeout_s);

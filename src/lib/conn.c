@@ -181,6 +181,14 @@ conn_set_deadline_ms(struct conn *c, uint64_t timeout_ms)
 }
 
 void
+conn_set_line_max(struct conn *c, size_t line_max)
+{
+	if (line_max < 3)
+		line_max = 3;
+	c->line_max = line_max > c->rcap ? c->rcap : line_max;
+}
+
+void
 conn_set_timeouts(struct conn *c, unsigned idle_timeout_s,
     unsigned send_timeout_s)
 {
