@@ -45,14 +45,33 @@ bool	tls_tickets_rotate(struct tls_tickets *tk, uint64_t now_s,
 	    unsigned lifetime_s);
 
 /*
- * The server context from cf->tls, reading the certificate chain and the
- * key now.  tk (may be NULL: no resumption across processes) supplies the
- * ticket keys.  NULL with err set ("file:line: reason") if a file is
- * missing or unreadable, the key does not match the certificate, or a
- * protocol, cipher or group setting is invalid.
+ * The PEM text of the certificate chain and of the key.  tls_pem_read
+ * reads cf->tls.cert and cf->tls.key (as root, before the privilege drop,
+ * or in the master's root key reader at a reload: docs/design.md §17).
+ * 0, or -1 with err "file:line: reason" (missing, unreadable, empty, too
+ * large).  tls_pem_wipe wipes the key text and frees both.
+ */
+struct tls_pem {
+	char	*cert;
+	size_t	 cert_len;
+	char	*key;
+	size_t	 key_len;
+};
+
+int	tls_pem_read(const struct config *cf, struct tls_pem *pem, char *err,
+	    size_t errlen);
+void	tls_pem_wipe(struct tls_pem *pem);
+
+/*
+ * The server context from cf->tls and pem (which the caller then wipes).
+ * tk (may be NULL: no resumption across processes) supplies the ticket
+ * keys.  NULL with err set ("file:line: reason") if the PEM does not
+ * parse, the key does not match the certificate, or a protocol, cipher
+ * or group setting is invalid.
  */
 struct tls_server *tls_server_new(const struct config *cf,
-	    struct tls_tickets *tk, char *err, size_t errlen);
+	    const struct tls_pem *pem, struct tls_tickets *tk, char *err,
+	    size_t errlen);
 void	tls_server_free(struct tls_server *t);
 
 /* A new server-side SSL for one connection; NULL on failure (logged). */

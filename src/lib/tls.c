@@ -29,10 +29,28 @@ tls_tickets_rotate(struct tls_tickets *tk, uint64_t now_s,
 	return false;
 }
 
-struct tls_server *
-tls_server_new(const struct config *cf, struct tls_tickets *tk, char *err,
+int
+tls_pem_read(const struct config *cf, struct tls_pem *pem, char *err,
     size_t errlen)
 {
+	pem->cert = pem->key = NULL;
+	pem->cert_len = pem->key_len = 0;
+	snprintf(err, errlen, "%s:%d: TLS is not built yet", cf->file,
+	    cf->tls.cert_line);
+	return -1;
+}
+
+void
+tls_pem_wipe(struct tls_pem *pem)
+{
+	(void)pem;
+}
+
+struct tls_server *
+tls_server_new(const struct config *cf, const struct tls_pem *pem,
+    struct tls_tickets *tk, char *err, size_t errlen)
+{
+	(void)pem;
 	(void)tk;
 	snprintf(err, errlen, "%s:%d: TLS is not built yet", cf->file,
 	    cf->tls.cert_line);
