@@ -58,6 +58,9 @@ static char	 garbage[PATH_MAX + 32];
 
 /* ---- fixtures ---- */
 
+static int run(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
 static int
 run(const char *fmt, ...)
 {
