@@ -82,7 +82,7 @@ struct tls_tickets {
 struct tls_server {
 	SSL_CTX			*ctx;
 	struct tls_tickets	*tk;
-	char			 desc[256];
+	char			 desc[400];
 };
 
 /* ---- ticket keys ---- */
