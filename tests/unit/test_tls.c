@@ -50,6 +50,8 @@
  * right. */
 #define CHUNK		(256 * 1024)
 #define RECORD		16384
+/* Pipelined commands in one record: more than conn's 4 KiB buffer. */
+#define PIPELINE_N	1000
 
 static char	 dir[PATH_MAX];
 static char	 ca[PATH_MAX + 32], cert[PATH_MAX + 32], key[PATH_MAX + 32];
@@ -357,6 +359,19 @@ client_main(void *arg)
 			cl->ok = 1;
 	} else if (strcmp(s, "old") == 0) {
 		cl->ok = (ssl = client_connect(ctx, cl->fd, NULL)) == NULL;
+	} else if (strcmp(s, "pipeline") == 0) {
+		/* PIPELINE_N commands in one SSL_write: one record, larger
+		 * than conn's read buffer, then nothing until the reply. */
+		char	 big[PIPELINE_N * 12 + 1];
+		int	 i, o = 0;
+
+		for (i = 0; i < PIPELINE_N; i++)
+			o += snprintf(big + o, sizeof(big) - (size_t)o,
+			    "NOOP %05d\r\n", i);
+		if ((ssl = client_connect(ctx, cl->fd, NULL)) != NULL &&
+		    SSL_write(ssl, big, o) == o &&
+		    ssl_line(ssl, cl->got, sizeof(cl->got)) == 0)
+			cl->ok = 1;
 	} else if (strcmp(s, "body") == 0) {
 		if ((ssl = client_connect(ctx, cl->fd, NULL)) != NULL)
 			client_body(cl, ssl);
@@ -434,6 +449,41 @@ test_handshake_lines(void **state)
 	assert_memory_equal(d, "TLSv1.3/TLS_", 12);
 	/* Once only. */
 	assert_int_equal(conn_tls_accept(c, t, 5000), CONN_ERR);
+	conn_free(c);
+	close(sv[0]);
+	close(sv[1]);
+	tls_server_free(t);
+}
+
+/*
+ * Decrypted input OpenSSL holds (SSL_pending) is invisible to poll():
+ * a record bigger than conn's read buffer leaves most of its octets
+ * inside OpenSSL with nothing more on the socket.  Every line must still
+ * be read, none by waiting for the idle timeout.
+ */
+static void
+test_pending_input(void **state)
+{
+	struct tls_server	*t = server_default(NULL);
+	struct client		 cl = { 0 };
+	struct conn		*c;
+	char			 want[32];
+	int			 sv[2], i;
+
+	(void)state;
+	tcp_pair(sv);
+	assert_non_null(c = conn_new(sv[0], POP3_LINE_MAX, 2, 5, NULL));
+	client_start(&cl, sv[1], "pipeline");
+	assert_int_equal(conn_tls_accept(c, t, 5000), CONN_OK);
+	for (i = 0; i < PIPELINE_N; i++) {
+		snprintf(want, sizeof(want), "NOOP %05d", i);
+		expect_line(c, want);
+	}
+	assert_int_equal(conn_printf(c, "+OK all\r\n"), 0);
+	assert_int_equal(conn_flush(c), 0);
+	client_join(&cl);
+	assert_true(cl.ok);
+	assert_string_equal(cl.got, "+OK all\r\n");
 	conn_free(c);
 	close(sv[0]);
 	close(sv[1]);
@@ -1132,6 +1182,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_handshake_lines),
 		cmocka_unit_test(test_tls12),
+		cmocka_unit_test(test_pending_input),
 		cmocka_unit_test(test_s_client),
 		cmocka_unit_test(test_stls_injection),
 		cmocka_unit_test(test_handshake_timeout),
