@@ -18,6 +18,7 @@
 #include <netinet/tcp.h>
 
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -1154,12 +1155,77 @@ test_ktls_choice(void **state)
 	    kernel_has_tls_ulp() ? "yes" : "no");
 }
 
-/* conn_peer_loopback over the address families. */
+/* A TCP pair over family/addr (a listener bound there); -1 if the
+ * address is not usable here (no IPv6). */
+static int
+tcp_pair_at(int family, const char *addr, int sv[2])
+{
+	struct sockaddr_storage	 ss;
+	struct sockaddr_in	*sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6	*sin6 = (struct sockaddr_in6 *)&ss;
+	socklen_t		 sl = sizeof(ss);
+	int			 l;
+
+	memset(&ss, 0, sizeof(ss));
+	ss.ss_family = (sa_family_t)family;
+	if (family == AF_INET)
+		inet_pton(AF_INET, addr, &sin->sin_addr);
+	else
+		sin6->sin6_addr = in6addr_any;
+	if ((l = socket(family, SOCK_STREAM, 0)) == -1)
+		return -1;
+	if (bind(l, (struct sockaddr *)&ss, family == AF_INET ?
+	    sizeof(*sin) : sizeof(*sin6)) == -1 || listen(l, 1) == -1 ||
+	    getsockname(l, (struct sockaddr *)&ss, &sl) == -1) {
+		close(l);
+		return -1;
+	}
+	if (family == AF_INET6 && inet_pton(AF_INET6, addr,
+	    &sin6->sin6_addr) != 1) {
+		close(l);
+		return -1;
+	}
+	if ((sv[1] = socket(family, SOCK_STREAM, 0)) == -1 ||
+	    connect(sv[1], (struct sockaddr *)&ss, sl) == -1 ||
+	    (sv[0] = accept(l, NULL, NULL)) == -1) {
+		close(l);
+		return -1;
+	}
+	close(l);
+	return 0;
+}
+
+/* conn_peer_loopback for a peer at addr: 1, 0, or -1 (no such address
+ * here). */
+static int
+loopback_at(int family, const char *addr)
+{
+	struct conn	*c;
+	int		 yes, sv[2];
+
+	if (tcp_pair_at(family, addr, sv) == -1)
+		return -1;
+	assert_non_null(c = conn_new(sv[0], POP3_LINE_MAX, 5, 5, NULL));
+	yes = conn_peer_loopback(c) ? 1 : 0;
+	conn_free(c);
+	close(sv[0]);
+	close(sv[1]);
+	return yes;
+}
+
+/*
+ * conn_peer_loopback over the address families: AF_UNIX, 127/8, ::1
+ * and ::ffff:127/104 are local; an address that is not loopback is not,
+ * even on lo.  The last case runs in a network namespace of its own
+ * (made with unshare in a child, gone when it exits), so no real
+ * interface is touched.
+ */
 static void
 test_peer_loopback(void **state)
 {
 	struct conn	*c;
-	int		 sv[2];
+	pid_t		 pid;
+	int		 sv[2], st;
 
 	(void)state;
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
@@ -1168,12 +1234,34 @@ test_peer_loopback(void **state)
 	conn_free(c);
 	close(sv[0]);
 	close(sv[1]);
-	tcp_pair(sv);
-	assert_non_null(c = conn_new(sv[0], POP3_LINE_MAX, 5, 5, NULL));
-	assert_true(conn_peer_loopback(c));
-	conn_free(c);
-	close(sv[0]);
-	close(sv[1]);
+	assert_int_equal(loopback_at(AF_INET, "127.0.0.1"), 1);
+	assert_int_equal(loopback_at(AF_INET, "127.3.2.1"), 1);
+	/* -1: a kernel without IPv6. */
+	assert_int_not_equal(loopback_at(AF_INET6, "::1"), 0);
+	assert_int_not_equal(loopback_at(AF_INET6, "::ffff:127.0.0.1"), 0);
+	assert_true((pid = fork()) >= 0);
+	if (pid == 0) {
+		if (unshare(CLONE_NEWNET) == -1)
+			_exit(77);	/* not permitted here: skip */
+		if (run("ip link set lo up && ip addr add 192.0.2.7/32 dev lo"
+		    " && ip addr add 2001:db8::7/128 dev lo nodad") == -1)
+			_exit(78);
+		if (loopback_at(AF_INET, "192.0.2.7") != 0 ||
+		    loopback_at(AF_INET, "127.0.0.1") != 1)
+			_exit(1);
+		if (loopback_at(AF_INET6, "2001:db8::7") == 1)
+			_exit(2);
+		if (loopback_at(AF_INET6, "::ffff:192.0.2.7") == 1)
+			_exit(3);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st) == 77)
+		fprintf(stderr, "no network namespace: non-loopback case "
+		    "skipped\n");
+	else
+		assert_int_equal(WEXITSTATUS(st), 0);
 }
 
 int
