@@ -24,8 +24,8 @@ import pytest
 
 import harness
 import tlsutil
-from daemon import (HOST, PW1, Daemon, children_of, daemon,  # noqa: F401
-                    free_port, proc_comm, wait_for)
+from daemon import (HOST, PW1, Daemon, Pop3, children_of,
+                    daemon, free_port, proc_comm, wait_for)  # noqa: F401
 
 EX_CONFIG = 78
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -114,60 +114,21 @@ def client_ctx(**kw):
     return ctx
 
 
-class TlsPop3:
-    """A POP3 client over implicit TLS (Python ssl), line by line."""
+class TlsPop3(Pop3):
+    """daemon.Pop3 over implicit TLS (Python ssl), resuming session if
+    one is given."""
 
     def __init__(self, port, session=None, ctx=None):
-        self.ctx = ctx or client_ctx()
-        raw = socket.create_connection(("127.0.0.1", port), timeout=20)
-        self.sock = self.ctx.wrap_socket(raw, server_hostname="localhost",
-                                         session=session)
-        self.f = self.sock.makefile("rb")
+        super().__init__(port=port, greeting=False)
+        self.sock = (ctx or client_ctx()).wrap_socket(
+            self.sock, server_hostname="localhost", session=session)
         self.greeting = self.line()
 
-    def line(self):
-        ln = self.f.readline()
-        if not ln:
-            raise EOFError("connection closed")
-        return ln.decode("utf-8", "replace").rstrip("\r\n")
-
-    def cmd(self, text):
-        self.sock.sendall(text.encode() + b"\r\n")
-        return self.line()
-
-    def ok(self, text):
-        r = self.cmd(text)
-        assert r.startswith("+OK"), "%s -> %s" % (text, r)
-        return r
-
-    def multi(self, text):
-        self.ok(text)
-        out = []
-        while True:
-            ln = self.line()
-            if ln == ".":
-                return out
-            out.append(ln)
-
     def login(self, user=HOST, pw=PW1):
-        self.ok("USER " + user)
-        return self.ok("PASS " + pw)
+        return super().login(user, pw)
 
     def fingerprint(self):
         return fp_of_der(self.sock.getpeercert(binary_form=True))
-
-    def close(self):
-        try:
-            self.f.close()
-            self.sock.close()
-        except OSError:
-            pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def served_fp(d):
@@ -434,9 +395,9 @@ def check_reload_new_pair(d):
         # new connections: the new certificate
         assert served_fp(d) == fp2
         # the session opened before the reload goes on to the end
-        assert before.multi("LIST")
-        assert before.multi("RETR 1")
-        before.ok("QUIT")
+        assert list(before.list()) == [1]
+        assert b"hello" in before.retr(1)
+        before.quit()
     return fp2
 
 
