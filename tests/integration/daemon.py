@@ -651,6 +651,35 @@ def daemon1(request):
     _finish(request, d)
 
 
+@pytest.fixture
+def tls_daemon(request):
+    """Daemon(tls=True) with the default cleartext policy (loopback
+    trusted, which these clients are)."""
+    d = Daemon(tls=True)
+    yield d
+    _finish(request, d)
+
+
+@pytest.fixture
+def tls_strict(request):
+    """Daemon(tls=True) with allow_cleartext = no: a password only over
+    TLS, loopback included."""
+    d = Daemon(tls=True, server={"allow_cleartext": "no"})
+    yield d
+    _finish(request, d)
+
+
+def finish_fsck(d):
+    """Stop d, require `sdps-ctl fsck` to find the punts consistent, and
+    remove the spool (for daemons a test makes itself)."""
+    try:
+        d.stop()
+        r = d.fsck()
+        assert r.rc == 0, "fsck after the test: %r" % (r,)
+    finally:
+        d.spool.cleanup()
+
+
 def msg_bytes(text):
     """What a client sees of a stored message body: CRLF lines."""
     if isinstance(text, str):

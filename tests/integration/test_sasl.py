@@ -9,7 +9,8 @@ import threading
 
 import pytest
 
-from daemon import Daemon, HOST, PW1, PW2
+from daemon import Daemon, HOST, PW1, PW2, finish_fsck
+from daemon import tls_strict as tlsd  # noqa: F401
 
 FSCK_AFTER = True
 
@@ -24,17 +25,7 @@ def plain(authcid=HOST, pw=PW1, authzid=""):
     return b64("%s\0%s\0%s" % (authzid, authcid, pw))
 
 
-def finish(d):
-    d.stop()
-    assert d.fsck().rc == 0
-    d.spool.cleanup()
-
-
-@pytest.fixture
-def tlsd():
-    d = Daemon(tls=True, server={"allow_cleartext": "no"})
-    yield d
-    finish(d)
+finish = finish_fsck
 
 
 def auth_counts(d):

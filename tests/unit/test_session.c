@@ -1368,15 +1368,12 @@ test_plain_parse(void **state)
 	    &cid, &pw), SASL_PLAIN_AUTHZID);
 }
 
-/* CAPA's body in one string. */
-static char *
-cl_capa(struct cl *c)
+/* A session started and greeted. */
+static void
+cl_open(struct fx *fx, struct cl *c)
 {
-	size_t	 len;
-
-	cl_send(c, "CAPA");
-	cl_expect(c, "+OK");
-	return cl_multi(c, &len);
+	cl_start(fx, c, 0);
+	cl_expect(c, "+OK sdps ready");
 }
 
 static void
@@ -1388,6 +1385,28 @@ cl_exact(struct cl *c, const char *want)
 		fail_msg("EOF, expected \"%s\"", want);
 	if (strcmp(line, want) != 0)
 		fail_msg("got \"%s\", expected \"%s\"", line, want);
+}
+
+/* One command and its reply: exactly want (cl_say), or starting with it
+ * (cl_sayp). */
+#define cl_say(c, want, ...)	do {					\
+	cl_send((c), __VA_ARGS__);					\
+	cl_exact((c), (want));						\
+} while (0)
+#define cl_sayp(c, want, ...)	do {					\
+	cl_send((c), __VA_ARGS__);					\
+	cl_expect((c), (want));						\
+} while (0)
+
+/* CAPA's body in one string. */
+static char *
+cl_capa(struct cl *c)
+{
+	size_t	 len;
+
+	cl_send(c, "CAPA");
+	cl_expect(c, "+OK");
+	return cl_multi(c, &len);
 }
 
 static void
@@ -1402,8 +1421,7 @@ test_cleartext_policy(void **state)
 	put(fx, 0, "a@b.example", ALICE, 1, MSG1);
 	fx->cf.allow_cleartext = CONFIG_CLEARTEXT_NO;
 	fx->cf.max_bad_commands = 2;
-	cl_start(fx, &c, 0);
-	cl_expect(&c, "+OK sdps ready");
+	cl_open(fx, &c);
 	body = cl_capa(&c);
 	assert_null(strstr(body, "USER"));
 	assert_null(strstr(body, "SASL"));
@@ -1422,8 +1440,7 @@ test_cleartext_policy(void **state)
 		cl_expect(&c, "-ERR [AUTH] cleartext login refused");
 	}
 	/* AUTH alone lists what is usable here: nothing. */
-	cl_send(&c, "AUTH");
-	cl_expect(&c, "+OK");
+	cl_sayp(&c, "+OK", "AUTH");
 	body = cl_multi(&c, &len);
 	assert_string_equal(body, "");
 	free(body);
@@ -1437,24 +1454,20 @@ test_cleartext_policy(void **state)
 	fx->cf.nlisteners = 2;
 	fx->listener = &fx->cf.listeners[0];
 	fx->tls = (struct tls_server *)&dummy_tls;
-	cl_start(fx, &c, 0);
-	cl_expect(&c, "+OK sdps ready");
+	cl_open(fx, &c);
 	body = cl_capa(&c);
 	assert_string_equal(body, "TOP\r\nUIDL\r\nSTLS\r\nRESP-CODES\r\n"
 	    "AUTH-RESP-CODE\r\nPIPELINING\r\nEXPIRE 30\r\n"
 	    "IMPLEMENTATION sdps\r\nX-SDPS\r\n");
 	free(body);
-	cl_send(&c, "USER " HOST);
-	cl_exact(&c, "-ERR [AUTH] cleartext login refused, use STLS or TLS"
-	    " on port 995");
+	cl_say(&c, "-ERR [AUTH] cleartext login refused, use STLS or TLS"
+	    " on port 995", "USER " HOST);
 	cl_quit(&c, "+OK");
 	/* Without STLS here, only the port. */
 	fx->listener = &L_NONE;
-	cl_start(fx, &c, 0);
-	cl_expect(&c, "+OK sdps ready");
-	cl_send(&c, "AUTH PLAIN");
-	cl_exact(&c, "-ERR [AUTH] cleartext login refused, use TLS on port"
-	    " 995");
+	cl_open(fx, &c);
+	cl_say(&c, "-ERR [AUTH] cleartext login refused, use TLS on port"
+	    " 995", "AUTH PLAIN");
 	cl_quit(&c, "+OK");
 	/* allow_cleartext = yes: USER, PASS and AUTH as before. */
 	fx->cf.allow_cleartext = CONFIG_CLEARTEXT_YES;
@@ -1470,44 +1483,29 @@ test_stls_refusals(void **state)
 
 	put(fx, 0, "a@b.example", ALICE, 1, MSG1);
 	/* No STLS on a plain listener, nor without a context. */
-	cl_start(fx, &c, 0);
-	cl_expect(&c, "+OK sdps ready");
-	cl_send(&c, "STLS");
-	cl_exact(&c, "-ERR STLS not offered on this port");
+	cl_open(fx, &c);
+	cl_say(&c, "-ERR STLS not offered on this port", "STLS");
 	cl_quit(&c, "+OK");
 	fx->listener = &L_STLS;
-	cl_start(fx, &c, 0);
-	cl_expect(&c, "+OK sdps ready");
-	cl_send(&c, "STLS");
-	cl_exact(&c, "-ERR STLS not offered on this port");
+	cl_open(fx, &c);
+	cl_say(&c, "-ERR STLS not offered on this port", "STLS");
 	cl_quit(&c, "+OK");
 	fx->tls = (struct tls_server *)&dummy_tls;
 	/* After USER, even a bad one, and after AUTH, even a failed one. */
-	cl_start(fx, &c, 0);
-	cl_expect(&c, "+OK sdps ready");
-	cl_send(&c, "USER -bad-");
-	cl_expect(&c, "-ERR invalid user name");
-	cl_send(&c, "STLS");
-	cl_exact(&c, "-ERR STLS only before USER or AUTH");
+	cl_open(fx, &c);
+	cl_sayp(&c, "-ERR invalid user name", "USER -bad-");
+	cl_say(&c, "-ERR STLS only before USER or AUTH", "STLS");
 	cl_quit(&c, "+OK");
-	cl_start(fx, &c, 0);
-	cl_expect(&c, "+OK sdps ready");
-	cl_send(&c, "AUTH PLAIN !!!!");
-	cl_expect(&c, "-ERR invalid base64");
-	cl_send(&c, "STLS");
-	cl_exact(&c, "-ERR STLS only before USER or AUTH");
+	cl_open(fx, &c);
+	cl_sayp(&c, "-ERR invalid base64", "AUTH PLAIN !!!!");
+	cl_say(&c, "-ERR STLS only before USER or AUTH", "STLS");
 	cl_quit(&c, "+OK");
 	/* The refusal changes nothing: the USER still stands. */
-	cl_start(fx, &c, 0);
-	cl_expect(&c, "+OK sdps ready");
-	cl_send(&c, "USER " HOST);
-	cl_expect(&c, "+OK");
-	cl_send(&c, "STLS");
-	cl_exact(&c, "-ERR STLS only before USER or AUTH");
-	cl_send(&c, "PASS " PW1);
-	cl_expect(&c, "+OK maildrop has 1");
-	cl_send(&c, "STLS");
-	cl_exact(&c, "-ERR STLS not allowed after login");
+	cl_open(fx, &c);
+	cl_sayp(&c, "+OK", "USER " HOST);
+	cl_say(&c, "-ERR STLS only before USER or AUTH", "STLS");
+	cl_sayp(&c, "+OK maildrop has 1", "PASS " PW1);
+	cl_say(&c, "-ERR STLS not allowed after login", "STLS");
 	cl_quit(&c, "+OK");
 }
 
@@ -1520,49 +1518,33 @@ test_auth_plain(void **state)
 	size_t		 len;
 
 	put(fx, 0, "a@b.example", ALICE, 1, MSG1);
-	cl_start(fx, &c, 0);
-	cl_expect(&c, "+OK sdps ready");
-	cl_send(&c, "AUTH");
-	cl_expect(&c, "+OK");
+	cl_open(fx, &c);
+	cl_sayp(&c, "+OK", "AUTH");
 	body = cl_multi(&c, &len);
 	assert_string_equal(body, "PLAIN\r\nLOGIN\r\n");
 	free(body);
-	cl_send(&c, "AUTH PLAIN " B64_GOOD);
-	cl_expect(&c, "+OK maildrop has 1 messages");
-	cl_send(&c, "AUTH PLAIN " B64_GOOD);
-	cl_expect(&c, "-ERR AUTH not allowed after login");
+	cl_sayp(&c, "+OK maildrop has 1 messages", "AUTH PLAIN " B64_GOOD);
+	cl_sayp(&c, "-ERR AUTH not allowed after login", "AUTH PLAIN " B64_GOOD);
 	cl_quit(&c, "+OK");
 	/* Without the initial response: the empty challenge "+ ". */
-	cl_start(fx, &c, 0);
-	cl_expect(&c, "+OK sdps ready");
-	cl_send(&c, "auth plain");
-	cl_exact(&c, "+ ");
-	cl_send(&c, "%s", B64_GOOD);
-	cl_expect(&c, "+OK maildrop has 1 messages");
+	cl_open(fx, &c);
+	cl_say(&c, "+ ", "auth plain");
+	cl_sayp(&c, "+OK maildrop has 1 messages", "%s", B64_GOOD);
 	cl_quit(&c, "+OK");
 	/* authzid = authcid; the second password; user+host names. */
-	cl_start(fx, &c, 0);
-	cl_expect(&c, "+OK sdps ready");
-	cl_send(&c, "AUTH PLAIN ZnJlZC5leGFtcGxlLm5ldABmcmVkLmV4YW1wbGUubmV0AG"
+	cl_open(fx, &c);
+	cl_sayp(&c, "+OK maildrop has 1", "AUTH PLAIN ZnJlZC5leGFtcGxlLm5ldABmcmVkLmV4YW1wbGUubmV0AG"
 	    "ZpcnN0LXNlY3JldA==");
-	cl_expect(&c, "+OK maildrop has 1");
 	cl_quit(&c, "+OK");
-	cl_start(fx, &c, 0);
-	cl_expect(&c, "+OK sdps ready");
-	cl_send(&c, "AUTH PLAIN AGFsaWNlK2ZyZWQuZXhhbXBsZS5uZXQAZmlyc3Qtc2VjcmV0");
-	cl_expect(&c, "+OK maildrop has 1");
+	cl_open(fx, &c);
+	cl_sayp(&c, "+OK maildrop has 1", "AUTH PLAIN AGFsaWNlK2ZyZWQuZXhhbXBsZS5uZXQAZmlyc3Qtc2VjcmV0");
 	cl_quit(&c, "+OK");
 	/* A wrong password is an auth failure, as PASS's. */
-	cl_start(fx, &c, 0);
-	cl_expect(&c, "+OK sdps ready");
-	cl_send(&c, "AUTH PLAIN " B64_WRONG_PW);
-	cl_exact(&c, "-ERR [AUTH] invalid user name or password");
-	cl_send(&c, "USER " HOST);
-	cl_expect(&c, "+OK");
-	cl_send(&c, "PASS wrong");
-	cl_exact(&c, "-ERR [AUTH] invalid user name or password");
-	cl_send(&c, "AUTH PLAIN " B64_GOOD);
-	cl_expect(&c, "+OK maildrop has 1");
+	cl_open(fx, &c);
+	cl_say(&c, "-ERR [AUTH] invalid user name or password", "AUTH PLAIN " B64_WRONG_PW);
+	cl_sayp(&c, "+OK", "USER " HOST);
+	cl_say(&c, "-ERR [AUTH] invalid user name or password", "PASS wrong");
+	cl_sayp(&c, "+OK maildrop has 1", "AUTH PLAIN " B64_GOOD);
 	cl_quit(&c, "+OK");
 	assert_int_equal(atomic_load(&fx->sb.hdr->total_auth_failures), 2);
 }
@@ -1595,28 +1577,21 @@ test_auth_malformed(void **state)
 	size_t		 i;
 
 	put(fx, 0, "a@b.example", ALICE, 1, MSG1);
-	cl_start(fx, &c, 0);
-	cl_expect(&c, "+OK sdps ready");
+	cl_open(fx, &c);
 	for (i = 0; i < NITEMS(cases); i++) {
 		cl_send(&c, "%s", cases[i].line);
 		cl_exact(&c, cases[i].want);
 	}
 	/* A continuation: bad base64, white space, a cancel. */
-	cl_send(&c, "AUTH PLAIN");
-	cl_exact(&c, "+ ");
-	cl_send(&c, " " B64_GOOD);
-	cl_exact(&c, "-ERR invalid base64 in response");
-	cl_send(&c, "AUTH PLAIN");
-	cl_exact(&c, "+ ");
+	cl_say(&c, "+ ", "AUTH PLAIN");
+	cl_say(&c, "-ERR invalid base64 in response", " " B64_GOOD);
+	cl_say(&c, "+ ", "AUTH PLAIN");
 	cl_send(&c, "=");	/* "=" is only for an initial response */
 	cl_exact(&c, "-ERR invalid base64 in response");
-	cl_send(&c, "AUTH PLAIN");
-	cl_exact(&c, "+ ");
-	cl_send(&c, "*");
-	cl_exact(&c, "-ERR AUTH cancelled");
+	cl_say(&c, "+ ", "AUTH PLAIN");
+	cl_say(&c, "-ERR AUTH cancelled", "*");
 	/* Nothing changed: no failure counted, none hashed, login works. */
-	cl_send(&c, "AUTH PLAIN " B64_GOOD);
-	cl_expect(&c, "+OK maildrop has 1");
+	cl_sayp(&c, "+OK maildrop has 1", "AUTH PLAIN " B64_GOOD);
 	cl_quit(&c, "+OK");
 	assert_int_equal(atomic_load(&fx->sb.hdr->total_auth_failures), 0);
 	assert_int_equal(atomic_load(&fx->sb.hdr->total_auth_hashes), 1);
@@ -1629,28 +1604,19 @@ test_auth_login(void **state)
 	struct cl	 c;
 
 	put(fx, 0, "a@b.example", ALICE, 1, MSG1);
-	cl_start(fx, &c, 0);
-	cl_expect(&c, "+OK sdps ready");
-	cl_send(&c, "AUTH LOGIN");
-	cl_exact(&c, "+ VXNlcm5hbWU6");
-	cl_send(&c, "%s", B64_HOST);
-	cl_exact(&c, "+ UGFzc3dvcmQ6");
-	cl_send(&c, "d3Jvbmc=");
-	cl_exact(&c, "-ERR [AUTH] invalid user name or password");
-	cl_send(&c, "AUTH LOGIN");
-	cl_exact(&c, "+ VXNlcm5hbWU6");
-	cl_send(&c, "*");
-	cl_exact(&c, "-ERR AUTH cancelled");
+	cl_open(fx, &c);
+	cl_say(&c, "+ VXNlcm5hbWU6", "AUTH LOGIN");
+	cl_say(&c, "+ UGFzc3dvcmQ6", "%s", B64_HOST);
+	cl_say(&c, "-ERR [AUTH] invalid user name or password", "d3Jvbmc=");
+	cl_say(&c, "+ VXNlcm5hbWU6", "AUTH LOGIN");
+	cl_say(&c, "-ERR AUTH cancelled", "*");
 	cl_send(&c, "AUTH LOGIN LWJhZC0=");	/* "-bad-" */
 	cl_exact(&c, "-ERR invalid user name");
 	cl_send(&c, "AUTH LOGIN " B64_HOST);	/* initial response */
 	cl_exact(&c, "+ UGFzc3dvcmQ6");
-	cl_send(&c, "%s", "");
-	cl_exact(&c, "-ERR empty password");
-	cl_send(&c, "AUTH LOGIN " B64_HOST);
-	cl_exact(&c, "+ UGFzc3dvcmQ6");
-	cl_send(&c, "%s", B64_PW1);
-	cl_expect(&c, "+OK maildrop has 1");
+	cl_say(&c, "-ERR empty password", "%s", "");
+	cl_say(&c, "+ UGFzc3dvcmQ6", "AUTH LOGIN " B64_HOST);
+	cl_sayp(&c, "+OK maildrop has 1", "%s", B64_PW1);
 	cl_quit(&c, "+OK");
 	assert_int_equal(atomic_load(&fx->sb.hdr->total_auth_failures), 1);
 }
@@ -1666,10 +1632,8 @@ test_auth_response_moves_buffer(void **state)
 	struct cl	 c;
 	const char	 more[] = "*\r\nNOOP\r\nCAPA\r\n";
 
-	cl_start(fx, &c, 0);
-	cl_expect(&c, "+OK sdps ready");
-	cl_send(&c, "AUTH PLAIN");
-	cl_exact(&c, "+ ");
+	cl_open(fx, &c);
+	cl_say(&c, "+ ", "AUTH PLAIN");
 	assert_int_equal(write(c.fd, more, sizeof(more) - 1),
 	    (ssize_t)sizeof(more) - 1);
 	cl_exact(&c, "-ERR AUTH cancelled");
@@ -1687,18 +1651,12 @@ test_auth_failures_count(void **state)
 	struct cl	 c;
 	char		 line[256];
 
-	cl_start(fx, &c, 0);
-	cl_expect(&c, "+OK sdps ready");
-	cl_send(&c, "AUTH PLAIN " B64_WRONG_PW);
-	cl_exact(&c, "-ERR [AUTH] invalid user name or password");
-	cl_send(&c, "USER " HOST);
-	cl_expect(&c, "+OK");
-	cl_send(&c, "PASS nope");
-	cl_exact(&c, "-ERR [AUTH] invalid user name or password");
-	cl_send(&c, "AUTH LOGIN " B64_HOST);
-	cl_exact(&c, "+ UGFzc3dvcmQ6");
-	cl_send(&c, "d3Jvbmc=");
-	cl_exact(&c, "-ERR [AUTH] invalid user name or password");
+	cl_open(fx, &c);
+	cl_say(&c, "-ERR [AUTH] invalid user name or password", "AUTH PLAIN " B64_WRONG_PW);
+	cl_sayp(&c, "+OK", "USER " HOST);
+	cl_say(&c, "-ERR [AUTH] invalid user name or password", "PASS nope");
+	cl_say(&c, "+ UGFzc3dvcmQ6", "AUTH LOGIN " B64_HOST);
+	cl_say(&c, "-ERR [AUTH] invalid user name or password", "d3Jvbmc=");
 	assert_int_equal(cl_line(&c, line, sizeof(line)), -1);
 	assert_int_equal(cl_end(&c), 0);
 	assert_int_equal(atomic_load(&fx->sb.hdr->total_auth_failures), 3);
