@@ -425,6 +425,7 @@ master_setup(struct master *m)
 	if (sb_create_at(m->run_fd, cf->run_dir, m->nslots, cf, (uid_t)-1,
 	    m->admin_gid, &m->sb) == -1)
 		return MASTER_EX_OSERR;
+	m->sb.tls = m->tls;	/* sb_create_at filled sb afresh */
 	/*
 	 * Before any fork, so every worker inherits the same anonymous
 	 * mapping; its key never leaves memory.  Size and TTL are fixed at

@@ -78,9 +78,11 @@ struct master {
 	bool		 busy_declined;	/* last wake left it to a worker */
 	unsigned	 busy_answered;	/* since busy_logged_us */
 	uint64_t	 busy_logged_us;
-	/* Issue 10 (master_keys.c): the context itself is sb.tls, which
-	 * workers inherit; the root key reader answers on keys_fd. */
-	struct tls_tickets *tickets;	/* NULL: no TLS listener */
+	/* Issue 10 (master_keys.c): the context (also sb.tls, which the
+	 * workers read once the scoreboard exists), the shared ticket
+	 * keys, and the root key reader, which answers on keys_fd. */
+	struct tls_server *tls;		/* NULL: no TLS listener */
+	struct tls_tickets *tickets;
 	int		 keys_fd;	/* -1: no key reader (any more) */
 	pid_t		 keys_pid;	/* 0: none to reap */
 };

@@ -78,13 +78,13 @@ master_tls_start(struct master *m)
 		log_warnx("%s", err);
 		return MASTER_EX_CONFIG;
 	}
-	m->sb.tls = tls_server_new(m->cf, &pem, m->tickets, err, sizeof(err));
+	m->tls = tls_server_new(m->cf, &pem, m->tickets, err, sizeof(err));
 	tls_pem_wipe(&pem);
-	if (m->sb.tls == NULL) {
+	if (m->tls == NULL) {
 		log_warnx("%s", err);
 		return MASTER_EX_CONFIG;
 	}
-	tls_server_describe(m->sb.tls, desc, sizeof(desc));
+	tls_server_describe(m->tls, desc, sizeof(desc));
 	log_info("tls: %s", desc);
 	return 0;
 }
@@ -196,7 +196,7 @@ master_keys_fork(struct master *m)
 	pid_t	 master = getpid(), pid;
 	int	 sv[2];
 
-	if (m->sb.tls == NULL)
+	if (m->tls == NULL)
 		return 0;
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1) {
 		log_warn("socketpair");
@@ -336,7 +336,7 @@ master_tls_reload(struct master *m, const struct config *cf)
 	struct tls_pem	 pem;
 	char		 err[512], desc[256];
 
-	if (m->sb.tls == NULL)
+	if (m->tls == NULL)
 		return;
 	if (keys_ask(m, &pem, err, sizeof(err)) == -1) {
 		log_warnx("reload: keeping the old TLS certificate: %s", err);
@@ -348,8 +348,8 @@ master_tls_reload(struct master *m, const struct config *cf)
 		log_warnx("reload: keeping the old TLS certificate: %s", err);
 		return;
 	}
-	tls_server_free(m->sb.tls);
-	m->sb.tls = t;
+	tls_server_free(m->tls);
+	m->tls = m->sb.tls = t;
 	tls_server_describe(t, desc, sizeof(desc));
 	log_info("reload: tls: %s", desc);
 }
@@ -398,8 +398,8 @@ master_tls_stop(struct master *m)
 			;
 		m->keys_pid = 0;
 	}
-	tls_server_free(m->sb.tls);
-	m->sb.tls = NULL;
+	tls_server_free(m->tls);
+	m->tls = m->sb.tls = NULL;
 	tls_tickets_destroy(m->tickets);
 	m->tickets = NULL;
 }
