@@ -427,9 +427,9 @@ load_chain(SSL_CTX *ctx, const struct config *cf, const struct tls_pem *pem,
 out:
 	BIO_free(bio);
 	if (rc == -1)
-		snprintf(err, errlen, "%s:%d: cert %s: %s", cf->file,
-		    cf->tls.cert_line, cf->tls.cert, ssl_reason(why,
-		    sizeof(why)));
+		snprintf(err, errlen, "%s:%d: cert %s: not a PEM certificate "
+		    "chain: %s", cf->file, cf->tls.cert_line, cf->tls.cert,
+		    ssl_reason(why, sizeof(why)));
 	return rc;
 }
 
@@ -447,7 +447,8 @@ load_key(SSL_CTX *ctx, const struct config *cf, const struct tls_pem *pem,
 		pk = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
 	BIO_free(bio);
 	if (pk == NULL) {
-		snprintf(err, errlen, "%s:%d: key %s: %s", cf->file,
+		snprintf(err, errlen, "%s:%d: key %s: not a PEM private key "
+		    "(or one with a pass phrase): %s", cf->file,
 		    cf->tls.key_line, cf->tls.key, ssl_reason(why,
 		    sizeof(why)));
 		return -1;

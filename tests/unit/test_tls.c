@@ -57,7 +57,7 @@
 static char	 dir[PATH_MAX];
 static char	 ca[PATH_MAX + 32], cert[PATH_MAX + 32], key[PATH_MAX + 32];
 static char	 cert2[PATH_MAX + 32], key2[PATH_MAX + 32];
-static char	 garbage[PATH_MAX + 32];
+static char	 garbage[PATH_MAX + 32], enckey[PATH_MAX + 32];
 
 /* ---- fixtures ---- */
 
@@ -112,6 +112,10 @@ setup_certs(void **state)
 	    "-addext keyUsage=critical,keyCertSign,cRLSign", dir) == -1 ||
 	    make_leaf("server", cert, key) == -1 ||
 	    make_leaf("server2", cert2, key2) == -1)
+		return -1;
+	snprintf(enckey, sizeof(enckey), "%s/enc.key", dir);
+	if (run("openssl pkey -in %s -aes256 -passout pass:secret -out %s",
+	    key, enckey) == -1)
 		return -1;
 	snprintf(garbage, sizeof(garbage), "%s/garbage.pem", dir);
 	if ((f = fopen(garbage, "w")) == NULL)
@@ -701,10 +705,17 @@ test_config_errors(void **state)
 	config_tls(&cf, "/dev/null", key);
 	expect_error(&cf, "sdps.conf:12:", "not a regular file");
 	config_tls(&cf, garbage, key);
-	snprintf(want, sizeof(want), "sdps.conf:12: cert %s: ", garbage);
+	snprintf(want, sizeof(want), "sdps.conf:12: cert %s: not a PEM "
+	    "certificate chain", garbage);
 	expect_error(&cf, want, NULL);
 	config_tls(&cf, cert, garbage);
-	snprintf(want, sizeof(want), "sdps.conf:13: key %s: ", garbage);
+	snprintf(want, sizeof(want), "sdps.conf:13: key %s: not a PEM "
+	    "private key", garbage);
+	expect_error(&cf, want, NULL);
+	/* A key with a pass phrase: an error, never a prompt. */
+	config_tls(&cf, cert, enckey);
+	snprintf(want, sizeof(want), "sdps.conf:13: key %s: not a PEM "
+	    "private key", enckey);
 	expect_error(&cf, want, NULL);
 	/* A key of another certificate. */
 	config_tls(&cf, cert, key2);
