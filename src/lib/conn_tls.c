@@ -245,12 +245,13 @@ static const struct transport tls_transport = {
 };
 
 /*
- * THE STARTTLS injection defence (CVE-2011-0411, RFC 2595 §4, RFC 3207
- * §6): whatever the client sent in clear before the handshake and conn
- * has already buffered (e.g. "USER x\r\n" pipelined after "STLS\r\n" in
- * one packet, or injected by a man in the middle) is dropped here, so it
- * can never be read as if it had come through TLS.  This is the one
- * place the rule lives; conn_tls_accept is the only way into TLS.
+ * THE STARTTLS command injection defence (CVE-2011-0411, found in
+ * Postfix and many others): whatever the client sent in clear before the
+ * handshake and conn has already buffered (e.g. "USER x\r\n" pipelined
+ * after "STLS\r\n" in one packet, or injected by a man in the middle) is
+ * dropped here, so it can never be read as if it had come through TLS.
+ * This is the one place the rule lives; conn_tls_accept is the only way
+ * into TLS.
  * Octets still in the socket are not ours to drop: they reach OpenSSL as
  * handshake data and fail it.
  */
