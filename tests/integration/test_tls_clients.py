@@ -177,18 +177,23 @@ def parse_transcript(data, commands):
     return out
 
 
+def s_client_argv(tdemo, mode, ca):
+    argv = [need("openssl"), "s_client",
+            "-connect", "127.0.0.1:%d" % tdemo.ports[mode],
+            "-CAfile", ca, "-verify_return_error",
+            "-verify_ip", "127.0.0.1", "-quiet", "-crlf"]
+    if mode == "stls":
+        argv += ["-starttls", "pop3"]
+    return argv
+
+
 @pytest.mark.parametrize("auth", ("user", "plain"))
 @pytest.mark.parametrize("mode", MODES)
 def test_openssl_s_client(tdemo, mode, auth):
     """A scripted session through s_client, the commands pipelined after
     the handshake: login, STAT, LIST, every RETR, QUIT."""
     exp = tdemo.expected
-    port = tdemo.ports[mode]
-    argv = [need("openssl"), "s_client", "-connect", "127.0.0.1:%d" % port,
-            "-CAfile", tdemo.ca, "-verify_return_error",
-            "-verify_ip", "127.0.0.1", "-quiet", "-crlf"]
-    if mode == "stls":
-        argv += ["-starttls", "pop3"]
+    argv = s_client_argv(tdemo, mode, tdemo.ca)
     if auth == "user":
         cmds = ["USER " + HOST, "PASS " + PW2]
     else:
@@ -204,7 +209,10 @@ def test_openssl_s_client(tdemo, mode, auth):
         # itself; with implicit TLS the greeting is ours to read.
         greet, out = out.split(b"\r\n", 1)
         assert greet.startswith(b"+OK"), tdemo.explain("greeting", why)
-    replies = parse_transcript(out, cmds)
+    try:
+        replies = parse_transcript(out, cmds)
+    except IndexError:
+        raise AssertionError(tdemo.explain("transcript ends early", why))
     assert all(s.startswith("+OK") for s, _ in replies), \
         tdemo.explain("a command failed: %r" % [s for s, _ in replies], why)
     i = len(cmds) - len(exp) - 3
@@ -220,14 +228,14 @@ def test_openssl_s_client(tdemo, mode, auth):
 
 # --------------------------------------------------------------- curl --
 
-def curl_argv(tdemo, mode, user, pw, path="", *extra):
+def curl_argv(tdemo, mode, user, pw, path="", ca=None):
     scheme = "pop3s" if mode == "implicit" else "pop3"
     argv = [need("curl"), "-sS", "-v", "--max-time", "60",
-            "--cacert", tdemo.ca, "-u", "%s:%s" % (user, pw)]
+            "--cacert", ca or tdemo.ca, "-u", "%s:%s" % (user, pw)]
     if mode == "stls":
         argv.append("--ssl-reqd")
-    return argv + list(extra) + ["%s://127.0.0.1:%d/%s" % (
-        scheme, tdemo.ports[mode], path)]
+    return argv + ["%s://127.0.0.1:%d/%s" % (scheme, tdemo.ports[mode],
+                                             path)]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -260,7 +268,7 @@ def test_curl(tdemo, mode):
 
 # ---------------------------------------------------------- fetchmail --
 
-def fetchmail_rc(tdemo, name, proto, mode, keep):
+def fetchmail_rc(tdemo, name, proto, mode, keep, ca=None):
     """A fetchmailrc for one poll of the TLS listener: `ssl` for implicit
     TLS, `sslproto tls1.2+` without `ssl` for mandatory STLS; the
     certificate checked against the test CA.  proto sdps polls as a
@@ -293,7 +301,7 @@ def fetchmail_rc(tdemo, name, proto, mode, keep):
                 '  %s sslcertck sslcertfile "%s"\n'
                 '  %s\n'
                 % (home, tdemo.ports[mode], proto, nodns, who, mda, out,
-                   tls, tdemo.ca, "keep" if keep else "fetchall"))
+                   tls, ca or tdemo.ca, "keep" if keep else "fetchall"))
     os.chmod(rc, stat.S_IRUSR | stat.S_IWUSR)
     env = {"HOME": home, "FETCHMAILHOME": home, "LC_ALL": "C",
            "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
@@ -341,10 +349,9 @@ def test_fetchmail(tdemo, mode, proto):
 
 # --------------------------------------------------------------- mpop --
 
-@pytest.mark.parametrize("mode", MODES)
-def test_mpop(tdemo, mode):
-    keep = mode == "implicit"
-    home = os.path.join(tdemo.tmp, "mpop-" + mode)
+def mpop_argv(tdemo, mode, keep, home, ca=None):
+    """mpop with TLS on, STLS or not, verifying against ca; it delivers
+    to home/Maildir.  (argv, env, maildir)"""
     md = maildir(os.path.join(home, "Maildir"))
     pwfile = os.path.join(home, "pw")
     with open(pwfile, "w") as f:
@@ -353,7 +360,7 @@ def test_mpop(tdemo, mode):
     argv = [need("mpop"), "--debug", "--host=127.0.0.1",
             "--port=%d" % tdemo.ports[mode], "--tls=on",
             "--tls-starttls=%s" % ("on" if mode == "stls" else "off"),
-            "--tls-trust-file=" + tdemo.ca, "--auth=on",
+            "--tls-trust-file=" + (ca or tdemo.ca), "--auth=on",
             "--user=" + HOST, "--passwordeval=cat " + pwfile,
             "--keep=%s" % ("on" if keep else "off"),
             "--received-header=off",
@@ -361,6 +368,14 @@ def test_mpop(tdemo, mode):
             "--delivery=maildir," + md, "--timeout=60"]
     env = {"HOME": home, "LC_ALL": "C",
            "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    return argv, env, md
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_mpop(tdemo, mode):
+    keep = mode == "implicit"
+    argv, env, md = mpop_argv(tdemo, mode, keep,
+                              os.path.join(tdemo.tmp, "mpop-" + mode))
     before = len(tdemo.logins())
     so, se = tdemo.run_ok("mpop", argv, env=env)
     trace = _text(so) + _text(se)
@@ -379,21 +394,19 @@ def test_mpop(tdemo, mode):
 
 # ------------------------------------------------------------ getmail --
 
-def test_getmail_ssl(tdemo):
-    """getmail6's SimplePOP3SSLRetriever with ca_certs (implicit TLS
-    only: getmail6 6.18 has no STLS for POP3, only its IMAP retrievers
-    know STARTTLS).  It runs as nobody, so the CA goes into its home."""
-    home = os.path.join(tdemo.tmp, "getmail")
+def getmail_argv(tdemo, home, ca=None):
+    """getmail6's SimplePOP3SSLRetriever on the implicit-TLS port with
+    ca_certs, read_all and delete, into home/Maildir.  It runs as
+    nobody, so the CA is copied into its home.  (argv, env, maildir)"""
     md = maildir(os.path.join(home, "Maildir"))
-    ca = os.path.join(home, "ca.pem")
-    shutil.copy(tdemo.ca, ca)
+    cafile = os.path.join(home, "ca.pem")
+    shutil.copy(ca or tdemo.ca, cafile)
     rc = ("[retriever]\ntype = SimplePOP3SSLRetriever\nserver = 127.0.0.1\n"
           "port = %d\nusername = %s\npassword = %s\nca_certs = %s\n\n"
           "[destination]\ntype = Maildir\npath = %s/\n\n"
           "[options]\nverbose = 2\nread_all = true\ndelete = true\n"
           "delivered_to = false\nreceived = false\n"
-          % (tdemo.ports["implicit"], HOST, PW1, ca, md))
-    os.makedirs(home, exist_ok=True)
+          % (tdemo.ports["implicit"], HOST, PW1, cafile, md))
     rcfile = os.path.join(home, "getmailrc")
     with open(rcfile, "w") as f:
         f.write(rc)
@@ -402,6 +415,13 @@ def test_getmail_ssl(tdemo):
            "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     argv = unprivileged([need("getmail"), "--getmaildir=" + home,
                          "--rcfile=" + rcfile], home)
+    return argv, env, md
+
+
+def test_getmail_ssl(tdemo):
+    """getmail6 over implicit TLS only: getmail6 6.18 has no STLS for
+    POP3 (only its IMAP retrievers know STARTTLS)."""
+    argv, env, md = getmail_argv(tdemo, os.path.join(tdemo.tmp, "getmail"))
     before = len(tdemo.logins())
     so, se = tdemo.run_ok("getmail", argv, env=env)
     trace = _text(so) + _text(se)
@@ -473,15 +493,56 @@ def test_poplib_stls(tdemo):
     assert tdemo.count() == len(MESSAGES) - 1
 
 
-def test_poplib_wrong_ca_refused(tdemo, tmp_path):
-    """The clients above verify for real: a CA that did not sign the
-    server's certificate makes the handshake fail."""
+# ----------------------------------------------------------- wrong CA --
+
+def other_ca(tmp_path):
     import tlsutil
-    other, _ = tlsutil.make_ca(str(tmp_path), cn="not the sdps test CA")
-    ctx = ssl.create_default_context(cafile=other)
+    return tlsutil.make_ca(str(tmp_path), cn="not the sdps test CA")[0]
+
+
+@pytest.mark.parametrize("client", ("openssl", "curl", "fetchmail", "mpop",
+                                    "getmail"))
+def test_wrong_ca_refused(tdemo, tmp_path, client):
+    """Each client above really verifies: given a CA that did not sign
+    the server's certificate, it refuses the server over implicit TLS
+    and STLS, before any password is sent."""
+    ca = other_ca(tmp_path)
+    for mode in (MODES if client != "getmail" else ("implicit",)):
+        home = os.path.join(tdemo.tmp, "%s-wrong-%s" % (client, mode))
+        os.makedirs(home, exist_ok=True)
+        env, md, out, inp = None, None, None, None
+        if client == "openssl":
+            argv = s_client_argv(tdemo, mode, ca)
+            inp = ("USER %s\nPASS %s\nQUIT\n" % (HOST, PW1)).encode()
+        elif client == "curl":
+            argv = curl_argv(tdemo, mode, HOST, PW1, ca=ca)
+        elif client == "fetchmail":
+            argv, env, out = fetchmail_rc(tdemo, "fm-wrong-" + mode, "pop3",
+                                          mode, False, ca=ca)
+        elif client == "mpop":
+            argv, env, md = mpop_argv(tdemo, mode, False, home, ca=ca)
+        else:
+            argv, env, md = getmail_argv(tdemo, home, ca=ca)
+        before = len(tdemo.logins())
+        rc, so, se = tdemo.run(client, argv, env=env, input=inp)
+        trace = _text(so) + _text(se)
+        assert rc != 0, tdemo.explain("%s %s: accepted a certificate the "
+                                      "CA did not sign" % (client, mode),
+                                      trace)
+        assert len(tdemo.logins()) == before, tdemo.explain(
+            "%s %s logged in" % (client, mode), trace)
+        assert not (md and maildir_msgs(md)) and not (out and delivered(out))
+    assert tdemo.count() == len(MESSAGES)
+
+
+def test_poplib_wrong_ca_refused(tdemo, tmp_path):
+    """poplib too: a CA that did not sign the server's certificate makes
+    the handshake fail."""
+    ctx = ssl.create_default_context(cafile=other_ca(tmp_path))
     with pytest.raises(ssl.SSLCertVerificationError):
         poplib.POP3_SSL("127.0.0.1", tdemo.ports["implicit"], context=ctx,
                         timeout=60)
+    assert tdemo.logins() == []
     p = poplib.POP3("127.0.0.1", tdemo.ports["stls"], timeout=60)
     try:
         with pytest.raises(ssl.SSLCertVerificationError):
