@@ -21,6 +21,7 @@ the client's output and the tail of sdpsd's log.
 """
 
 import base64
+import contextlib
 import os
 import poplib
 import re
@@ -32,7 +33,7 @@ import tempfile
 
 import pytest
 
-from daemon import Daemon
+from daemon import Daemon, parse_kv
 from test_clients import (MDA, MESSAGES, body_of, delivered, expected_bytes,
                           header, lines_bytes, maildir, maildir_msgs, msgid,
                           need, norm, spool_msgs, unprivileged)
@@ -96,18 +97,34 @@ class TlsDemo:
                                       _text(out) + _text(err))
         return out, err
 
+    @contextlib.contextmanager
+    def explaining(self, what):
+        """For in-process clients (poplib): any exception becomes an
+        assertion that carries sdpsd's log tail."""
+        try:
+            yield
+        except AssertionError as e:
+            raise AssertionError(self.explain("%s: %s" % (what, e))) \
+                from e
+        except (OSError, EOFError, poplib.error_proto) as e:
+            raise AssertionError(self.explain("%s: %r" % (what, e))) \
+                from e
+
     def logins(self):
         return self.d.log_lines(r"event=login\b")
 
     def assert_tls_logins(self, before, what, out="", at_least=1):
-        """Every login since `before` (a len(logins())) was over TLS."""
+        """Every login since `before` (a len(logins())) was over TLS;
+        returns the set of their mechanisms (the login line's mech=:
+        pass for USER/PASS, plain, login)."""
         new = self.logins()[before:]
         assert len(new) >= at_least, self.explain(
             "%s: %d login(s) logged, expected %d" % (what, len(new),
                                                      at_least), out)
         for ln in new:
-            assert re.search(r"\btls=TLSv1\.[23]", ln), self.explain(
+            assert re.search(r"\btls=TLSv1\.[23]/", ln), self.explain(
                 "%s: login not over TLS: %s" % (what, ln), out)
+        return {parse_kv(ln).get("mech") for ln in new}
 
     def cleanup(self):
         self.d.cleanup()
@@ -222,7 +239,8 @@ def test_openssl_s_client(tdemo, mode, auth):
         b"%d %d\r\n" % (n + 1, len(m)) for n, m in enumerate(exp))
     for n, m in enumerate(exp):
         assert replies[i + 2 + n][1] == m, "RETR %d differs" % (n + 1)
-    tdemo.assert_tls_logins(before, "openssl s_client", why)
+    assert tdemo.assert_tls_logins(before, "openssl s_client", why) == \
+        {"pass" if auth == "user" else "plain"}
     assert tdemo.count() == len(exp)
 
 
@@ -257,8 +275,9 @@ def test_curl(tdemo, mode):
     alice = [m for m, r in zip(exp, tdemo.rcpts) if "alice" in r]
     assert [int(ln.split()[1]) for ln in out.splitlines()] == \
         [len(m) for m in alice]
-    tdemo.assert_tls_logins(before, "curl", _text(err), len(exp) + 2)
     # curl prefers SASL to USER and, of PLAIN and LOGIN, PLAIN.
+    assert tdemo.assert_tls_logins(before, "curl", _text(err),
+                                   len(exp) + 2) == {"plain"}
     trace = _text(err)
     assert first_auth(trace, r"^> ((?:AUTH|USER|APOP)\b.*)") == \
         "AUTH PLAIN", trace
@@ -319,7 +338,8 @@ def test_fetchmail(tdemo, mode, proto):
     before = len(tdemo.logins())
     so, se = tdemo.run_ok("fetchmail", argv, env=env)
     trace = _text(so) + _text(se)
-    tdemo.assert_tls_logins(before, "fetchmail", trace)
+    # fetchmail knows no SASL PLAIN or LOGIN for POP3: USER/PASS.
+    assert tdemo.assert_tls_logins(before, "fetchmail", trace) == {"pass"}
     if mode == "stls":
         assert re.search(r"POP3> STLS", trace), trace
     if proto == "sdps":
@@ -342,7 +362,6 @@ def test_fetchmail(tdemo, mode, proto):
         else:
             assert rcpt.split("@")[0] == "tlsuser"
     assert tdemo.count() == (len(MESSAGES) if keep else 0)
-    # fetchmail knows no SASL PLAIN or LOGIN for POP3: USER/PASS.
     assert first_auth(trace, r"POP3> ((?:AUTH|USER|APOP)\b.*)") == \
         "USER", trace
 
@@ -379,7 +398,8 @@ def test_mpop(tdemo, mode):
     before = len(tdemo.logins())
     so, se = tdemo.run_ok("mpop", argv, env=env)
     trace = _text(so) + _text(se)
-    tdemo.assert_tls_logins(before, "mpop", trace)
+    # mpop (--auth=on) takes the best mechanism it can: PLAIN.
+    assert tdemo.assert_tls_logins(before, "mpop", trace) == {"plain"}
     # mpop stores the message as RETR gave it, with local line ends.
     want = sorted(norm(m) for m in tdemo.expected)
     assert sorted(maildir_msgs(md)) == want, \
@@ -387,7 +407,6 @@ def test_mpop(tdemo, mode):
     assert tdemo.count() == (len(MESSAGES) if keep else 0)
     if mode == "stls":
         assert re.search(r"^--> STLS", trace, re.M), trace
-    # mpop (--auth=on) takes the best mechanism it can: PLAIN.
     assert first_auth(trace, r"^--> ((?:AUTH|USER|APOP)\b.*)") == \
         "AUTH PLAIN", trace
 
@@ -425,7 +444,8 @@ def test_getmail_ssl(tdemo):
     before = len(tdemo.logins())
     so, se = tdemo.run_ok("getmail", argv, env=env)
     trace = _text(so) + _text(se)
-    tdemo.assert_tls_logins(before, "getmail", trace)
+    # getmail6 has only USER/PASS and APOP for POP3.
+    assert tdemo.assert_tls_logins(before, "getmail", trace) == {"pass"}
     got = maildir_msgs(md)
     assert len(got) == len(MESSAGES), tdemo.explain(
         "getmail stored %d messages" % len(got), trace)
@@ -465,31 +485,33 @@ def poplib_fetch(tdemo, p):
 
 def test_poplib_pop3_ssl(tdemo):
     before = len(tdemo.logins())
-    p = poplib.POP3_SSL("127.0.0.1", tdemo.ports["implicit"],
-                        context=ca_context(tdemo), timeout=60)
-    try:
-        assert p.sock.version() in ("TLSv1.2", "TLSv1.3")
-        poplib_fetch(tdemo, p)
-    finally:
-        p.close()
-    tdemo.assert_tls_logins(before, "poplib POP3_SSL")
+    with tdemo.explaining("poplib POP3_SSL"):
+        p = poplib.POP3_SSL("127.0.0.1", tdemo.ports["implicit"],
+                            context=ca_context(tdemo), timeout=60)
+        try:
+            assert p.sock.version() in ("TLSv1.2", "TLSv1.3")
+            poplib_fetch(tdemo, p)
+        finally:
+            p.close()
+    assert tdemo.assert_tls_logins(before, "poplib POP3_SSL") == {"pass"}
     assert tdemo.count() == len(MESSAGES) - 1
 
 
 def test_poplib_stls(tdemo):
     before = len(tdemo.logins())
-    p = poplib.POP3("127.0.0.1", tdemo.ports["stls"], timeout=60)
-    try:
-        caps = p.capa()
-        # allow_cleartext = no: before STLS, no way to send a password.
-        assert "STLS" in caps and "USER" not in caps, caps
-        assert "SASL" not in caps, caps
-        assert p.stls(context=ca_context(tdemo)).startswith(b"+OK")
-        assert p.sock.version() in ("TLSv1.2", "TLSv1.3")
-        poplib_fetch(tdemo, p)
-    finally:
-        p.close()
-    tdemo.assert_tls_logins(before, "poplib stls")
+    with tdemo.explaining("poplib stls"):
+        p = poplib.POP3("127.0.0.1", tdemo.ports["stls"], timeout=60)
+        try:
+            caps = p.capa()
+            # allow_cleartext = no: before STLS, no way to send a password.
+            assert "STLS" in caps and "USER" not in caps, caps
+            assert "SASL" not in caps, caps
+            assert p.stls(context=ca_context(tdemo)).startswith(b"+OK")
+            assert p.sock.version() in ("TLSv1.2", "TLSv1.3")
+            poplib_fetch(tdemo, p)
+        finally:
+            p.close()
+    assert tdemo.assert_tls_logins(before, "poplib stls") == {"pass"}
     assert tdemo.count() == len(MESSAGES) - 1
 
 
@@ -500,12 +522,22 @@ def other_ca(tmp_path):
     return tlsutil.make_ca(str(tmp_path), cn="not the sdps test CA")[0]
 
 
-@pytest.mark.parametrize("client", ("openssl", "curl", "fetchmail", "mpop",
-                                    "getmail"))
+# How each client says that the certificate did not verify (so that a
+# handshake failing for another reason does not pass the test below).
+VERIFY_FAILED = {
+    "openssl": r"verify error|certificate verify failed",
+    "curl": r"SSL certificate problem|certificate verify failed",
+    "fetchmail": r"[Cc]ertificate verif",
+    "mpop": r"certificate",
+    "getmail": r"CERTIFICATE_VERIFY_FAILED|certificate verify failed",
+}
+
+
+@pytest.mark.parametrize("client", sorted(VERIFY_FAILED))
 def test_wrong_ca_refused(tdemo, tmp_path, client):
     """Each client above really verifies: given a CA that did not sign
     the server's certificate, it refuses the server over implicit TLS
-    and STLS, before any password is sent."""
+    and STLS, saying why, before any password is sent."""
     ca = other_ca(tmp_path)
     for mode in (MODES if client != "getmail" else ("implicit",)):
         home = os.path.join(tdemo.tmp, "%s-wrong-%s" % (client, mode))
@@ -529,6 +561,9 @@ def test_wrong_ca_refused(tdemo, tmp_path, client):
         assert rc != 0, tdemo.explain("%s %s: accepted a certificate the "
                                       "CA did not sign" % (client, mode),
                                       trace)
+        assert re.search(VERIFY_FAILED[client], trace), tdemo.explain(
+            "%s %s failed, but not for the certificate" % (client, mode),
+            trace)
         assert len(tdemo.logins()) == before, tdemo.explain(
             "%s %s logged in" % (client, mode), trace)
         assert not (md and maildir_msgs(md)) and not (out and delivered(out))
