@@ -33,7 +33,8 @@ import tempfile
 
 import pytest
 
-from daemon import Daemon, parse_kv
+from daemon import Daemon, parse_kv, tls_client_context
+from test_tls_config import CORE_MISSING, tls_core_built
 from test_clients import (MDA, MESSAGES, body_of, delivered, expected_bytes,
                           header, lines_bytes, maildir, maildir_msgs, msgid,
                           need, norm, spool_msgs, unprivileged)
@@ -141,6 +142,10 @@ def _text(b):
 
 @pytest.fixture
 def tdemo():
+    # Only while the issue-10 branches have not all met: a build with the
+    # skeleton's tls.c cannot start a TLS listener.  Merged, nothing skips.
+    if not tls_core_built():
+        pytest.skip(CORE_MISSING)
     x = TlsDemo()
     yield x
     x.cleanup()
@@ -462,7 +467,7 @@ def test_getmail_ssl(tdemo):
 # ------------------------------------------------------------- poplib --
 
 def ca_context(tdemo):
-    ctx = ssl.create_default_context(cafile=tdemo.ca)
+    ctx = tdemo.d.client_context()
     assert ctx.check_hostname and ctx.verify_mode == ssl.CERT_REQUIRED
     return ctx
 
@@ -573,7 +578,7 @@ def test_wrong_ca_refused(tdemo, tmp_path, client):
 def test_poplib_wrong_ca_refused(tdemo, tmp_path):
     """poplib too: a CA that did not sign the server's certificate makes
     the handshake fail."""
-    ctx = ssl.create_default_context(cafile=other_ca(tmp_path))
+    ctx = tls_client_context(other_ca(tmp_path))
     with pytest.raises(ssl.SSLCertVerificationError):
         poplib.POP3_SSL("127.0.0.1", tdemo.ports["implicit"], context=ctx,
                         timeout=60)
