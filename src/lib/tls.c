@@ -82,7 +82,7 @@ struct tls_tickets {
 struct tls_server {
 	SSL_CTX			*ctx;
 	struct tls_tickets	*tk;
-	char			 desc[256];
+	char			 desc[400];
 };
 
 /* ---- ticket keys ---- */
@@ -528,6 +528,10 @@ set_options(struct tls_server *t, const struct config *cf)
 	 * Release buffers: an idle session holds no 16 KiB buffers. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
 	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+	/* One read(2) per command, not two (record header, then body).
+	 * conn always asks SSL_read before it polls, so octets OpenSSL
+	 * read ahead are never waited for. */
+	SSL_CTX_set_read_ahead(ctx, 1);
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)SID_CTX,
 	    sizeof(SID_CTX) - 1);
 	/* A per-process cache would only ever hit in the one worker. */

@@ -18,6 +18,7 @@
 #include <netinet/tcp.h>
 
 #include <errno.h>
+#include <sched.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -50,6 +51,8 @@
  * right. */
 #define CHUNK		(256 * 1024)
 #define RECORD		16384
+/* Pipelined commands in one record: more than conn's 4 KiB buffer. */
+#define PIPELINE_N	1000
 
 static char	 dir[PATH_MAX];
 static char	 ca[PATH_MAX + 32], cert[PATH_MAX + 32], key[PATH_MAX + 32];
@@ -57,6 +60,9 @@ static char	 cert2[PATH_MAX + 32], key2[PATH_MAX + 32];
 static char	 garbage[PATH_MAX + 32];
 
 /* ---- fixtures ---- */
+
+static int run(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
 
 static int
 run(const char *fmt, ...)
@@ -354,6 +360,19 @@ client_main(void *arg)
 			cl->ok = 1;
 	} else if (strcmp(s, "old") == 0) {
 		cl->ok = (ssl = client_connect(ctx, cl->fd, NULL)) == NULL;
+	} else if (strcmp(s, "pipeline") == 0) {
+		/* PIPELINE_N commands in one SSL_write: one record, larger
+		 * than conn's read buffer, then nothing until the reply. */
+		char	 big[PIPELINE_N * 12 + 1];
+		int	 i, o = 0;
+
+		for (i = 0; i < PIPELINE_N; i++)
+			o += snprintf(big + o, sizeof(big) - (size_t)o,
+			    "NOOP %05d\r\n", i);
+		if ((ssl = client_connect(ctx, cl->fd, NULL)) != NULL &&
+		    SSL_write(ssl, big, o) == o &&
+		    ssl_line(ssl, cl->got, sizeof(cl->got)) == 0)
+			cl->ok = 1;
 	} else if (strcmp(s, "body") == 0) {
 		if ((ssl = client_connect(ctx, cl->fd, NULL)) != NULL)
 			client_body(cl, ssl);
@@ -437,6 +456,41 @@ test_handshake_lines(void **state)
 	tls_server_free(t);
 }
 
+/*
+ * Decrypted input OpenSSL holds (SSL_pending) is invisible to poll():
+ * a record bigger than conn's read buffer leaves most of its octets
+ * inside OpenSSL with nothing more on the socket.  Every line must still
+ * be read, none by waiting for the idle timeout.
+ */
+static void
+test_pending_input(void **state)
+{
+	struct tls_server	*t = server_default(NULL);
+	struct client		 cl = { 0 };
+	struct conn		*c;
+	char			 want[32];
+	int			 sv[2], i;
+
+	(void)state;
+	tcp_pair(sv);
+	assert_non_null(c = conn_new(sv[0], POP3_LINE_MAX, 2, 5, NULL));
+	client_start(&cl, sv[1], "pipeline");
+	assert_int_equal(conn_tls_accept(c, t, 5000), CONN_OK);
+	for (i = 0; i < PIPELINE_N; i++) {
+		snprintf(want, sizeof(want), "NOOP %05d", i);
+		expect_line(c, want);
+	}
+	assert_int_equal(conn_printf(c, "+OK all\r\n"), 0);
+	assert_int_equal(conn_flush(c), 0);
+	client_join(&cl);
+	assert_true(cl.ok);
+	assert_string_equal(cl.got, "+OK all\r\n");
+	conn_free(c);
+	close(sv[0]);
+	close(sv[1]);
+	tls_server_free(t);
+}
+
 /* TLS 1.2 works too (the floor), with an intermediate-profile cipher. */
 static void
 test_tls12(void **state)
@@ -489,7 +543,6 @@ test_stls_injection(void **state)
 	expect_line(c, "STLS");
 	assert_int_equal(conn_printf(c, "+OK begin TLS\r\n"), 0);
 	assert_int_equal(conn_tls_accept(c, t, 5000), CONN_OK);
-	assert_int_equal(conn_input_buffered(c), 0);
 	assert_int_equal(conn_read_line(c, &line, &len), CONN_OK);
 	assert_string_not_equal(line, "USER x");
 	assert_string_equal(line, "CAPA");
@@ -697,6 +750,83 @@ test_pem_and_describe(void **state)
 	assert_non_null(strstr(d, "CN=localhost"));
 	assert_non_null(strstr(d, strchr(fp, '=') + 1));
 	tls_server_free(t);
+}
+
+/*
+ * The real openssl s_client against conn: implicit TLS, and STLS the
+ * way s_client does it (-starttls pop3: greeting, STLS, +OK, handshake).
+ */
+static void
+s_client_case(bool stls)
+{
+	struct tls_server	*t = server_default(NULL);
+	struct conn		*c;
+	char			 port_s[16], out[4096];
+	uint16_t		 port;
+	size_t			 got = 0;
+	ssize_t			 n;
+	pid_t			 pid;
+	int			 l, fd, in[2], outp[2], st;
+
+	l = listen_lo(&port);
+	snprintf(port_s, sizeof(port_s), "127.0.0.1:%u", port);
+	assert_int_equal(pipe(in), 0);
+	assert_int_equal(pipe(outp), 0);
+	assert_true((pid = fork()) >= 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(in[0], 0);
+		dup2(outp[1], 1);
+		if ((fd = open("/dev/null", O_WRONLY)) >= 0)
+			dup2(fd, 2);
+		close(in[1]);
+		close(outp[0]);
+		if (stls)
+			execlp("openssl", "openssl", "s_client", "-quiet",
+			    "-crlf", "-connect", port_s, "-CAfile", ca,
+			    "-verify_return_error", "-servername", "localhost",
+			    "-starttls", "pop3", (char *)NULL);
+		else
+			execlp("openssl", "openssl", "s_client", "-quiet",
+			    "-crlf", "-connect", port_s, "-CAfile", ca,
+			    "-verify_return_error", "-servername", "localhost",
+			    (char *)NULL);
+		_exit(127);
+	}
+	close(in[0]);
+	close(outp[1]);
+	assert_true((fd = accept(l, NULL, NULL)) >= 0);
+	assert_non_null(c = conn_new(fd, POP3_LINE_MAX, 5, 5, NULL));
+	if (stls) {
+		assert_int_equal(conn_printf(c, "+OK sdps ready\r\n"), 0);
+		expect_line(c, "STLS");
+		assert_int_equal(conn_printf(c, "+OK begin TLS\r\n"), 0);
+	}
+	assert_int_equal(conn_tls_accept(c, t, 5000), CONN_OK);
+	assert_int_equal(write(in[1], "hello\n", 6), 6);
+	expect_line(c, "hello");
+	assert_int_equal(conn_printf(c, "+OK hello\r\n"), 0);
+	assert_int_equal(conn_flush(c), 0);
+	conn_free(c);
+	close(fd);
+	close(in[1]);
+	while (got + 1 < sizeof(out) &&
+	    (n = read(outp[0], out + got, sizeof(out) - 1 - got)) > 0)
+		got += (size_t)n;
+	out[got] = '\0';
+	close(outp[0]);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_non_null(strstr(out, "+OK hello"));
+	close(l);
+	tls_server_free(t);
+}
+
+static void
+test_s_client(void **state)
+{
+	(void)state;
+	s_client_case(false);
+	s_client_case(true);
 }
 
 /* ---- resumption across processes ---- */
@@ -1025,12 +1155,77 @@ test_ktls_choice(void **state)
 	    kernel_has_tls_ulp() ? "yes" : "no");
 }
 
-/* conn_peer_loopback over the address families. */
+/* A TCP pair over family/addr (a listener bound there); -1 if the
+ * address is not usable here (no IPv6). */
+static int
+tcp_pair_at(int family, const char *addr, int sv[2])
+{
+	struct sockaddr_storage	 ss;
+	struct sockaddr_in	*sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6	*sin6 = (struct sockaddr_in6 *)&ss;
+	socklen_t		 sl = sizeof(ss);
+	int			 l;
+
+	memset(&ss, 0, sizeof(ss));
+	ss.ss_family = (sa_family_t)family;
+	if (family == AF_INET)
+		inet_pton(AF_INET, addr, &sin->sin_addr);
+	else
+		sin6->sin6_addr = in6addr_any;
+	if ((l = socket(family, SOCK_STREAM, 0)) == -1)
+		return -1;
+	if (bind(l, (struct sockaddr *)&ss, family == AF_INET ?
+	    sizeof(*sin) : sizeof(*sin6)) == -1 || listen(l, 1) == -1 ||
+	    getsockname(l, (struct sockaddr *)&ss, &sl) == -1) {
+		close(l);
+		return -1;
+	}
+	if (family == AF_INET6 && inet_pton(AF_INET6, addr,
+	    &sin6->sin6_addr) != 1) {
+		close(l);
+		return -1;
+	}
+	if ((sv[1] = socket(family, SOCK_STREAM, 0)) == -1 ||
+	    connect(sv[1], (struct sockaddr *)&ss, sl) == -1 ||
+	    (sv[0] = accept(l, NULL, NULL)) == -1) {
+		close(l);
+		return -1;
+	}
+	close(l);
+	return 0;
+}
+
+/* conn_peer_loopback for a peer at addr: 1, 0, or -1 (no such address
+ * here). */
+static int
+loopback_at(int family, const char *addr)
+{
+	struct conn	*c;
+	int		 yes, sv[2];
+
+	if (tcp_pair_at(family, addr, sv) == -1)
+		return -1;
+	assert_non_null(c = conn_new(sv[0], POP3_LINE_MAX, 5, 5, NULL));
+	yes = conn_peer_loopback(c) ? 1 : 0;
+	conn_free(c);
+	close(sv[0]);
+	close(sv[1]);
+	return yes;
+}
+
+/*
+ * conn_peer_loopback over the address families: AF_UNIX, 127/8, ::1
+ * and ::ffff:127/104 are local; an address that is not loopback is not,
+ * even on lo.  The last case runs in a network namespace of its own
+ * (made with unshare in a child, gone when it exits), so no real
+ * interface is touched.
+ */
 static void
 test_peer_loopback(void **state)
 {
 	struct conn	*c;
-	int		 sv[2];
+	pid_t		 pid;
+	int		 sv[2], st;
 
 	(void)state;
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
@@ -1039,12 +1234,34 @@ test_peer_loopback(void **state)
 	conn_free(c);
 	close(sv[0]);
 	close(sv[1]);
-	tcp_pair(sv);
-	assert_non_null(c = conn_new(sv[0], POP3_LINE_MAX, 5, 5, NULL));
-	assert_true(conn_peer_loopback(c));
-	conn_free(c);
-	close(sv[0]);
-	close(sv[1]);
+	assert_int_equal(loopback_at(AF_INET, "127.0.0.1"), 1);
+	assert_int_equal(loopback_at(AF_INET, "127.3.2.1"), 1);
+	/* -1: a kernel without IPv6. */
+	assert_int_not_equal(loopback_at(AF_INET6, "::1"), 0);
+	assert_int_not_equal(loopback_at(AF_INET6, "::ffff:127.0.0.1"), 0);
+	assert_true((pid = fork()) >= 0);
+	if (pid == 0) {
+		if (unshare(CLONE_NEWNET) == -1)
+			_exit(77);	/* not permitted here: skip */
+		if (run("ip link set lo up && ip addr add 192.0.2.7/32 dev lo"
+		    " && ip addr add 2001:db8::7/128 dev lo nodad") == -1)
+			_exit(78);
+		if (loopback_at(AF_INET, "192.0.2.7") != 0 ||
+		    loopback_at(AF_INET, "127.0.0.1") != 1)
+			_exit(1);
+		if (loopback_at(AF_INET6, "2001:db8::7") == 1)
+			_exit(2);
+		if (loopback_at(AF_INET6, "::ffff:192.0.2.7") == 1)
+			_exit(3);
+		_exit(0);
+	}
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	if (WEXITSTATUS(st) == 77)
+		fprintf(stderr, "no network namespace: non-loopback case "
+		    "skipped\n");
+	else
+		assert_int_equal(WEXITSTATUS(st), 0);
 }
 
 int
@@ -1053,6 +1270,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_handshake_lines),
 		cmocka_unit_test(test_tls12),
+		cmocka_unit_test(test_pending_input),
+		cmocka_unit_test(test_s_client),
 		cmocka_unit_test(test_stls_injection),
 		cmocka_unit_test(test_handshake_timeout),
 		cmocka_unit_test(test_handshake_deadline_kill),
