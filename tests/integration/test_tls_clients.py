@@ -35,43 +35,29 @@ import pytest
 
 from daemon import Daemon, parse_kv, tls_client_context
 from test_tls_config import CORE_MISSING, tls_core_built
-from test_clients import (MDA, MESSAGES, delivered, expected_bytes,
+from test_clients import (HOST, MDA, MESSAGES, PW1, PW2, Demo, delivered,
                           header, lines_bytes, maildir, maildir_msgs, msgid,
-                          need, norm, spool_msgs, unprivileged)
-
-HOST = "demo.example"
-PW1 = "demo-pass-1"
-PW2 = "demo pass 2, with spaces"
+                          need, norm, unprivileged)
 
 MODES = ("implicit", "stls")
 CLIENT_TIMEOUT = 120        # seconds, for every client process
 
 
-class TlsDemo:
-    """sdpsd with a plain, an STLS and an implicit-TLS listener, cleartext
-    logins refused everywhere, and MESSAGES delivered in order."""
+class TlsDemo(Demo):
+    """test_clients.Demo (MESSAGES delivered in order; deliver, count,
+    cleanup) on an sdpsd with a plain, an STLS and an implicit-TLS
+    listener and cleartext logins refused everywhere."""
 
     def __init__(self):
         self.d = Daemon(hosts=((HOST, PW1, PW2),), tls=True,
                         server={"allow_cleartext": "no"})
         self.ca = self.d.certs.ca
         self.ports = {"implicit": self.d.tls_port, "stls": self.d.stls_port}
-        self.expected = []
-        self.senders = []
-        self.rcpts = []
-        for sender, users, punt, text in MESSAGES:
-            self.deliver(sender, users, punt, text)
+        self.port = None        # plain POP3 takes no password here
+        self.expected, self.rcpts, self.senders = [], [], []
+        for m in MESSAGES:
+            self.deliver(*m)
         self.tmp = tempfile.mkdtemp(prefix="sdps-tls-clients-")
-
-    def deliver(self, sender, users, punt, text):
-        self.d.deliver_ok(text, ["%s@%s" % (u, HOST) for u in users],
-                          sender=sender, punt=punt)
-        self.expected.append(expected_bytes(sender, text))
-        self.senders.append(sender)
-        self.rcpts.append(list(users))
-
-    def count(self):
-        return len(spool_msgs(self.d, HOST))
 
     def log_tail(self, n=40):
         return "\n".join(self.d.log_lines()[-n:])
@@ -127,9 +113,6 @@ class TlsDemo:
                 "%s: login not over TLS: %s" % (what, ln), out)
         return {parse_kv(ln).get("mech") for ln in new}
 
-    def cleanup(self):
-        self.d.cleanup()
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def _text(b):
@@ -488,35 +471,29 @@ def poplib_fetch(tdemo, p):
     assert p.quit().startswith(b"+OK")
 
 
-def test_poplib_pop3_ssl(tdemo):
+@pytest.mark.parametrize("mode", MODES)
+def test_poplib(tdemo, mode):
+    """POP3_SSL for implicit TLS, POP3.stls() for STLS."""
     before = len(tdemo.logins())
-    with tdemo.explaining("poplib POP3_SSL"):
-        p = poplib.POP3_SSL("127.0.0.1", tdemo.ports["implicit"],
-                            context=ca_context(tdemo), timeout=60)
+    with tdemo.explaining("poplib " + mode):
+        if mode == "implicit":
+            p = poplib.POP3_SSL("127.0.0.1", tdemo.ports[mode],
+                                context=ca_context(tdemo), timeout=60)
+        else:
+            p = poplib.POP3("127.0.0.1", tdemo.ports[mode], timeout=60)
         try:
+            if mode == "stls":
+                caps = p.capa()
+                # allow_cleartext = no: before STLS, no way to send a
+                # password.
+                assert "STLS" in caps and "USER" not in caps, caps
+                assert "SASL" not in caps, caps
+                assert p.stls(context=ca_context(tdemo)).startswith(b"+OK")
             assert p.sock.version() in ("TLSv1.2", "TLSv1.3")
             poplib_fetch(tdemo, p)
         finally:
             p.close()
-    assert tdemo.assert_tls_logins(before, "poplib POP3_SSL") == {"pass"}
-    assert tdemo.count() == len(MESSAGES) - 1
-
-
-def test_poplib_stls(tdemo):
-    before = len(tdemo.logins())
-    with tdemo.explaining("poplib stls"):
-        p = poplib.POP3("127.0.0.1", tdemo.ports["stls"], timeout=60)
-        try:
-            caps = p.capa()
-            # allow_cleartext = no: before STLS, no way to send a password.
-            assert "STLS" in caps and "USER" not in caps, caps
-            assert "SASL" not in caps, caps
-            assert p.stls(context=ca_context(tdemo)).startswith(b"+OK")
-            assert p.sock.version() in ("TLSv1.2", "TLSv1.3")
-            poplib_fetch(tdemo, p)
-        finally:
-            p.close()
-    assert tdemo.assert_tls_logins(before, "poplib stls") == {"pass"}
+    assert tdemo.assert_tls_logins(before, "poplib " + mode) == {"pass"}
     assert tdemo.count() == len(MESSAGES) - 1
 
 
