@@ -27,7 +27,6 @@
 #include "sdps/session.h"
 #include "sdps/slot.h"
 #include "sdps/store.h"
-#include "sdps/tls.h"
 #include "sdps/util.h"
 #include "session_int.h"
 
@@ -42,11 +41,11 @@ const struct cmd session_cmds[] = {
 	{ "TOP",  ST_TRANS,		0,	 2, 2, cmd_top,	 "TOP", NULL },
 	{ "UIDL", ST_TRANS,		0,	 0, 1, cmd_uidl, "UIDL", NULL },
 	{ "USER", ST_AUTH,		0,	 1, 1, cmd_user, "USER",
-	    session_capa_user },
+	    session_cleartext_ok },
 	{ "STLS", ST_AUTH,		0,	 0, 0, cmd_stls, "STLS",
 	    session_capa_stls },
 	{ "AUTH", ST_AUTH,		0,	 0, 2, cmd_auth,
-	    "SASL PLAIN LOGIN", session_capa_user },
+	    "SASL PLAIN LOGIN", session_cleartext_ok },
 	{ "PASS", ST_AUTH,		CF_REST, 1, 1, cmd_pass, NULL, NULL },
 	{ "APOP", ST_AUTH,		CF_REST, 0, 1, cmd_apop, NULL, NULL },
 	{ "CAPA", ST_AUTH | ST_TRANS,	0,	 0, 0, cmd_capa, NULL, NULL },
@@ -266,12 +265,6 @@ session_cleartext_ok(const struct session *s)
 		break;
 	}
 	return s->tls;
-}
-
-bool
-session_capa_user(const struct session *s)
-{
-	return session_cleartext_ok(s);
 }
 
 /* Only where STLS would be accepted: not once logged in (RFC 2595 §4). */

@@ -173,8 +173,8 @@ cmd_fn	cmd_stls;
 bool	session_cleartext_ok(const struct session *);
 /* STLS offered: a tls=starttls listener, a context, not yet TLS. */
 bool	session_stls_offered(const struct session *);
-/* CAPA's tests: the tags offered on this connection now. */
-bool	session_capa_user(const struct session *);
+/* CAPA's test for STLS: offered, and still AUTHORIZATION.  (USER's and
+ * SASL's is session_cleartext_ok.) */
 bool	session_capa_stls(const struct session *);
 /* The refusal of the cleartext policy: -ERR [AUTH] saying where TLS
  * is (STLS if offered, the implicit port if there is one). */
