@@ -7,9 +7,8 @@
  * peer nor one that stops reading can hold a process forever.
  *
  * struct conn is opaque; callers use the accessors below.  The bytes go
- * through a small transport table inside conn.c (today the plain socket);
- * that table is the one place TLS plugs in (docs/design.md, the
- * connection layer).
+ * through a small transport table (src/lib/conn_int.h): the plain socket
+ * in conn.c, TLS in conn_tls.c (docs/design.md §16.1, §17.3).
  *
  * Error convention: functions returning enum conn_res report the outcome
  * of one read or wait; output functions return 0, or -1 once the

@@ -5,7 +5,7 @@
  * PASS's path (session_password): the same throttle, LOGIN-DELAY, auth
  * cache, hashing gate, failure delay and log lines.
  *
- * What is refused where (docs/notes/h-tls-session.md):
+ * What is refused where (docs/design.md §17.9, §17.10):
  * - the cleartext policy, before anything is read: -ERR [AUTH], as USER;
  * - a malformed response (bad base64, NULs in the wrong place, an empty
  *   identity or password, an invalid name, a foreign authzid) or a
