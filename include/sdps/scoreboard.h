@@ -134,6 +134,7 @@ struct sb_header {
 
 struct authcache;
 struct throttle;
+struct tls_server;
 
 struct scoreboard {
 	struct sb_header *hdr;
@@ -146,6 +147,9 @@ struct scoreboard {
 	/* Master, before fork: the shared auth throttle table (issue 8).
 	 * Process-local pointer, not in the file. */
 	struct throttle	*throttle;
+	/* Master, before fork (issue 10): the TLS server context (tls.h),
+	 * or NULL without a TLS listener.  Process-local pointer. */
+	struct tls_server *tls;
 };
 
 /*

@@ -138,6 +138,7 @@ ctl_session_slot(const struct scoreboard *sb, unsigned i,
 	ctl_sanitize(copy->peer, sizeof(copy->peer));
 	ctl_sanitize(copy->maildrop, sizeof(copy->maildrop));
 	ctl_sanitize(copy->command, sizeof(copy->command));
+	ctl_sanitize(copy->tls, sizeof(copy->tls));
 	return copy->pid != 0 && ctl_in_session(copy) &&
 	    ctl_pid_alive(copy->pid) ? CTL_SLOT_SESSION : CTL_SLOT_NONE;
 }
@@ -194,9 +195,12 @@ ctl_session_json(const struct sb_slot *s, uint64_t now, bool first)
 	    (unsigned long long)ctl_age_s(now, s->last_us));
 	ctl_json_str(stdout, s->command);
 	printf(", \"retr\": %llu, \"top\": %llu, \"dele\": %llu, "
-	    "\"octets_out\": %llu}", (unsigned long long)s->retr,
+	    "\"octets_out\": %llu, \"tls\": ", (unsigned long long)s->retr,
 	    (unsigned long long)s->top, (unsigned long long)s->dele,
 	    (unsigned long long)s->octets_out);
+	/* "TLSv1.3/TLS_AES_128_GCM_SHA256", " ktls" added; "" = plain. */
+	ctl_json_str(stdout, s->tls);
+	printf("}");
 }
 
 int
@@ -215,8 +219,8 @@ ctl_sessions(struct ctl *c)
 		printf("{\"sessions\": [");
 	else
 		printf("%-12s %-7s %-22s %-30s %-6s %-20s %5s %-6s %5s %5s "
-		    "%s\n", "ID", "PID", "PEER", "MAILDROP", "STATE",
-		    "LOGIN", "IDLE", "CMD", "RETR", "DELE", "OCTETS");
+		    "%10s %s\n", "ID", "PID", "PEER", "MAILDROP", "STATE",
+		    "LOGIN", "IDLE", "CMD", "RETR", "DELE", "OCTETS", "TLS");
 	if (ctl_master_alive(&sb)) {
 		for (i = 0; i < sb.hdr->nslots; i++) {
 			if ((what = ctl_session_slot(&sb, i, &s)) ==
@@ -235,7 +239,7 @@ ctl_sessions(struct ctl *c)
 			n++;
 			ctl_utc(s.login_us, login, sizeof(login));
 			printf("%-12llx %-7ld %-22s %-30s %-6s %-20s %5llu "
-			    "%-6s %5llu %5llu %llu\n",
+			    "%-6s %5llu %5llu %10llu %s\n",
 			    (unsigned long long)s.session_id, (long)s.pid,
 			    s.peer, s.maildrop[0] ? s.maildrop : "-",
 			    sb_state_name(s.state), login,
@@ -243,7 +247,8 @@ ctl_sessions(struct ctl *c)
 			    s.command[0] ? s.command : "-",
 			    (unsigned long long)s.retr,
 			    (unsigned long long)s.dele,
-			    (unsigned long long)s.octets_out);
+			    (unsigned long long)s.octets_out,
+			    s.tls[0] ? s.tls : "-");
 		}
 	}
 	if (c->json)

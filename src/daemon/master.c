@@ -314,6 +314,8 @@ master_reload(struct master *m)
 	}
 	master_keep_fixed(m->cf, cf, m->nslots);
 	master_timeout_warning(cf);
+	/* A bad certificate keeps the old one; the rest still applies. */
+	master_tls_reload(m, cf);
 	/* Punt health is indexed like the config's punts. */
 	for (i = 0; i < cf->npunts && i < CONFIG_PUNT_MAX; i++) {
 		if (strcmp(h->punts[i].name, cf->punts[i].name) != 0) {
@@ -402,9 +404,17 @@ master_setup(struct master *m)
 		log_warnx("auth_global_init failed");
 		return MASTER_EX_OSERR;
 	}
+	/* As root, before the detach: a bad certificate is reported on
+	 * stderr with its file:line and the exit status says config. */
+	if ((rc = master_tls_start(m)) != 0)
+		return rc;
 	if (master_listen(m) == -1)
 		return MASTER_EX_OSERR;
 	if (!m->foreground && master_detach(m) == -1)
+		return MASTER_EX_OSERR;
+	/* The root key reader for reloads: a child of the master that
+	 * stays, made before the scoreboard and caches it must not hold. */
+	if (master_keys_fork(m) == -1)
 		return MASTER_EX_OSERR;
 	/* After detaching: the header records the master's final pid. */
 	/* POP3 workers plus the LMTP pool (master_limits). */
@@ -415,6 +425,7 @@ master_setup(struct master *m)
 	if (sb_create_at(m->run_fd, cf->run_dir, m->nslots, cf, (uid_t)-1,
 	    m->admin_gid, &m->sb) == -1)
 		return MASTER_EX_OSERR;
+	m->sb.tls = m->tls;	/* sb_create_at filled sb afresh */
 	/*
 	 * Before any fork, so every worker inherits the same anonymous
 	 * mapping; its key never leaves memory.  Size and TTL are fixed at
@@ -461,6 +472,7 @@ master_run(struct config *cf, const char *conf_path, bool foreground,
 	m.verbose = verbose;
 	m.ready_fd = -1;
 	m.run_fd = -1;
+	m.keys_fd = -1;
 	m.spawn_batch = 1;
 	log_init("sdpsd", true, LOG_MAIL, verbose);
 	log_setproc("master");
@@ -501,8 +513,10 @@ master_run(struct config *cf, const char *conf_path, bool foreground,
 		if (sig_alrm) {
 			sig_alrm = 0;
 			if (util_now_us() - m.last_maint_us >= MASTER_TICK_US -
-			    MASTER_FAST_TICK_US)
+			    MASTER_FAST_TICK_US) {
 				master_maintain(&m);
+				master_tls_tick(&m);
+			}
 			master_check_ready(&m);
 		}
 		master_wait(&m, &waitmask);
@@ -511,6 +525,7 @@ master_run(struct config *cf, const char *conf_path, bool foreground,
  out:
 	if (m.ready_fd != -1)
 		close(m.ready_fd);
+	master_tls_stop(&m);
 	authcache_destroy(m.sb.authcache);
 	throttle_destroy(m.sb.throttle);
 	sb_close(&m.sb);

@@ -2,14 +2,16 @@
  * master_int.h: NOT A PUBLIC HEADER.  What the master's own files share
  * (master.c: signals, start-up, readiness, reload, stop and the main
  * loop; master_listen.c: listeners, ids, run_dir and the privilege drop;
- * master_pool.c: the worker pools, reaping and the "busy" answer) and
- * nothing else may include.  include/sdps/master.h stays the module's
+ * master_pool.c: the worker pools, reaping and the "busy" answer;
+ * master_keys.c: the TLS context, ticket keys and the root key reader)
+ * and nothing else may include.  include/sdps/master.h stays the module's
  * whole surface (master_run); this file only lets that one module span
  * files of a readable size.  It lives in src/, not include/sdps/, so no
  * other module can reach it by the include path.
  *
  * Error convention: int functions return 0 or -1 with the reason logged,
- * except master_run_dir, which returns 0 or a MASTER_EX_* exit status.
+ * except master_run_dir and master_tls_start, which return 0 or a
+ * MASTER_EX_* exit status.
  */
 #ifndef SDPS_MASTER_INT_H
 #define SDPS_MASTER_INT_H
@@ -76,6 +78,13 @@ struct master {
 	bool		 busy_declined;	/* last wake left it to a worker */
 	unsigned	 busy_answered;	/* since busy_logged_us */
 	uint64_t	 busy_logged_us;
+	/* Issue 10 (master_keys.c): the context (also sb.tls, which the
+	 * workers read once the scoreboard exists), the shared ticket
+	 * keys, and the root key reader, which answers on keys_fd. */
+	struct tls_server *tls;		/* NULL: no TLS listener */
+	struct tls_tickets *tickets;
+	int		 keys_fd;	/* -1: no key reader (any more) */
+	pid_t		 keys_pid;	/* 0: none to reap */
 };
 
 /* master_listen.c */
@@ -84,6 +93,14 @@ void	 master_unlisten(struct master *);
 int	 master_ids(struct master *);
 int	 master_run_dir(struct master *);
 int	 master_drop_privs(struct master *);
+
+/* master_keys.c */
+int	 master_tls_start(struct master *);
+int	 master_keys_fork(struct master *);
+void	 master_tls_reload(struct master *, const struct config *);
+void	 master_tls_tick(struct master *);
+bool	 master_keys_reaped(struct master *, pid_t, int);
+void	 master_tls_stop(struct master *);
 
 /* master_pool.c */
 void	 master_limits(const struct master *, unsigned *, unsigned *);

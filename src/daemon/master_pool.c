@@ -77,6 +77,9 @@ master_spawn(struct master *m, unsigned i, enum sb_pool pool)
 	if (pid == 0) {
 		if (m->ready_fd != -1)
 			close(m->ready_fd);
+		/* Only the master talks to the key reader. */
+		if (m->keys_fd != -1)
+			close(m->keys_fd);
 		free(m->pids);
 		free(m->forked_us);
 		free(m->pool);
@@ -116,7 +119,9 @@ master_reap(struct master *m)
 			if (m->pids[i] == pid)
 				break;
 		if (i == m->nslots) {
-			log_debug("reaped unknown child %ld", (long)pid);
+			if (!master_keys_reaped(m, pid, st))
+				log_debug("reaped unknown child %ld",
+				    (long)pid);
 			continue;
 		}
 		/*

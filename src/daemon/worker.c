@@ -358,6 +358,7 @@ worker_env(struct session_env *w, const struct config *cf,
 	w->cf = cf;
 	w->sb = sb;
 	w->slot = &sb->slots[slot_idx];
+	w->tls = sb->tls;	/* the master's, inherited over fork */
 	w->kill_session = &worker_kill_session;
 	w->terminate = &worker_terminate;
 	atomic_store(&w->slot->pid, getpid());

@@ -22,7 +22,7 @@
 
 #define MIB	(1024ULL * 1024)
 
-enum sect { S_NONE, S_SERVER, S_AUTH, S_STORE, S_EXPIRE, S_PUNT };
+enum sect { S_NONE, S_SERVER, S_TLS, S_AUTH, S_STORE, S_EXPIRE, S_PUNT };
 
 enum ktype {
 	K_UINT,		/* unsigned, within [min, max] */
@@ -35,7 +35,11 @@ enum ktype {
 	K_LMTP,		/* repeatable address or unix socket path */
 	K_COST,		/* hash cost name */
 	K_MODE,		/* octal permission bits, at most max */
-	K_GROUP		/* group name or "" (field of 64) */
+	K_GROUP,	/* group name or "" (field of 64) */
+	K_CLEAR,	/* allow_cleartext: loopback, yes or no */
+	K_STR,		/* printable text, shorter than max */
+	K_PROTO,	/* TLS protocol floor name */
+	K_BOOL		/* yes or no */
 };
 
 struct key {
@@ -47,6 +51,9 @@ struct key {
 };
 
 #define CF(f)	offsetof(struct config, f)
+#define TF(f)	offsetof(struct config, tls.f)
+#define TSZ(f)	sizeof(((struct config_tls_set *)0)->f)
+
 
 static const struct key keys[] = {
 	{ S_SERVER, "listen",		K_LISTEN, 0, 0, 0 },
@@ -100,9 +107,23 @@ static const struct key keys[] = {
 	    CF(auth_timeout_s), 0, 86400 },
 	{ S_SERVER, "lmtp_workers",	K_UINT,
 	    CF(lmtp_workers), 1, 64 },
+	{ S_SERVER, "allow_cleartext",	K_CLEAR, CF(allow_cleartext), 0, 0 },
+	/* [tls] (issue 10): the *_line fields are filled in check(). */
+	{ S_TLS, "cert",		K_PATH,	TF(cert), 0, 0 },
+	{ S_TLS, "key",			K_PATH,	TF(key), 0, 0 },
+	{ S_TLS, "min_protocol",	K_PROTO, TF(min_protocol), 0, 0 },
+	{ S_TLS, "ciphers",		K_STR,	TF(ciphers), 0, TSZ(ciphers) },
+	{ S_TLS, "ciphersuites",	K_STR,
+	    TF(ciphersuites), 0, TSZ(ciphersuites) },
+	{ S_TLS, "groups",		K_STR,	TF(groups), 0, TSZ(groups) },
+	{ S_TLS, "handshake_timeout",	K_UINT,
+	    TF(handshake_timeout_s), 1, 3600 },
+	{ S_TLS, "ticket_lifetime",	K_UINT,
+	    TF(ticket_lifetime_s), 0, 604800 },
+	{ S_TLS, "ktls",		K_BOOL,	TF(ktls), 0, 0 },
 	{ S_AUTH, "path",		K_PATH,	CF(auth_path), 0, 0 },
 	{ S_AUTH, "map_size_mb",	K_MB,	CF(auth_map_size), 1, 1048576 },
-	{ S_AUTH, "hash_cost",		K_COST,	0, 0, 0 },
+	{ S_AUTH, "hash_cost",		K_COST,	CF(hash_cost), 0, 0 },
 	{ S_STORE, "map_size_mb",	K_MB,
 	    CF(store_map_size), 1, 1048576 },
 	{ S_STORE, "claim_lease",	K_UINT,
@@ -125,6 +146,7 @@ struct parse {
 	int		 punt_line[CONFIG_PUNT_MAX];
 	bool		 punt_has_path[CONFIG_PUNT_MAX];
 	int		 key_line[NITEMS(keys)];	/* 0 = not seen */
+	int		 listen_line[CONFIG_LISTENERS_MAX]; /* by listener */
 	int		 err_line;	/* first error, -1 = none */
 	char		 reason[256];
 };
@@ -175,6 +197,19 @@ config_defaults(struct config *cf)
 	cf->max_conn_per_ip = 10;
 	cf->auth_timeout_s = 60;
 	cf->lmtp_workers = 8;
+	cf->allow_cleartext = CONFIG_CLEARTEXT_LOOPBACK;
+	strcpy(cf->tls.min_protocol, "TLSv1.2");
+	/* The Mozilla "intermediate" profile (ssl-config.mozilla.org). */
+	strcpy(cf->tls.ciphers, "ECDHE-ECDSA-AES128-GCM-SHA256:"
+	    "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+	    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:"
+	    "ECDHE-RSA-CHACHA20-POLY1305");
+	strcpy(cf->tls.ciphersuites, "TLS_AES_128_GCM_SHA256:"
+	    "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256");
+	strcpy(cf->tls.groups, "X25519:prime256v1:secp384r1");
+	cf->tls.handshake_timeout_s = 10;
+	cf->tls.ticket_lifetime_s = 3600;
+	cf->tls.ktls = true;
 	strcpy(cf->auth_path, "/var/lib/sdps/auth");
 	cf->auth_map_size = 64 * MIB;
 	cf->hash_cost = CONFIG_HASH_INTERACTIVE;
@@ -215,6 +250,23 @@ is_abs_path(const char *s, size_t max)
 	return s[0] == '/' && strlen(s) < max && !has_ctl(s);
 }
 
+/* The index of value in "a|b|c", or -1. */
+static int
+word_index(const char *list, const char *value)
+{
+	size_t	 n, len = strlen(value);
+	int	 i;
+
+	for (i = 0;; i++, list += n + 1) {
+		n = strcspn(list, "|");
+		if (n == len && strncmp(list, value, n) == 0)
+			return i;
+		if (list[n] == '\0')
+			return -1;
+	}
+}
+
+#define TLS_MODES	"none|starttls|implicit"	/* enum config_tls */
 /* "a.b.c.d:port", "[v6]:port" or "*:port"; the port is 1..65535. */
 static bool
 is_inet_addr(const char *s)
@@ -278,24 +330,56 @@ drop_listeners(struct config *cf, enum config_proto proto)
 /*
  * Append a listener after the last of its protocol: POP3 ones stay
  * first, as the two separate lists were bound before.  The caller checked
- * the per-protocol limit, so there is room.
+ * the per-protocol limit, so there is room.  Its line: listen_line.
  */
 static void
-add_listener(struct config *cf, const char *addr, enum config_proto proto)
+add_listener(struct parse *p, const char *addr, enum config_proto proto,
+    enum config_tls tls)
 {
+	struct config		*cf = p->cf;
 	struct config_listener	*l;
 	int			 at = cf->nlisteners;
+	size_t			 n;
 
 	if (proto == CONFIG_PROTO_POP3)
 		at = config_nlisteners(cf, CONFIG_PROTO_POP3);
+	n = (size_t)(cf->nlisteners - at);
 	memmove(&cf->listeners[at + 1], &cf->listeners[at],
-	    (size_t)(cf->nlisteners - at) * sizeof(cf->listeners[0]));
+	    n * sizeof(cf->listeners[0]));
+	memmove(&p->listen_line[at + 1], &p->listen_line[at],
+	    n * sizeof(p->listen_line[0]));
 	l = &cf->listeners[at];
 	memset(l, 0, sizeof(*l));
 	snprintf(l->addr, sizeof(l->addr), "%s", addr);
 	l->proto = proto;
-	l->tls = CONFIG_TLS_NONE;
+	l->tls = tls;
+	p->listen_line[at] = p->lineno;
 	cf->nlisteners++;
+}
+
+/*
+ * "ADDR" or "ADDR tls=MODE": split the address off into addr (of
+ * CONFIG_ADDR_MAX) and read the mode.  -1 (reported) on a bad option.
+ */
+static int
+split_listen(struct parse *p, const char *name, const char *value,
+    char *addr, enum config_tls *tls)
+{
+	size_t		 len = strcspn(value, " \t");
+	const char	*opt = value + len + strspn(value + len, " \t");
+	int		 i = 0;
+
+	snprintf(addr, CONFIG_ADDR_MAX, "%.*s", (int)len, value);
+	if (len >= CONFIG_ADDR_MAX)
+		addr[0] = '\0';	/* too long: a bad address */
+	if (*opt != '\0' && (strncmp(opt, "tls=", 4) != 0 ||
+	    (i = word_index(TLS_MODES, opt + 4)) == -1)) {
+		perr(p, p->lineno, "%s: unknown option \"%s\" (want "
+		    "tls=none, tls=starttls or tls=implicit)", name, opt);
+		return -1;
+	}
+	*tls = (enum config_tls)i;
+	return 0;
 }
 
 /* A user or group name as useradd takes it (checked for existence at
@@ -336,12 +420,16 @@ static void
 set_listener(struct parse *p, const struct key *k, const char *value)
 {
 	struct config	*cf = p->cf;
+	char		 addr[CONFIG_ADDR_MAX];
+	enum config_tls	 tls;
 	int		 line = p->lineno;
 
+	if (split_listen(p, k->name, value, addr, &tls) == -1)
+		return;
 	if (k->type == K_LISTEN) {
-		if (!is_inet_addr(value) || strlen(value) >= CONFIG_ADDR_MAX) {
+		if (!is_inet_addr(addr)) {
 			perr(p, line, "listen: bad address \"%s\" (want "
-			    "a.b.c.d:port, [v6]:port or *:port)", value);
+			    "a.b.c.d:port, [v6]:port or *:port)", addr);
 			return;
 		}
 		/* The first listen line replaces the built-in default. */
@@ -353,14 +441,18 @@ set_listener(struct parse *p, const struct key *k, const char *value)
 			    CONFIG_LISTEN_MAX);
 			return;
 		}
-		add_listener(cf, value, CONFIG_PROTO_POP3);
+		add_listener(p, addr, CONFIG_PROTO_POP3, tls);
 		return;
 	}
-	if (value[0] == '/' ? !is_abs_path(value,
+	if (tls != CONFIG_TLS_NONE) {
+		perr(p, line, "lmtp_listen: LMTP is plain only (tls=none)");
+		return;
+	}
+	if (addr[0] == '/' ? !is_abs_path(addr,
 	    sizeof(((struct sockaddr_un *)0)->sun_path)) :
-	    !is_inet_addr(value) || strlen(value) >= CONFIG_ADDR_MAX) {
+	    !is_inet_addr(addr)) {
 		perr(p, line, "lmtp_listen: bad address \"%s\" (want "
-		    "host:port or an absolute socket path)", value);
+		    "host:port or an absolute socket path)", addr);
 		return;
 	}
 	if (config_nlisteners(cf, CONFIG_PROTO_LMTP) == CONFIG_LISTEN_MAX) {
@@ -368,7 +460,38 @@ set_listener(struct parse *p, const struct key *k, const char *value)
 		    CONFIG_LISTEN_MAX);
 		return;
 	}
-	add_listener(cf, value, CONFIG_PROTO_LMTP);
+	add_listener(p, addr, CONFIG_PROTO_LMTP, CONFIG_TLS_NONE);
+}
+
+/*
+ * K_COST, K_CLEAR, K_PROTO and K_BOOL: one word of a list, in the order
+ * of its enum.  TLS 1.0 and 1.1 are not on the list (RFC 8996).
+ */
+static void
+set_word(struct parse *p, const struct key *k, char *field,
+    const char *value)
+{
+	static const char *const words[] = {
+		[K_COST] = "min|interactive|moderate",
+		[K_CLEAR] = "loopback|yes|no",
+		[K_PROTO] = "TLSv1.2|TLSv1.3",
+		[K_BOOL] = "no|yes",
+	};
+	int	 i;
+
+	if ((i = word_index(words[k->type], value)) == -1) {
+		perr(p, p->lineno, "%s: expected %s, got \"%s\"", k->name,
+		    words[k->type], value);
+		return;
+	}
+	if (k->type == K_COST)
+		p->cf->hash_cost = (enum config_hash_cost)i;
+	else if (k->type == K_CLEAR)
+		p->cf->allow_cleartext = (enum config_cleartext)i;
+	else if (k->type == K_BOOL)
+		*(bool *)(void *)field = i == 1;
+	else
+		strcpy(field, value);
 }
 
 static void
@@ -439,33 +562,30 @@ set_key(struct parse *p, const struct key *k, const char *value)
 	case K_LMTP:
 		set_listener(p, k, value);
 		return;
+	case K_STR:
+		/* Checked by OpenSSL when the context is built. */
+		if (value[0] == '\0' || strlen(value) >= k->max ||
+		    strcspn(value, " \t") != strlen(value) || has_ctl(value)) {
+			perr(p, line, "%s: expected a list without spaces, "
+			    "1..%llu octets", k->name,
+			    (unsigned long long)k->max - 1);
+			return;
+		}
+		strcpy(field, value);
+		return;
 	case K_COST:
-		if (strcmp(value, "interactive") == 0)
-			cf->hash_cost = CONFIG_HASH_INTERACTIVE;
-		else if (strcmp(value, "moderate") == 0)
-			cf->hash_cost = CONFIG_HASH_MODERATE;
-		else if (strcmp(value, "min") == 0)
-			cf->hash_cost = CONFIG_HASH_MIN;
-		else
-			perr(p, line, "hash_cost: expected interactive, "
-			    "moderate or min, got \"%s\"", value);
+	case K_CLEAR:
+	case K_PROTO:
+	case K_BOOL:
+		set_word(p, k, field, value);
 		return;
 	}
 }
 
-static const char *
-sect_name(enum sect s)
-{
-	switch (s) {
-	case S_NONE:	return "";
-	case S_SERVER:	return "server";
-	case S_AUTH:	return "auth";
-	case S_STORE:	return "store";
-	case S_EXPIRE:	return "expire";
-	case S_PUNT:	return "punt";
-	}
-	return "?";
-}
+/* By enum sect: the [name] of each section ("punt NAME" for S_PUNT). */
+static const char *const sect_names[] = {
+	"", "server", "tls", "auth", "store", "expire", "punt"
+};
 
 static int
 handler(void *arg, const char *section, const char *name, const char *value)
@@ -508,7 +628,7 @@ handler(void *arg, const char *section, const char *name, const char *value)
 		if (p->key_line[i] != 0 && keys[i].type != K_LISTEN &&
 		    keys[i].type != K_LMTP) {
 			perr(p, p->lineno, "[%s]: duplicate key \"%s\" (first "
-			    "on line %d)", sect_name(p->sect), name,
+			    "on line %d)", sect_names[p->sect], name,
 			    p->key_line[i]);
 			return 0;
 		}
@@ -517,7 +637,7 @@ handler(void *arg, const char *section, const char *name, const char *value)
 			p->key_line[i] = p->lineno;
 		return p->err_line == -1;
 	}
-	perr(p, p->lineno, "[%s]: unknown key \"%s\"", sect_name(p->sect),
+	perr(p, p->lineno, "[%s]: unknown key \"%s\"", sect_names[p->sect],
 	    name);
 	return 0;
 }
@@ -543,16 +663,11 @@ section(struct parse *p, const char *s)
 		perr(p, p->lineno, "junk after section header");
 		return;
 	}
-	p->sect = S_NONE;
-	if (len == 6 && strncmp(s + 1, "server", len) == 0)
-		p->sect = S_SERVER;
-	else if (len == 4 && strncmp(s + 1, "auth", len) == 0)
-		p->sect = S_AUTH;
-	else if (len == 5 && strncmp(s + 1, "store", len) == 0)
-		p->sect = S_STORE;
-	else if (len == 6 && strncmp(s + 1, "expire", len) == 0)
-		p->sect = S_EXPIRE;
-	else if (len > 5 && strncmp(s + 1, "punt ", 5) == 0) {
+	for (p->sect = S_EXPIRE; p->sect > S_NONE; p->sect--)
+		if (strlen(sect_names[p->sect]) == len &&
+		    strncmp(s + 1, sect_names[p->sect], len) == 0)
+			break;
+	if (p->sect == S_NONE && len > 5 && strncmp(s + 1, "punt ", 5) == 0) {
 		name = s + 6;
 		len -= 5;
 		if (!is_punt_name(name, len)) {
@@ -579,7 +694,7 @@ section(struct parse *p, const char *s)
 		cf->punts[p->punt].name[len] = '\0';
 		p->punt_line[p->punt] = p->lineno;
 		p->sect = S_PUNT;
-	} else
+	} else if (p->sect == S_NONE)
 		perr(p, p->lineno, "unknown section [%.*s]", (int)len, s + 1);
 }
 
@@ -623,14 +738,14 @@ reader(char *str, int num, void *arg)
 	return str;
 }
 
-/* The line a [server] key was set on, 0 if it kept its default. */
+/* The line a key of sect was set on, 0 if it kept its default. */
 static int
-key_line(const struct parse *p, const char *name)
+key_line(const struct parse *p, enum sect sect, const char *name)
 {
 	size_t	 i;
 
 	for (i = 0; i < NITEMS(keys); i++)
-		if (keys[i].sect == S_SERVER && strcmp(keys[i].name, name) == 0)
+		if (keys[i].sect == sect && strcmp(keys[i].name, name) == 0)
 			return p->key_line[i];
 	return 0;
 }
@@ -640,6 +755,42 @@ static int
 later(int a, int b)
 {
 	return a > b ? a : b;
+}
+
+/*
+ * [tls]: record where each value came from (tls.h reports file problems
+ * as file:line), then the pairs: cert and key together, and both for
+ * any listener that speaks TLS.
+ */
+static int
+check_tls(struct parse *p)
+{
+	struct config_tls_set	*t = &p->cf->tls;
+	const struct config	*cf = p->cf;
+	int			 i;
+
+	t->cert_line = key_line(p, S_TLS, "cert");
+	t->key_line = key_line(p, S_TLS, "key");
+	t->min_protocol_line = key_line(p, S_TLS, "min_protocol");
+	t->ciphers_line = key_line(p, S_TLS, "ciphers");
+	t->ciphersuites_line = key_line(p, S_TLS, "ciphersuites");
+	t->groups_line = key_line(p, S_TLS, "groups");
+	if ((t->cert[0] == '\0') != (t->key[0] == '\0')) {
+		perr(p, later(t->cert_line, t->key_line), "[tls]: %s",
+		    t->cert[0] != '\0' ? "cert without key" : "key without cert");
+		return -1;
+	}
+	for (i = 0; i < cf->nlisteners; i++) {
+		if (cf->listeners[i].tls == CONFIG_TLS_NONE ||
+		    t->cert[0] != '\0')
+			continue;
+		perr(p, p->listen_line[i], "listen: %s %s needs [tls] cert "
+		    "and key", cf->listeners[i].addr,
+		    cf->listeners[i].tls == CONFIG_TLS_STARTTLS ?
+		    "tls=starttls" : "tls=implicit");
+		return -1;
+	}
+	return 0;
 }
 
 static int
@@ -666,16 +817,18 @@ check(struct parse *p)
 		perr(p, 0, "no [punt NAME] section: at least one is required");
 		return -1;
 	}
+	if (check_tls(p) == -1)
+		return -1;
 	if (cf->min_spare > cf->max_spare) {
-		line = later(key_line(p, "min_spare"),
-		    key_line(p, "max_spare"));
+		line = later(key_line(p, S_SERVER, "min_spare"),
+		    key_line(p, S_SERVER, "max_spare"));
 		perr(p, line, "min_spare (%u) is over max_spare (%u)",
 		    cf->min_spare, cf->max_spare);
 		return -1;
 	}
 	if (cf->max_spare > cf->max_workers) {
-		line = later(key_line(p, "max_spare"),
-		    key_line(p, "max_workers"));
+		line = later(key_line(p, S_SERVER, "max_spare"),
+		    key_line(p, S_SERVER, "max_workers"));
 		perr(p, line, "max_spare (%u) is over max_workers (%u)",
 		    cf->max_spare, cf->max_workers);
 		return -1;
@@ -683,8 +836,8 @@ check(struct parse *p)
 	/* One LMDB reader slot per worker (4096 per environment). */
 	if (config_nlisteners(cf, CONFIG_PROTO_LMTP) > 0 &&
 	    cf->max_workers + cf->lmtp_workers > 4000) {
-		line = later(key_line(p, "max_workers"),
-		    key_line(p, "lmtp_workers"));
+		line = later(key_line(p, S_SERVER, "max_workers"),
+		    key_line(p, S_SERVER, "lmtp_workers"));
 		perr(p, line, "max_workers + lmtp_workers (%u) is over 4000",
 		    cf->max_workers + cf->lmtp_workers);
 		return -1;

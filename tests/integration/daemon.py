@@ -91,6 +91,15 @@ def children_of(ppid):
     return sorted(out)
 
 
+def proc_comm(pid):
+    """The process name (/proc/PID/comm), or None if it is gone."""
+    try:
+        with open("/proc/%d/comm" % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def parse_kv(line):
     """key=value pairs of a log line as a dict (values without spaces)."""
     return dict(m.groups() for m in re.finditer(r'(\w[\w.-]*)=(\S*)', line))
@@ -402,13 +411,17 @@ class Daemon:
         self.proc.send_signal(sig)
 
     def workers(self):
-        """Pids of the master's live children."""
-        return children_of(self.proc.pid)
+        """Pids of the master's live children but the TLS key reader
+        (issue 10: a root helper named sdpsd-keys, not a worker)."""
+        return [p for p in children_of(self.proc.pid)
+                if proc_comm(p) != "sdpsd-keys"]
 
-    def worker_for(self, pop3, timeout=20.0):
-        """Pid of the worker serving the connection pop3 (its server-side
-        socket, found through /proc/net/tcp and the workers' fds)."""
-        cport = pop3.sock.getsockname()[1]
+    def worker_for(self, pop3, timeout=20.0, port=None):
+        """Pid of the worker serving the connection pop3 (a Pop3 or a
+        socket; its server-side socket, found through /proc/net/tcp and
+        the workers' fds) on port (default: the plain POP3 port)."""
+        cport = getattr(pop3, "sock", pop3).getsockname()[1]
+        port = port or self.port
 
         def find():
             inode = None
@@ -418,7 +431,7 @@ class Daemon:
                     fl = ln.split()
                     lport = int(fl[1].split(":")[1], 16)
                     rport = int(fl[2].split(":")[1], 16)
-                    if lport == self.port and rport == cport:
+                    if lport == port and rport == cport:
                         inode = fl[9]
             if inode is None or inode == "0":
                 return None

@@ -95,6 +95,21 @@ test_defaults(void **state)
 	assert_int_equal(cf.max_conn_per_ip, 10);
 	assert_int_equal(cf.auth_timeout_s, 60);
 	assert_int_equal(cf.lmtp_workers, 8);
+	assert_int_equal(cf.allow_cleartext, CONFIG_CLEARTEXT_LOOPBACK);
+	assert_string_equal(cf.tls.cert, "");
+	assert_string_equal(cf.tls.key, "");
+	assert_int_equal(cf.tls.cert_line, 0);
+	assert_string_equal(cf.tls.min_protocol, "TLSv1.2");
+	assert_string_equal(cf.tls.ciphers, "ECDHE-ECDSA-AES128-GCM-SHA256:"
+	    "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+	    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:"
+	    "ECDHE-RSA-CHACHA20-POLY1305");
+	assert_string_equal(cf.tls.ciphersuites, "TLS_AES_128_GCM_SHA256:"
+	    "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256");
+	assert_string_equal(cf.tls.groups, "X25519:prime256v1:secp384r1");
+	assert_int_equal(cf.tls.handshake_timeout_s, 10);
+	assert_int_equal(cf.tls.ticket_lifetime_s, 3600);
+	assert_true(cf.tls.ktls);
 	assert_string_equal(cf.auth_path, "/var/lib/sdps/auth");
 	assert_int_equal(cf.auth_map_size, 64ULL << 20);
 	assert_int_equal(cf.hash_cost, CONFIG_HASH_INTERACTIVE);
@@ -301,6 +316,40 @@ test_bad(void **state)
 		    "punt name" },
 		{ PUNT "[server]\nuser = sdps\n  min_spare = 1\n  user = x\n",
 		    6, "duplicate key \"user\"" },
+		/* Issue 10: listener modes, the cleartext policy, [tls]. */
+		{ PUNT "[server]\nlisten = *:995 tls=implicit\n", 4,
+		    "listen: *:995 tls=implicit needs [tls] cert and key" },
+		{ PUNT "[server]\nlisten = *:1\nlisten = *:110 tls=starttls\n"
+		    "[tls]\n", 5, "tls=starttls needs [tls] cert and key" },
+		{ PUNT "[server]\nlisten = *:110 tls=bogus\n", 4,
+		    "listen: unknown option \"tls=bogus\"" },
+		{ PUNT "[server]\nlisten = *:110 ssl=yes\n", 4,
+		    "unknown option" },
+		{ PUNT "[server]\nlisten = *:110 tls=none x\n", 4,
+		    "unknown option" },
+		{ PUNT "[server]\nlmtp_listen = /l.sock tls=starttls\n", 4,
+		    "lmtp_listen: LMTP is plain only" },
+		{ PUNT "[server]\nlmtp_listen = /l.sock tls=none x\n", 4,
+		    "lmtp_listen: unknown option" },
+		{ PUNT "[server]\nallow_cleartext = maybe\n", 4,
+		    "allow_cleartext: expected loopback|yes|no" },
+		{ PUNT "[tls]\ncert = /c.pem\n", 4, "[tls]: cert without key" },
+		{ PUNT "[tls]\n\nkey = /k.pem\n", 5, "[tls]: key without cert" },
+		{ PUNT "[tls]\ncert = c.pem\nkey = /k\n", 4, "absolute" },
+		{ PUNT "[tls]\nmin_protocol = TLSv1.1\n", 4,
+		    "min_protocol: expected TLSv1.2|TLSv1.3, got \"TLSv1.1\"" },
+		{ PUNT "[tls]\nmin_protocol = TLSv1\n", 4, "min_protocol" },
+		{ PUNT "[tls]\nmin_protocol = tlsv1.2\n", 4, "min_protocol" },
+		{ PUNT "[tls]\nciphers =\n", 4, "ciphers" },
+		{ PUNT "[tls]\nciphers = A B\n", 4, "ciphers" },
+		{ PUNT "[tls]\ngroups = X25519\ngroups = P-256\n", 5,
+		    "[tls]: duplicate key \"groups\"" },
+		{ PUNT "[tls]\nhandshake_timeout = 0\n", 4,
+		    "handshake_timeout" },
+		{ PUNT "[tls]\nticket_lifetime = -1\n", 4, "ticket_lifetime" },
+		{ PUNT "[tls]\nktls = maybe\n", 4, "ktls: expected no|yes" },
+		{ PUNT "[tls]\nuser = x\n", 4, "[tls]: unknown key \"user\"" },
+		{ PUNT "[tls ]\n", 3, "unknown section" },
 	};
 	struct config	 cf;
 	char		 err[512], want[128];
@@ -401,6 +450,74 @@ test_listeners_interleaved(void **state)
 	assert_int_equal(cf.listeners[3].tls, CONFIG_TLS_NONE);
 }
 
+/* Issue 10: listener modes, allow_cleartext and [tls] with its lines. */
+static void
+test_tls(void **state)
+{
+	struct config	 cf;
+	char		 err[512];
+	const char	*text =
+	    "[server]\n"					/* 1 */
+	    "listen = 127.0.0.1:110 tls=starttls\n"
+	    "listen = [::1]:995\ttls=implicit ; comment\n"
+	    "listen = *:1110 tls=none\n"
+	    "listen = *:1111\n"				/* 5 */
+	    "lmtp_listen = /l.sock tls=none\n"
+	    "allow_cleartext = no\n"
+	    "[tls]\n"
+	    "key = /etc/k.pem\n"
+	    "cert = /etc/c.pem\n"				/* 10 */
+	    "min_protocol = TLSv1.3\n"
+	    "ciphers = ECDHE-RSA-AES128-GCM-SHA256\n"
+	    "ciphersuites = TLS_AES_256_GCM_SHA384\n"
+	    "groups = X25519\n"
+	    "handshake_timeout = 3\n"			/* 15 */
+	    "ticket_lifetime = 0\n"
+	    "ktls = no\n"
+	    PUNT;
+
+	(void)state;
+	if (load(text, &cf, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(cf.nlisteners, 5);
+	assert_string_equal(cf.listeners[0].addr, "127.0.0.1:110");
+	assert_int_equal(cf.listeners[0].tls, CONFIG_TLS_STARTTLS);
+	assert_string_equal(cf.listeners[1].addr, "[::1]:995");
+	assert_int_equal(cf.listeners[1].tls, CONFIG_TLS_IMPLICIT);
+	assert_int_equal(cf.listeners[2].tls, CONFIG_TLS_NONE);
+	assert_int_equal(cf.listeners[3].tls, CONFIG_TLS_NONE);
+	assert_string_equal(cf.listeners[4].addr, "/l.sock");
+	assert_int_equal(cf.listeners[4].tls, CONFIG_TLS_NONE);
+	assert_int_equal(cf.allow_cleartext, CONFIG_CLEARTEXT_NO);
+	assert_string_equal(cf.tls.cert, "/etc/c.pem");
+	assert_int_equal(cf.tls.cert_line, 10);
+	assert_string_equal(cf.tls.key, "/etc/k.pem");
+	assert_int_equal(cf.tls.key_line, 9);
+	assert_string_equal(cf.tls.min_protocol, "TLSv1.3");
+	assert_int_equal(cf.tls.min_protocol_line, 11);
+	assert_string_equal(cf.tls.ciphers, "ECDHE-RSA-AES128-GCM-SHA256");
+	assert_int_equal(cf.tls.ciphers_line, 12);
+	assert_string_equal(cf.tls.ciphersuites, "TLS_AES_256_GCM_SHA384");
+	assert_int_equal(cf.tls.ciphersuites_line, 13);
+	assert_string_equal(cf.tls.groups, "X25519");
+	assert_int_equal(cf.tls.groups_line, 14);
+	assert_int_equal(cf.tls.handshake_timeout_s, 3);
+	assert_int_equal(cf.tls.ticket_lifetime_s, 0);
+	assert_false(cf.tls.ktls);
+
+	/* The other words; a [tls] section with no TLS listener is fine. */
+	if (load(PUNT "[server]\nallow_cleartext = yes\n[tls]\nktls = yes\n"
+	    "cert = /c\nkey = /k\n", &cf, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(cf.allow_cleartext, CONFIG_CLEARTEXT_YES);
+	assert_true(cf.tls.ktls);
+	assert_int_equal(cf.tls.min_protocol_line, 0);
+	if (load(PUNT "[server]\nallow_cleartext = loopback\n", &cf, err,
+	    sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(cf.allow_cleartext, CONFIG_CLEARTEXT_LOOPBACK);
+}
+
 int
 main(void)
 {
@@ -412,6 +529,7 @@ main(void)
 		cmocka_unit_test(test_bad),
 		cmocka_unit_test(test_limits),
 		cmocka_unit_test(test_missing_file),
+		cmocka_unit_test(test_tls),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
