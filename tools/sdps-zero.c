@@ -101,8 +101,10 @@ static struct {
 	int		 verbose;
 } g = { .lfd_plain = -1, .lfd_tls = -1 };
 
-static const char CAPA[] = "+OK\r\nUSER\r\nUIDL\r\nTOP\r\nPIPELINING\r\n"
-    "STLS\r\n.\r\n";
+static const char CAPA_STLS[] = "+OK\r\nUSER\r\nUIDL\r\nTOP\r\n"
+    "PIPELINING\r\nSTLS\r\n.\r\n";
+#define CAPA_LEN (sizeof(CAPA_STLS) - 1)
+#define STLS_LEN 6			/* "STLS\r\n" */
 static const char DOT[] = ".\r\n";
 
 static void fatalx(const char *, ...)
@@ -654,8 +656,14 @@ command(struct client *c, char *line)
 		reply(c, "+OK bye\r\n");
 	} else if (strcasecmp(line, "NOOP") == 0)
 		reply(c, "+OK\r\n");
-	else if (strcasecmp(line, "CAPA") == 0)
-		push(c, CAPA, sizeof(CAPA) - 1);
+	else if (strcasecmp(line, "CAPA") == 0 && c->ssl == NULL &&
+	    g.ctx != NULL)
+		push(c, CAPA_STLS, CAPA_LEN);
+	else if (strcasecmp(line, "CAPA") == 0) {
+		/* Without STLS: the same lines but that one. */
+		push(c, CAPA_STLS, CAPA_LEN - STLS_LEN - 3);
+		push(c, DOT, 3);
+	}
 	else if (c->st == CS_TRANS)
 		cmd_trans(c, line, arg);
 	else
