@@ -1,8 +1,10 @@
 /*
  * session: one POP3 session (RFC 1939 + SDPS, docs/design.md §2, §8): its
- * lifecycle (greeting, the command loop, the end), the command table, the
- * dispatcher, the replies and CAPA.  The states' handlers live in
- * session_auth.c (AUTHORIZATION), session_trans.c (TRANSACTION) and
+ * lifecycle (the TLS handshake of an implicit-TLS listener, greeting, the
+ * command loop, the end), the command table, the dispatcher, the replies,
+ * CAPA, and STLS with the cleartext policy (issue 10).  The states'
+ * handlers live in session_auth.c (AUTHORIZATION: USER, PASS),
+ * session_sasl.c (AUTH), session_trans.c (TRANSACTION) and
  * session_update.c (UPDATE); session_int.h is what they share.
  */
 #include <sys/types.h>
@@ -25,27 +27,37 @@
 #include "sdps/session.h"
 #include "sdps/slot.h"
 #include "sdps/store.h"
+#include "sdps/tls.h"
 #include "sdps/util.h"
 #include "session_int.h"
 
 static cmd_fn cmd_capa;
 
-/* CAPA lists the commands' tags in this order (then capa_props). */
+/*
+ * CAPA lists the commands' tags in this order (then capa_props), each
+ * only where its offered() says so.  AUTH's tag names the mechanisms of
+ * session_sasl.c's table (a unit test holds them together).
+ */
 const struct cmd session_cmds[] = {
-	{ "TOP",  ST_TRANS,		0,	 2, 2, cmd_top,	 "TOP" },
-	{ "UIDL", ST_TRANS,		0,	 0, 1, cmd_uidl, "UIDL" },
-	{ "USER", ST_AUTH,		0,	 1, 1, cmd_user, "USER" },
-	{ "PASS", ST_AUTH,		CF_REST, 1, 1, cmd_pass, NULL },
-	{ "APOP", ST_AUTH,		CF_REST, 0, 1, cmd_apop, NULL }, /* -ERR */
-	{ "CAPA", ST_AUTH | ST_TRANS,	0,	 0, 0, cmd_capa, NULL },
-	{ "QUIT", ST_AUTH | ST_TRANS,	0,	 0, 0, cmd_quit, NULL },
-	{ "STAT", ST_TRANS,		0,	 0, 0, cmd_stat, NULL },
-	{ "LIST", ST_TRANS,		0,	 0, 1, cmd_list, NULL },
-	{ "RETR", ST_TRANS,		0,	 1, 1, cmd_retr, NULL },
-	{ "DELE", ST_TRANS,		0,	 1, 1, cmd_dele, NULL },
-	{ "NOOP", ST_TRANS,		0,	 0, 0, cmd_noop, NULL },
-	{ "RSET", ST_TRANS,		0,	 0, 0, cmd_rset, NULL },
-	{ "*ENV", ST_TRANS,		0,	 1, 1, cmd_env,	 NULL },
+	{ "TOP",  ST_TRANS,		0,	 2, 2, cmd_top,	 "TOP", NULL },
+	{ "UIDL", ST_TRANS,		0,	 0, 1, cmd_uidl, "UIDL", NULL },
+	{ "USER", ST_AUTH,		0,	 1, 1, cmd_user, "USER",
+	    session_capa_user },
+	{ "STLS", ST_AUTH,		0,	 0, 0, cmd_stls, "STLS",
+	    session_capa_stls },
+	{ "AUTH", ST_AUTH,		0,	 0, 2, cmd_auth,
+	    "SASL PLAIN LOGIN", session_capa_user },
+	{ "PASS", ST_AUTH,		CF_REST, 1, 1, cmd_pass, NULL, NULL },
+	{ "APOP", ST_AUTH,		CF_REST, 0, 1, cmd_apop, NULL, NULL },
+	{ "CAPA", ST_AUTH | ST_TRANS,	0,	 0, 0, cmd_capa, NULL, NULL },
+	{ "QUIT", ST_AUTH | ST_TRANS,	0,	 0, 0, cmd_quit, NULL, NULL },
+	{ "STAT", ST_TRANS,		0,	 0, 0, cmd_stat, NULL, NULL },
+	{ "LIST", ST_TRANS,		0,	 0, 1, cmd_list, NULL, NULL },
+	{ "RETR", ST_TRANS,		0,	 1, 1, cmd_retr, NULL, NULL },
+	{ "DELE", ST_TRANS,		0,	 1, 1, cmd_dele, NULL, NULL },
+	{ "NOOP", ST_TRANS,		0,	 0, 0, cmd_noop, NULL, NULL },
+	{ "RSET", ST_TRANS,		0,	 0, 0, cmd_rset, NULL, NULL },
+	{ "*ENV", ST_TRANS,		0,	 1, 1, cmd_env,	 NULL, NULL },
 };
 
 const size_t session_ncmds = NITEMS(session_cmds);
@@ -97,6 +109,8 @@ end_name(enum end_how how)
 		return "authfail";
 	case END_UPDATE_FAILED:
 		return "update-failed";
+	case END_TLSFAIL:
+		return "tls-fail";
 	}
 	return "?";
 }
@@ -192,20 +206,6 @@ capa_login_delay(const struct session *s)
 	return s->cf->login_delay_s;
 }
 
-/*
- * Whether this connection's listener offers command c.  Every listener
- * offers every command today (tls is always CONFIG_TLS_NONE); the TLS
- * issue decides here, from s->w->listener, e.g. USER only after STLS on
- * a listener that requires it, and adds STLS to the table.
- */
-static bool
-capa_offered(const struct session *s, const struct cmd *c)
-{
-	(void)s;
-	(void)c;
-	return true;
-}
-
 /* RFC 2449 §6: generated from cmds and capa_props. */
 static enum cmd_res
 cmd_capa(struct session *s, struct conn_args *a)
@@ -218,7 +218,8 @@ cmd_capa(struct session *s, struct conn_args *a)
 	conn_printf(s->c, "+OK capability list follows\r\n");
 	for (i = 0; i < session_ncmds; i++)
 		if (session_cmds[i].capa != NULL &&
-		    capa_offered(s, &session_cmds[i]))
+		    (session_cmds[i].offered == NULL ||
+		    session_cmds[i].offered(s)))
 			conn_printf(s->c, "%s\r\n", session_cmds[i].capa);
 	for (i = 0; i < NITEMS(capa_props); i++) {
 		p = &capa_props[i];
@@ -232,8 +233,185 @@ cmd_capa(struct session *s, struct conn_args *a)
 	conn_ml_end(s->c);
 	return CMD_REPLIED;
 }
-static enum end_how
-how_from_io(enum conn_res r)
+/* ---- TLS and the cleartext policy (issue 10) ---- */
+
+static enum config_tls
+listener_tls(const struct session *s)
+{
+	return s->w->listener != NULL ? s->w->listener->tls :
+	    CONFIG_TLS_NONE;
+}
+
+bool
+session_stls_offered(const struct session *s)
+{
+	return !s->tls && listener_tls(s) == CONFIG_TLS_STARTTLS &&
+	    s->w->tls != NULL;
+}
+
+/*
+ * Like Dovecot's auth_allow_cleartext: a password may cross only a TLS
+ * connection, unless the operator says yes, or (the default) the peer is
+ * on this host, where nobody can listen in.
+ */
+bool
+session_cleartext_ok(const struct session *s)
+{
+	switch (s->cf->allow_cleartext) {
+	case CONFIG_CLEARTEXT_YES:
+		return true;
+	case CONFIG_CLEARTEXT_LOOPBACK:
+		return s->tls || s->loopback;
+	case CONFIG_CLEARTEXT_NO:
+		break;
+	}
+	return s->tls;
+}
+
+bool
+session_capa_user(const struct session *s)
+{
+	return session_cleartext_ok(s);
+}
+
+/* Only where STLS would be accepted: not once logged in (RFC 2595 §4). */
+bool
+session_capa_stls(const struct session *s)
+{
+	return s->state == ST_AUTH && session_stls_offered(s);
+}
+
+/* The port of the first implicit-TLS POP3 listener, or NULL. */
+static const char *
+implicit_port(const struct session *s)
+{
+	const struct config_listener	*l;
+	const char			*colon;
+	int				 i;
+
+	for (i = 0; i < s->cf->nlisteners; i++) {
+		l = &s->cf->listeners[i];
+		if (l->proto != CONFIG_PROTO_POP3 ||
+		    l->tls != CONFIG_TLS_IMPLICIT ||
+		    (colon = strrchr(l->addr, ':')) == NULL ||
+		    colon[1] == '\0')
+			continue;
+		return colon + 1;
+	}
+	return NULL;
+}
+
+/*
+ * Refused before the client sends a password: at USER and at AUTH (and
+ * at a PASS that follows anyway).  A response code, so not a bad
+ * command, and it changes nothing: STLS is still allowed after it.
+ */
+enum cmd_res
+session_cleartext_refused(struct session *s)
+{
+	const char	*port = implicit_port(s);
+	bool		 stls = session_stls_offered(s);
+
+	if (stls && port != NULL)
+		return session_err(s, "AUTH", "cleartext login refused,"
+		    " use STLS or TLS on port %s", port);
+	if (stls)
+		return session_err(s, "AUTH",
+		    "cleartext login refused, use STLS");
+	if (port != NULL)
+		return session_err(s, "AUTH",
+		    "cleartext login refused, use TLS on port %s", port);
+	return session_err(s, "AUTH",
+	    "cleartext login refused, this server offers no TLS");
+}
+
+static unsigned
+handshake_ms(const struct session *s)
+{
+	return s->cf->tls.handshake_timeout_s * 1000;
+}
+
+/* The handshake failed: the session ends without another word. */
+static void
+tls_failed(struct session *s, enum conn_res r, const char *mode)
+{
+	log_info("sid=%016" PRIx64 " peer=%s event=tls-fail mode=%s"
+	    " reason=%s", s->sid, s->peer, mode,
+	    s->w->tls == NULL ? "no-context" : conn_res_name(r));
+	s->how = r == CONN_KILLED ? END_KILLED : END_TLSFAIL;
+}
+
+/*
+ * The handshake is done.  Everything learnt before it in clear is
+ * forgotten (RFC 2595 §4): USER's names, whether a USER or an AUTH was
+ * seen.  The bad-command and auth-failure counts stay, so STLS cannot
+ * reset a guesser's budget.
+ */
+static void
+tls_started(struct session *s, const char *mode)
+{
+	char	 desc[SB_TLS_MAX];
+	bool	 ktls = conn_tls_ktls(s->c);
+
+	s->tls = true;
+	s->auth_tried = false;
+	s->have_user = false;
+	s->auth_from_cache = false;
+	s->thr_recent = 0;
+	s->user_arg[0] = s->user[0] = s->host[0] = s->maildrop[0] = '\0';
+	conn_tls_describe(s->c, desc, sizeof(desc));
+	slot_tls(s->w->slot, desc, ktls);
+	log_info("sid=%016" PRIx64 " peer=%s event=tls mode=%s tls=%s"
+	    " ktls=%s", s->sid, s->peer, mode, desc, ktls ? "yes" : "no");
+}
+
+/*
+ * RFC 2595 §4: only in AUTHORIZATION (the table says so), only where
+ * offered, before USER or AUTH, and once.  conn_tls_accept drops what
+ * the client pipelined after "STLS" (CVE-2011-0411); nothing here keeps
+ * a line across it either.  A failed handshake ends the session.
+ */
+enum cmd_res
+cmd_stls(struct session *s, struct conn_args *a)
+{
+	enum conn_res	 r;
+
+	(void)a;
+	if (s->tls)
+		return session_err(s, NULL, "already using TLS");
+	if (!session_stls_offered(s))
+		return session_err(s, NULL, "STLS not offered on this port");
+	if (s->auth_tried)
+		return session_err(s, NULL, "STLS only before USER or AUTH");
+	(void)session_ok(s, "begin TLS negotiation");
+	if ((r = conn_tls_accept(s->c, s->w->tls, handshake_ms(s))) !=
+	    CONN_OK) {
+		tls_failed(s, r, "starttls");
+		return CMD_IOFAIL;
+	}
+	tls_started(s, "starttls");
+	return CMD_REPLIED;
+}
+
+/* An implicit-TLS listener: the handshake before the greeting. */
+static bool
+implicit_tls(struct session *s)
+{
+	enum conn_res	 r = CONN_ERR;
+
+	if (listener_tls(s) != CONFIG_TLS_IMPLICIT)
+		return true;
+	if (s->w->tls == NULL || (r = conn_tls_accept(s->c, s->w->tls,
+	    handshake_ms(s))) != CONN_OK) {
+		tls_failed(s, r, "implicit");
+		return false;
+	}
+	tls_started(s, "implicit");
+	return true;
+}
+
+enum end_how
+session_how_from_io(enum conn_res r)
 {
 	switch (r) {
 	case CONN_TIMEOUT:
@@ -279,15 +457,27 @@ session_step(struct session *s)
 {
 	enum conn_res	 r;
 	enum cmd_res	 res = CMD_REPLIED;
-	char		*line;
+	char		*line, cmd[POP3_LINE_MAX];
 	size_t		 len = 0;
 
 	r = conn_read_line(s->c, &line, &len);
 	switch (r) {
 	case CONN_OK:
-		res = session_dispatch(s, line);
-		/* The line may have held a password. */
+		/*
+		 * The handler works on a copy: one that reads more (AUTH's
+		 * responses) may move conn's buffer under the line, and what
+		 * a client pipelined after STLS must be gone with it.  Both
+		 * copies are wiped: the line may hold a password.
+		 */
+		if (len >= sizeof(cmd)) {
+			explicit_bzero(line, len);
+			res = session_err(s, NULL, "line too long");
+			break;
+		}
+		memcpy(cmd, line, len + 1);
 		explicit_bzero(line, len);
+		res = session_dispatch(s, cmd);
+		explicit_bzero(cmd, len);
 		break;
 	case CONN_TOO_LONG:
 		res = session_err(s, NULL, "line too long");
@@ -300,7 +490,7 @@ session_step(struct session *s)
 	case CONN_KILLED:
 	case CONN_ERR:
 		/* RFC 1939 §3: an autologout closes without a reply. */
-		s->how = how_from_io(r);
+		s->how = session_how_from_io(r);
 		return false;
 	}
 	switch (res) {
@@ -322,7 +512,7 @@ session_step(struct session *s)
 		break;
 	case CMD_IOFAIL:
 		if (s->how == END_NONE)
-			s->how = how_from_io(conn_werr(s->c));
+			s->how = session_how_from_io(conn_werr(s->c));
 		break;
 	case CMD_SRVFAIL:
 		log_warnx("sid=%016" PRIx64 " event=server-failure", s->sid);
@@ -331,7 +521,7 @@ session_step(struct session *s)
 	}
 	session_counters(s);
 	if (s->how == END_NONE && conn_werr(s->c) != CONN_OK)
-		s->how = how_from_io(conn_werr(s->c));
+		s->how = session_how_from_io(conn_werr(s->c));
 	if (s->how == END_NONE && s->w->kill_session != NULL &&
 	    *s->w->kill_session != 0)
 		s->how = END_KILLED;
@@ -369,14 +559,20 @@ session_run(struct session_env *w, int fd, const char *peer)
 		free(s);
 		return;
 	}
+	s->loopback = conn_peer_loopback(s->c);
+	s->mech = "pass";
 	slot_connect(w->slot, SB_AUTH, s->sid, s->peer, now_us);
 	log_info("sid=%016" PRIx64 " peer=%s event=connect", s->sid, s->peer);
-	conn_write(s->c, "+OK sdps ready\r\n", 16);
-	/* Issue 8: the whole AUTHORIZATION state has a deadline; expiry
-	 * is an autologout (no reply).  session_login lifts it. */
-	conn_set_deadline_ms(s->c, (uint64_t)s->cf->auth_timeout_s * 1000);
-	while (session_step(s))
-		;
+	if (implicit_tls(s)) {
+		conn_write(s->c, "+OK sdps ready\r\n", 16);
+		/* Issue 8: the whole AUTHORIZATION state has a deadline;
+		 * expiry is an autologout (no reply).  session_login lifts
+		 * it. */
+		conn_set_deadline_ms(s->c,
+		    (uint64_t)s->cf->auth_timeout_s * 1000);
+		while (session_step(s))
+			;
+	}
 	session_end(s);
 	conn_free(s->c);
 	free(s);

@@ -1,6 +1,7 @@
 /*
  * session_auth: the AUTHORIZATION state of a POP3 session (docs/design.md
- * §2, §8): USER and PASS, the auth throttle and LOGIN-DELAY (throttle.h),
+ * §2, §8): USER and PASS, the one path every password takes (PASS's and
+ * SASL's, session_password), the auth throttle and LOGIN-DELAY (throttle.h),
  * the shared auth cache, the hashing gate, and the login itself: the
  * maildrop locks and the snapshot TRANSACTION works on.
  */
@@ -32,31 +33,32 @@
  * behind auth_max_parallel hashes rather than failing. */
 #define AUTH_WAIT_MS	30000
 
-enum cmd_res
-cmd_user(struct session *s, struct conn_args *a)
+int
+session_set_user(struct session *s, const char *arg)
 {
-	const char	*arg = a->argv[0], *plus;
+	const char	*plus;
 	char		 left[POP3_LINE_MAX];
 	size_t		 len;
 
-	s->have_user = false;
 	snprintf(s->user_arg, sizeof(s->user_arg), "%s", arg);
+	if (strlen(arg) >= sizeof(s->user_arg))
+		return -1;
 	if (strchr(arg, '@') != NULL) {
 		if (util_addr_split(arg, s->user, s->host) == -1)
-			return session_err(s, NULL, "invalid user name");
+			return -1;
 	} else if ((plus = strrchr(arg, '+')) != NULL) {
 		/* user+host: for clients that cannot send an '@'. */
 		len = (size_t)(plus - arg);
 		if (len >= sizeof(left))
-			return session_err(s, NULL, "invalid user name");
+			return -1;
 		memcpy(left, arg, len);
 		left[len] = '\0';
 		if (util_user_normalize(left, s->user) == -1 ||
 		    util_host_normalize(plus + 1, s->host) == -1)
-			return session_err(s, NULL, "invalid user name");
+			return -1;
 	} else {
 		if (util_host_normalize(arg, s->host) == -1)
-			return session_err(s, NULL, "invalid user name");
+			return -1;
 		s->user[0] = '\0';
 	}
 	if (s->user[0] != '\0')
@@ -64,7 +66,22 @@ cmd_user(struct session *s, struct conn_args *a)
 		    s->host);
 	else
 		snprintf(s->maildrop, sizeof(s->maildrop), "%s", s->host);
+	return 0;
+}
+
+enum cmd_res
+cmd_user(struct session *s, struct conn_args *a)
+{
+	/* Before the name is looked at, so the client sends no password;
+	 * and it does not count as a USER (STLS stays allowed). */
+	if (!session_cleartext_ok(s))
+		return session_cleartext_refused(s);
+	s->auth_tried = true;
+	s->have_user = false;
+	if (session_set_user(s, a->argv[0]) == -1)
+		return session_err(s, NULL, "invalid user name");
 	s->have_user = true;
+	s->mech = "pass";
 	/* The same answer for every well-formed name: no host oracle. */
 	return session_ok(s, "send PASS");
 }
@@ -127,6 +144,7 @@ static enum cmd_res
 session_login(struct session *s)
 {
 	char		 names[CONFIG_PUNT_MAX * (CONFIG_NAME_MAX + 1) + 1];
+	char		 tls[SB_TLS_MAX];
 	uint32_t	 used = 0;
 	size_t		 off = 0;
 	int		 i, rc;
@@ -159,9 +177,12 @@ session_login(struct session *s)
 	conn_set_deadline_ms(s->c, 0);	/* auth_timeout: logged in */
 	s->login_us = util_now_us();
 	slot_login(s->w->slot, s->maildrop, s->login_us, used);
+	conn_tls_describe(s->c, tls, sizeof(tls));
 	log_info("sid=%016" PRIx64 " peer=%s event=login maildrop=%s punts=%s"
-	    " msgs=%zu auth=%s", s->sid, s->peer, s->maildrop, names, s->nmsgs,
-	    s->auth_from_cache ? "cache" : "hash");
+	    " msgs=%zu auth=%s mech=%s tls=%s ktls=%s", s->sid, s->peer,
+	    s->maildrop, names, s->nmsgs,
+	    s->auth_from_cache ? "cache" : "hash", s->mech, tls,
+	    conn_tls_ktls(s->c) ? "yes" : "no");
 	return session_ok(s, "maildrop has %zu messages", s->nmsgs);
 }
 
@@ -302,9 +323,9 @@ pass_login(struct session *s)
 }
 
 /*
- * The answers PASS gives before the password is looked at: no USER, no
- * auth store, over the throttle's budget, or LOGIN-DELAY.  True with
- * *res set if one was given.  One PASS per USER, whatever its outcome.
+ * The answers a password gets before it is looked at: no auth store,
+ * over the throttle's budget, or LOGIN-DELAY.  True with *res set if
+ * one was given.
  */
 static bool
 pass_refused(struct session *s, enum cmd_res *res)
@@ -313,11 +334,6 @@ pass_refused(struct session *s, enum cmd_res *res)
 	enum throttle_verdict	 tv;
 	unsigned		 wait;
 
-	if (!s->have_user) {
-		*res = session_err(s, NULL, "USER first");
-		return true;
-	}
-	s->have_user = false;
 	if (s->w->auth == NULL) {
 		*res = session_err(s, "SYS/TEMP",
 		    "authentication unavailable, try later");
@@ -398,10 +414,8 @@ pass_hash(struct session *s, char *pw, size_t pwlen, uint64_t epoch)
 }
 
 enum cmd_res
-cmd_pass(struct session *s, struct conn_args *a)
+session_password(struct session *s, char *pw, size_t pwlen)
 {
-	char		*pw = a->argv[0];
-	size_t		 pwlen = strlen(pw);
 	enum cmd_res	 res;
 	uint64_t	 epoch = 0;
 
@@ -419,6 +433,26 @@ cmd_pass(struct session *s, struct conn_args *a)
 		return pass_login(s);
 	}
 	return pass_hash(s, pw, pwlen, epoch);
+}
+
+/* One PASS per USER, whatever its outcome. */
+enum cmd_res
+cmd_pass(struct session *s, struct conn_args *a)
+{
+	char		*pw = a->argv[0];
+	size_t		 pwlen = strlen(pw);
+
+	/* A PASS after a refused USER is refused unread, like the USER. */
+	if (!session_cleartext_ok(s)) {
+		auth_wipe(pw, pwlen);
+		return session_cleartext_refused(s);
+	}
+	if (!s->have_user) {
+		auth_wipe(pw, pwlen);
+		return session_err(s, NULL, "USER first");
+	}
+	s->have_user = false;
+	return session_password(s, pw, pwlen);
 }
 
 enum cmd_res

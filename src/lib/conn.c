@@ -26,9 +26,10 @@
 #include "sdps/conn.h"
 #include "sdps/log.h"
 
+#include "conn_int.h"
+
 #define RBUF_MIN	4096
-#define WBUF_SIZE	16384
-#define PEER_MAX	320
+#define PEER_MAX	CONN_PEER_MAX
 /*
  * poll() is woken by a signal only if the signal arrives while it sleeps;
  * one that lands just before it would go unnoticed until the timeout.
@@ -36,51 +37,6 @@
  * signal-mask games.
  */
 #define SLICE_MS	250
-
-/*
- * The transport: how octets move.  Each call is one non-blocking attempt
- * with the semantics of read(2)/send(2)/sendfile(2) (-1 and errno,
- * EAGAIN when it would block); the waiting, timeouts and kill checks
- * around them are conn's.  This table is where TLS plugs in: a TLS
- * transport would wrap the socket, map "wants read/write" to EAGAIN
- * (conn then polls for the direction in want_events) and leave
- * sendfile NULL, so conn_send_file copies the body through the write
- * buffer.  A stream body source would use the same copy path.
- */
-struct transport {
-	ssize_t	 (*recv)(struct conn *, void *, size_t);
-	ssize_t	 (*send)(struct conn *, const void *, size_t, int);
-	/* NULL: no zero-copy path; conn_send_file copies. */
-	ssize_t	 (*sendfile)(struct conn *, int, off_t *, size_t);
-};
-
-struct conn {
-	int		 fd;
-	bool		 own_fd;	/* conn_connect's socket: we close it */
-	const struct transport *tp;
-	size_t		 line_max;	/* octets, line end included */
-	unsigned	 idle_timeout_s, send_timeout_s;
-	volatile sig_atomic_t *kill;	/* may be NULL */
-	/* Monotonic ms; 0 = none.  line_deadline is armed by the first
-	 * wait for a line (idle_timeout_s, not re-armed by partial input);
-	 * deadline is the caller's overall limit (conn_set_deadline_ms). */
-	int64_t		 line_deadline_ms;
-	int64_t		 deadline_ms;
-	/* read side: [rpos, rlen) of rbuf is unread input */
-	char		*rbuf;
-	size_t		 rcap, rpos, rlen;
-	bool		 discarding;	/* inside a too-long line */
-	bool		 reof;
-	enum conn_eol	 eol;		/* of the last line */
-	/* write side */
-	char		 wbuf[WBUF_SIZE];
-	size_t		 wlen;
-	enum conn_res	 werr;		/* first write failure, sticky */
-	bool		 corked;
-	bool		 tcp;		/* TCP_CORK applies */
-	uint64_t	 octets_out;	/* octets actually sent */
-	char		 peer[PEER_MAX];
-};
 
 static ssize_t
 plain_recv(struct conn *c, void *buf, size_t len)
@@ -100,18 +56,19 @@ plain_sendfile(struct conn *c, int fd, off_t *off, size_t len)
 	return sendfile(c->fd, fd, off, len);
 }
 
+/* The plain socket; the TLS transport is conn_tls.c's. */
 static const struct transport plain_transport = {
-	plain_recv, plain_send, plain_sendfile
+	plain_recv, plain_send, plain_sendfile, NULL, NULL
 };
 
-static bool
-killed(const struct conn *c)
+bool
+conn_killed(const struct conn *c)
 {
 	return c->kill != NULL && *c->kill != 0;
 }
 
-static int64_t
-now_ms(void)
+int64_t
+conn_now_ms(void)
 {
 	struct timespec	 ts;
 
@@ -123,19 +80,19 @@ now_ms(void)
  * Wait until fd is ready for events, the monotonic deadline deadline_ms
  * (0 = none) or a kill.
  */
-static enum conn_res
-wait_until(struct conn *c, short events, int64_t deadline_ms)
+enum conn_res
+conn_wait_until(struct conn *c, short events, int64_t deadline_ms)
 {
 	struct pollfd	 pfd;
 	int64_t		 left;
 	int		 slice, r;
 
 	for (;;) {
-		if (killed(c))
+		if (conn_killed(c))
 			return CONN_KILLED;
 		slice = SLICE_MS;
 		if (deadline_ms > 0) {
-			if ((left = deadline_ms - now_ms()) <= 0)
+			if ((left = deadline_ms - conn_now_ms()) <= 0)
 				return CONN_TIMEOUT;
 			if (left < slice)
 				slice = (int)left;
@@ -155,12 +112,21 @@ wait_until(struct conn *c, short events, int64_t deadline_ms)
 	}
 }
 
+short
+conn_want(struct conn *c, short dflt)
+{
+	short	 w = c->want;
+
+	c->want = 0;
+	return w != 0 ? w : dflt;
+}
+
 /* Wait until fd is ready for events, timeout_s (0 = none) or a kill. */
 static enum conn_res
 wait_fd(struct conn *c, short events, unsigned timeout_s)
 {
-	return wait_until(c, events, timeout_s > 0 ?
-	    now_ms() + (int64_t)timeout_s * 1000 : 0);
+	return conn_wait_until(c, events, timeout_s > 0 ?
+	    conn_now_ms() + (int64_t)timeout_s * 1000 : 0);
 }
 
 /* The earlier of the line's idle deadline and the overall one (0 = none). */
@@ -177,7 +143,7 @@ read_deadline(const struct conn *c)
 void
 conn_set_deadline_ms(struct conn *c, uint64_t timeout_ms)
 {
-	c->deadline_ms = timeout_ms > 0 ? now_ms() + (int64_t)timeout_ms : 0;
+	c->deadline_ms = timeout_ms > 0 ? conn_now_ms() + (int64_t)timeout_ms : 0;
 }
 
 void
@@ -338,6 +304,8 @@ conn_free(struct conn *c)
 {
 	if (c == NULL)
 		return;
+	if (c->tp->drop != NULL)
+		c->tp->drop(c);
 	/* The buffer held a PASS line. */
 	explicit_bzero(c->rbuf, c->rcap);
 	free(c->rbuf);
@@ -369,14 +337,21 @@ fill(struct conn *c)
 	 * the line (issue 8: one octet every few seconds kept a worker).
 	 */
 	if (c->line_deadline_ms == 0 && c->idle_timeout_s > 0)
-		c->line_deadline_ms = now_ms() +
+		c->line_deadline_ms = conn_now_ms() +
 		    (int64_t)c->idle_timeout_s * 1000;
 	for (;;) {
-		if (killed(c))
+		if (conn_killed(c))
 			return CONN_KILLED;
 		/* Also while input keeps coming (an endless line). */
-		if ((deadline = read_deadline(c)) > 0 && now_ms() >= deadline)
+		if ((deadline = read_deadline(c)) > 0 &&
+		    conn_now_ms() >= deadline)
 			return CONN_TIMEOUT;
+		/*
+		 * Always try the transport before polling: TLS may hold
+		 * decrypted octets (SSL_pending) that poll() on the socket
+		 * would never announce.  A transport returns EAGAIN only
+		 * when it has nothing, and then says what to wait for.
+		 */
 		n = c->tp->recv(c, c->rbuf + c->rlen, c->rcap - c->rlen);
 		if (n > 0) {
 			c->rlen += (size_t)n;
@@ -389,7 +364,8 @@ fill(struct conn *c)
 		if (errno == EINTR)
 			continue;
 		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			if ((r = wait_until(c, POLLIN, deadline)) != CONN_OK)
+			if ((r = conn_wait_until(c, conn_want(c, POLLIN),
+			    deadline)) != CONN_OK)
 				return r;
 			continue;
 		}
@@ -502,8 +478,8 @@ conn_peer(const struct conn *c)
 	return c->peer;
 }
 
-static int
-fail(struct conn *c, enum conn_res r)
+int
+conn_fail(struct conn *c, enum conn_res r)
 {
 	if (c->werr == CONN_OK)
 		c->werr = r;
@@ -515,32 +491,33 @@ fail(struct conn *c, enum conn_res r)
  * (interrupted, or the peer read within send_timeout_s), else -1 with the
  * connection marked failed.
  */
-static int
-send_failed(struct conn *c, const char *what)
+int
+conn_send_failed(struct conn *c, const char *what)
 {
 	enum conn_res	 r;
 
 	if (errno == EINTR)
 		return 0;
 	if (errno == EAGAIN || errno == EWOULDBLOCK) {
-		if ((r = wait_fd(c, POLLOUT, c->send_timeout_s)) != CONN_OK)
-			return fail(c, r);
+		if ((r = wait_fd(c, conn_want(c, POLLOUT),
+		    c->send_timeout_s)) != CONN_OK)
+			return conn_fail(c, r);
 		return 0;
 	}
 	if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN)
-		return fail(c, CONN_EOF);
+		return conn_fail(c, CONN_EOF);
 	log_warn("conn: %s", what);
-	return fail(c, CONN_ERR);
+	return conn_fail(c, CONN_ERR);
 }
 
-static int
-send_all(struct conn *c, const char *p, size_t len, int flags)
+int
+conn_send_all(struct conn *c, const char *p, size_t len, int flags)
 {
 	ssize_t		 n;
 
 	while (len > 0) {
-		if (killed(c))
-			return fail(c, CONN_KILLED);
+		if (conn_killed(c))
+			return conn_fail(c, CONN_KILLED);
 		n = c->tp->send(c, p, len, flags);
 		if (n >= 0) {
 			p += n;
@@ -548,7 +525,7 @@ send_all(struct conn *c, const char *p, size_t len, int flags)
 			c->octets_out += (uint64_t)n;
 			continue;
 		}
-		if (send_failed(c, "send") == -1)
+		if (conn_send_failed(c, "send") == -1)
 			return -1;
 	}
 	return 0;
@@ -562,7 +539,7 @@ flush_flags(struct conn *c, int flags)
 	if (c->werr != CONN_OK)
 		return -1;
 	c->wlen = 0;
-	return send_all(c, c->wbuf, len, flags);
+	return conn_send_all(c, c->wbuf, len, flags);
 }
 
 int
@@ -579,7 +556,7 @@ conn_write(struct conn *c, const void *buf, size_t len)
 	if (len > sizeof(c->wbuf) - c->wlen && conn_flush(c) == -1)
 		return -1;
 	if (len >= sizeof(c->wbuf))
-		return send_all(c, buf, len, 0);
+		return conn_send_all(c, buf, len, 0);
 	memcpy(c->wbuf + c->wlen, buf, len);
 	c->wlen += len;
 	return 0;
@@ -596,12 +573,12 @@ conn_printf(struct conn *c, const char *fmt, ...)
 	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
 	va_end(ap);
 	if (n < 0)
-		return fail(c, CONN_ERR);
+		return conn_fail(c, CONN_ERR);
 	if ((size_t)n < sizeof(tmp))
 		return conn_write(c, tmp, (size_t)n);
 	if ((big = malloc((size_t)n + 1)) == NULL) {
 		log_warn("conn: malloc");
-		return fail(c, CONN_ERR);
+		return conn_fail(c, CONN_ERR);
 	}
 	va_start(ap, fmt);
 	vsnprintf(big, (size_t)n + 1, fmt, ap);
@@ -680,14 +657,14 @@ copy_file(struct conn *c, int fd, off_t off, size_t len)
 			continue;
 		if (n == -1) {
 			log_warn("conn: pread");
-			return fail(c, CONN_ERR);
+			return conn_fail(c, CONN_ERR);
 		}
 		if (n == 0) {
 			log_warnx("conn: body shorter than expected");
 			errno = EIO;
-			return fail(c, CONN_ERR);
+			return conn_fail(c, CONN_ERR);
 		}
-		if (send_all(c, c->wbuf, (size_t)n, len > (size_t)n ?
+		if (conn_send_all(c, c->wbuf, (size_t)n, len > (size_t)n ?
 		    MSG_MORE : 0) == -1)
 			return -1;
 		off += n;
@@ -701,14 +678,17 @@ conn_send_file(struct conn *c, int fd, off_t off, size_t len)
 {
 	ssize_t		 n;
 
+	if (c->tp->send_body != NULL)
+		return c->werr != CONN_OK ? -1 : c->tp->send_body(c, fd, off,
+		    len);
 	/* The reply line goes first; MSG_MORE lets it share a segment. */
 	if (flush_flags(c, MSG_MORE) == -1)
 		return -1;
 	if (c->tp->sendfile == NULL)
 		return copy_file(c, fd, off, len);
 	while (len > 0) {
-		if (killed(c))
-			return fail(c, CONN_KILLED);
+		if (conn_killed(c))
+			return conn_fail(c, CONN_KILLED);
 		n = c->tp->sendfile(c, fd, &off, len);
 		if (n > 0) {
 			len -= (size_t)n;
@@ -718,9 +698,9 @@ conn_send_file(struct conn *c, int fd, off_t off, size_t len)
 		if (n == 0) {
 			log_warnx("conn: sendfile: file shorter than expected");
 			errno = EIO;
-			return fail(c, CONN_ERR);
+			return conn_fail(c, CONN_ERR);
 		}
-		if (send_failed(c, "sendfile") == -1)
+		if (conn_send_failed(c, "sendfile") == -1)
 			return -1;
 	}
 	return 0;
@@ -729,12 +709,12 @@ conn_send_file(struct conn *c, int fd, off_t off, size_t len)
 enum conn_res
 conn_sleep_ms(struct conn *c, unsigned ms)
 {
-	int64_t	 deadline = now_ms() + ms, left;
+	int64_t	 deadline = conn_now_ms() + ms, left;
 
 	for (;;) {
-		if (killed(c))
+		if (conn_killed(c))
 			return CONN_KILLED;
-		if ((left = deadline - now_ms()) <= 0)
+		if ((left = deadline - conn_now_ms()) <= 0)
 			return CONN_OK;
 		(void)poll(NULL, 0, left < SLICE_MS ? (int)left : SLICE_MS);
 	}

@@ -122,6 +122,8 @@ init_once(void)
 	cf.auth_fail_delay_ms = 0;
 	cf.auth_max_failures = 3;
 	cf.max_bad_commands = 20;
+	/* A socketpair is no loopback peer: let USER, PASS and AUTH in. */
+	cf.allow_cleartext = CONFIG_CLEARTEXT_YES;
 	cf.npunts = 2;
 	if (util_mkdir_p(cf.run_dir, 0700) == -1)
 		return -1;

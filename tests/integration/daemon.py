@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import time
 
@@ -50,9 +51,9 @@ def wait_for(pred, timeout=20.0, interval=0.02, what="condition"):
         time.sleep(interval)
 
 
-def free_port():
+def free_port(host="127.0.0.1"):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
+    s.bind((host, 0))
     port = s.getsockname()[1]
     s.close()
     return port
@@ -118,7 +119,7 @@ class Pop3:
     """
 
     def __init__(self, host="127.0.0.1", port=110, timeout=20.0,
-                 greeting=True, rcvbuf=None):
+                 greeting=True, rcvbuf=None, tls=None):
         if rcvbuf is None:
             self.sock = socket.create_connection((host, port),
                                                  timeout=timeout)
@@ -132,7 +133,31 @@ class Pop3:
             self.sock.connect((host, port))
         self.buf = b""
         self.raw = b""          # everything received, for exact checks
+        if tls is not None:
+            # implicit TLS (port 995): the handshake before the greeting
+            self.sock = tls.wrap_socket(self.sock,
+                                        server_hostname="localhost")
         self.greeting = self.line() if greeting else None
+
+    @property
+    def tls_version(self):
+        """"TLSv1.3" etc. once the connection runs TLS, else None."""
+        v = getattr(self.sock, "version", None)
+        return v() if v is not None else None
+
+    def stls(self, ctx, check_empty=True):
+        """RFC 2595 STLS, then the handshake on the same socket.  The
+        "+OK" must be the last thing sent in clear (check_empty)."""
+        r = self.ok("STLS")
+        if check_empty and self.buf:
+            raise Pop3Error("cleartext after the STLS answer: %r"
+                            % self.buf)
+        self.sock = ctx.wrap_socket(self.sock, server_hostname="localhost")
+        return r
+
+    def capa(self):
+        """CAPA's lines as str."""
+        return [c.decode("latin-1") for c in self.multi_ok("CAPA")]
 
     # -- I/O --
     def send_raw(self, data):
@@ -295,18 +320,31 @@ DEFAULT_SERVER = {
 }
 
 
+def tls_client_context(ca, maximum_version=None):
+    """A client SSLContext that trusts only the test CA (tlsutil)."""
+    ctx = ssl.create_default_context(cafile=ca)
+    if maximum_version is not None:
+        ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        ctx.maximum_version = maximum_version
+    return ctx
+
+
 class Daemon:
-    """A harness.Spool plus a running sdpsd on it."""
+    """A harness.Spool plus a running sdpsd on it.
+
+    host: the address every listener binds and the clients connect to
+    (127.0.0.1; a test in its own network namespace passes another)."""
 
     def __init__(self, npunts=2, server=None, overrides=None,
                  punt_paths=None, hosts=((HOST, PW1, PW2),), start=True,
-                 env=None, tls=False):
-        self.port = free_port()
+                 env=None, tls=False, host="127.0.0.1"):
+        self.host = host
+        self.port = free_port(host)
         # extra environment for sdpsd (e.g. SDPS_FAULT), inherited by
         # its workers
         self.env = dict(env or {})
         self.server = dict(DEFAULT_SERVER)
-        self.server["listen"] = "127.0.0.1:%d" % self.port
+        self.server["listen"] = "%s:%d" % (host, self.port)
         # tls=True (issue 10): two more listeners, STLS on stls_port and
         # implicit TLS on tls_port, with tlsutil's certificate; clients
         # verify against self.certs.ca.
@@ -315,12 +353,12 @@ class Daemon:
         if tls:
             import tlsutil
             self.certs = tlsutil.test_certs()
-            self.stls_port = free_port()
-            self.tls_port = free_port()
+            self.stls_port = free_port(host)
+            self.tls_port = free_port(host)
             self.server["listen"] = [
-                "127.0.0.1:%d" % self.port,
-                "127.0.0.1:%d tls=starttls" % self.stls_port,
-                "127.0.0.1:%d tls=implicit" % self.tls_port]
+                "%s:%d" % (host, self.port),
+                "%s:%d tls=starttls" % (host, self.stls_port),
+                "%s:%d tls=implicit" % (host, self.tls_port)]
             overrides = dict(overrides or {})
             tlssec = {"cert": self.certs.cert, "key": self.certs.key}
             tlssec.update(overrides.get("tls", {}))
@@ -391,7 +429,7 @@ class Daemon:
             if not os.path.exists(self.pidfile):
                 return False
             try:
-                with Pop3(port=self.port, timeout=5) as p:
+                with Pop3(self.host, self.port, timeout=5) as p:
                     ok = p.greeting.startswith("+OK")
                     p.send("QUIT")
                     return ok
@@ -519,8 +557,23 @@ class Daemon:
 
     # -- POP3 --
     def connect(self, **kw):
-        p = Pop3(port=self.port, **kw)
+        p = Pop3(self.host, kw.pop("port", self.port), **kw)
         assert p.greeting.startswith("+OK"), p.greeting
+        return p
+
+    # -- TLS (issue 10; Daemon(tls=True)) --
+    def client_context(self, **kw):
+        return tls_client_context(self.certs.ca, **kw)
+
+    def connect_tls(self, ctx=None, **kw):
+        """Implicit TLS on tls_port: the greeting comes over TLS."""
+        return self.connect(port=self.tls_port,
+                            tls=ctx or self.client_context(), **kw)
+
+    def connect_stls(self, ctx=None, **kw):
+        """The STLS port, upgraded with STLS before anything else."""
+        p = self.connect(port=self.stls_port, **kw)
+        p.stls(ctx or self.client_context())
         return p
 
     def login(self, user=HOST, pw=PW1):
@@ -598,6 +651,35 @@ def daemon1(request):
     d = Daemon(npunts=1)
     yield d
     _finish(request, d)
+
+
+@pytest.fixture
+def tls_daemon(request):
+    """Daemon(tls=True) with the default cleartext policy (loopback
+    trusted, which these clients are)."""
+    d = Daemon(tls=True)
+    yield d
+    _finish(request, d)
+
+
+@pytest.fixture
+def tls_strict(request):
+    """Daemon(tls=True) with allow_cleartext = no: a password only over
+    TLS, loopback included."""
+    d = Daemon(tls=True, server={"allow_cleartext": "no"})
+    yield d
+    _finish(request, d)
+
+
+def finish_fsck(d):
+    """Stop d, require `sdps-ctl fsck` to find the punts consistent, and
+    remove the spool (for daemons a test makes itself)."""
+    try:
+        d.stop()
+        r = d.fsck()
+        assert r.rc == 0, "fsck after the test: %r" % (r,)
+    finally:
+        d.spool.cleanup()
 
 
 def msg_bytes(text):

@@ -343,6 +343,10 @@ def test_capa_lists_required_capabilities(daemon, logged_in):
         assert need in names, (need, caps)
     expire = [c for c in caps if c.upper().startswith("EXPIRE")][0]
     assert re.match(r"^EXPIRE (NEVER|\d+)( USER)?$", expire), expire
+    # issue 10: SASL (RFC 5034) where USER is allowed (loopback, by the
+    # default cleartext policy); STLS only on a tls=starttls listener
+    assert "SASL PLAIN LOGIN" in caps, caps
+    assert "STLS" not in names, caps
 
 
 # ----------------------------------------------------------- bad input --

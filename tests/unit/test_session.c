@@ -16,6 +16,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -48,6 +49,11 @@ struct fx {
 	struct config	 cf;
 	struct scoreboard sb;
 	struct store	*st[NPUNTS];	/* the test's own handles */
+	/* What cl_start gives the session (issue 10).  tls is a dummy that
+	 * only makes STLS offered: no test here lets STLS reach the
+	 * handshake (the integration tests do it with real OpenSSL). */
+	const struct config_listener *listener;
+	struct tls_server *tls;
 };
 
 /* One client connection to a session running in a child. */
@@ -93,6 +99,8 @@ setup(void **state)
 	fx->cf.auth_max_failures = 3;
 	fx->cf.max_bad_commands = 30;
 	fx->cf.expire_days = 30;
+	/* A socketpair is no loopback peer: the policy's own tests set it. */
+	fx->cf.allow_cleartext = CONFIG_CLEARTEXT_YES;
 	fx->cf.npunts = NPUNTS;
 	snprintf(fx->cf.punts[0].name, sizeof(fx->cf.punts[0].name), "alpha");
 	snprintf(fx->cf.punts[1].name, sizeof(fx->cf.punts[1].name), "beta");
@@ -198,6 +206,8 @@ cl_start(struct fx *fx, struct cl *c, int slot)
 		w.punts = puntset_new(&fx->cf, PUNTSET_LOG);
 		w.kill_session = &child_kill;
 		w.terminate = &child_term;
+		w.listener = fx->listener;
+		w.tls = fx->tls;
 		session_run(&w, sv[1], "192.0.2.7");
 		_exit(0);
 	}
@@ -428,7 +438,8 @@ test_capa(void **state)
 	cl_send(&c, "CAPA");
 	cl_expect(&c, "+OK");
 	body = cl_multi(&c, &len);
-	assert_string_equal(body, "TOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\n"
+	assert_string_equal(body, "TOP\r\nUIDL\r\nUSER\r\n"
+	    "SASL PLAIN LOGIN\r\nRESP-CODES\r\n"
 	    "AUTH-RESP-CODE\r\nPIPELINING\r\nEXPIRE 30\r\n"
 	    "IMPLEMENTATION sdps\r\nX-SDPS\r\n");
 	free(body);
@@ -443,7 +454,8 @@ test_capa(void **state)
 	cl_expect(&c, "+OK capability list follows");
 	body = cl_multi(&c, &len);
 	fx->cf.login_delay_s = 0;
-	assert_string_equal(body, "TOP\r\nUIDL\r\nUSER\r\nRESP-CODES\r\n"
+	assert_string_equal(body, "TOP\r\nUIDL\r\nUSER\r\n"
+	    "SASL PLAIN LOGIN\r\nRESP-CODES\r\n"
 	    "AUTH-RESP-CODE\r\nPIPELINING\r\nEXPIRE 30\r\n"
 	    "LOGIN-DELAY 7\r\nIMPLEMENTATION sdps\r\nX-SDPS\r\n");
 	free(body);
@@ -1133,6 +1145,523 @@ test_no_punt(void **state)
 	assert_int_equal(rename(moved, path), 0);
 }
 
+/* ---- TLS, the cleartext policy and SASL (issue 10) ---- */
+
+#define B64_GOOD	"AGZyZWQuZXhhbXBsZS5uZXQAZmlyc3Qtc2VjcmV0"
+#define B64_HOST	"ZnJlZC5leGFtcGxlLm5ldA=="
+#define B64_PW1		"Zmlyc3Qtc2VjcmV0"
+#define B64_WRONG_PW	"AGZyZWQuZXhhbXBsZS5uZXQAd3Jvbmc="
+
+static const struct config_listener L_NONE = {
+	"127.0.0.1:110", CONFIG_PROTO_POP3, CONFIG_TLS_NONE };
+static const struct config_listener L_STLS = {
+	"127.0.0.1:110", CONFIG_PROTO_POP3, CONFIG_TLS_STARTTLS };
+static const struct config_listener L_IMPL = {
+	"127.0.0.1:995", CONFIG_PROTO_POP3, CONFIG_TLS_IMPLICIT };
+static char dummy_tls;
+
+/* The CAPA tags of the table that s is offered, comma-separated. */
+static void
+offered_tags(const struct session *s, char *out, size_t outlen)
+{
+	size_t	 i, n = 0;
+
+	out[0] = '\0';
+	for (i = 0; i < session_ncmds; i++) {
+		if (session_cmds[i].capa == NULL || (session_cmds[i].offered !=
+		    NULL && !session_cmds[i].offered(s)))
+			continue;
+		n += (size_t)snprintf(out + n, outlen - n, "%s%s",
+		    n > 0 ? "," : "", session_cmds[i].capa);
+	}
+}
+
+static void
+capa_case(enum config_cleartext policy, const struct config_listener *l,
+    bool ctx, bool tls, bool loopback, unsigned state, const char *want)
+{
+	struct config		 cf;
+	struct session_env	 w;
+	struct session		 s;
+	char			 got[256];
+
+	config_defaults(&cf);
+	cf.allow_cleartext = policy;
+	memset(&w, 0, sizeof(w));
+	w.cf = &cf;
+	w.listener = l;
+	w.tls = ctx ? (struct tls_server *)&dummy_tls : NULL;
+	memset(&s, 0, sizeof(s));
+	s.w = &w;
+	s.cf = &cf;
+	s.tls = tls;
+	s.loopback = loopback;
+	s.state = state;
+	offered_tags(&s, got, sizeof(got));
+	if (strcmp(got, want) != 0)
+		fail_msg("policy %d listener %d ctx %d tls %d loopback %d "
+		    "state %u: got \"%s\", want \"%s\"", (int)policy,
+		    l != NULL ? (int)l->tls : -1, ctx, tls, loopback, state,
+		    got, want);
+}
+
+#define ALL	"TOP,UIDL,USER,SASL PLAIN LOGIN"
+#define NOPW	"TOP,UIDL"
+#define WSTLS	"TOP,UIDL,STLS"
+
+static void
+test_capa_security(void **state)
+{
+	enum config_cleartext Y = CONFIG_CLEARTEXT_YES,
+	    L = CONFIG_CLEARTEXT_LOOPBACK, N = CONFIG_CLEARTEXT_NO;
+
+	(void)state;
+	/* No listener (tests, fuzzing) is a plain one. */
+	capa_case(Y, NULL, false, false, false, ST_AUTH, ALL);
+	capa_case(L, NULL, false, false, false, ST_AUTH, NOPW);
+	capa_case(L, NULL, false, false, true, ST_AUTH, ALL);
+	capa_case(N, NULL, false, false, true, ST_AUTH, NOPW);
+	capa_case(L, &L_NONE, true, false, false, ST_AUTH, NOPW);
+	/* STARTTLS: STLS until TLS, and only with a context. */
+	capa_case(L, &L_STLS, true, false, false, ST_AUTH, WSTLS);
+	capa_case(N, &L_STLS, true, false, true, ST_AUTH, WSTLS);
+	capa_case(Y, &L_STLS, true, false, false, ST_AUTH,
+	    "TOP,UIDL,USER,STLS,SASL PLAIN LOGIN");
+	capa_case(L, &L_STLS, false, false, false, ST_AUTH, NOPW);
+	capa_case(L, &L_STLS, true, true, false, ST_AUTH, ALL);
+	capa_case(N, &L_STLS, true, true, false, ST_AUTH, ALL);
+	/* Not once logged in. */
+	capa_case(Y, &L_STLS, true, false, false, ST_TRANS, ALL);
+	/* Implicit: TLS from the start. */
+	capa_case(N, &L_IMPL, true, true, false, ST_AUTH, ALL);
+	capa_case(L, &L_IMPL, true, true, false, ST_TRANS, ALL);
+}
+
+/* CAPA's SASL tag names exactly the mechanisms AUTH knows. */
+static void
+test_sasl_tag(void **state)
+{
+	char	 want[128];
+	size_t	 i, n;
+	bool	 found = false;
+
+	(void)state;
+	n = (size_t)snprintf(want, sizeof(want), "SASL");
+	for (i = 0; sasl_mech_name(i) != NULL; i++)
+		n += (size_t)snprintf(want + n, sizeof(want) - n, " %s",
+		    sasl_mech_name(i));
+	for (i = 0; i < session_ncmds; i++)
+		if (session_cmds[i].fn == cmd_auth) {
+			assert_string_equal(session_cmds[i].capa, want);
+			found = true;
+		}
+	assert_true(found);
+}
+
+static void
+b64_ok(const char *in, const char *want, size_t wantlen)
+{
+	unsigned char	 out[64];
+	size_t		 n = 99;
+
+	if (sasl_b64_decode(in, strlen(in), out, sizeof(out) - 1, &n) != 0)
+		fail_msg("\"%s\" refused", in);
+	assert_int_equal(n, wantlen);
+	assert_memory_equal(out, want, wantlen);
+	assert_int_equal(out[n], 0);
+}
+
+static void
+b64_bad(const char *in, size_t cap)
+{
+	unsigned char	 out[64];
+	size_t		 n = 99;
+
+	if (sasl_b64_decode(in, strlen(in), out, cap, &n) != -1)
+		fail_msg("\"%s\" accepted", in);
+	assert_int_equal(n, 99);
+}
+
+static void
+test_b64(void **state)
+{
+	(void)state;
+	/* RFC 4648 §10. */
+	b64_ok("", "", 0);
+	b64_ok("Zg==", "f", 1);
+	b64_ok("Zm8=", "fo", 2);
+	b64_ok("Zm9v", "foo", 3);
+	b64_ok("Zm9vYg==", "foob", 4);
+	b64_ok("Zm9vYmE=", "fooba", 5);
+	b64_ok("Zm9vYmFy", "foobar", 6);
+	b64_ok("AGEAYg==", "\0a\0b", 4);
+	b64_ok("+/+/", "\xfb\xff\xbf", 3);
+	b64_bad("Zg=", 63);		/* not a multiple of 4 */
+	b64_bad("Zg", 63);
+	b64_bad("Zm9vY", 63);
+	b64_bad("Zg==Zg==", 63);	/* padding inside */
+	b64_bad("Z===", 63);		/* three pad characters */
+	b64_bad("====", 63);
+	b64_bad("Zg=a", 63);		/* data after padding */
+	b64_bad("Zh==", 63);		/* pad bits not zero */
+	b64_bad("Zm9=", 63);
+	b64_bad("Zm9v\n", 63);		/* no white space */
+	b64_bad(" Zm9v", 63);
+	b64_bad("Zm 9v", 63);
+	b64_bad("Zm9v!A==", 63);
+	b64_bad("Zm9-", 63);		/* base64url is not base64 */
+	b64_bad("Zm9_", 63);
+	b64_bad("Zm9vYmFy", 5);		/* too long for out */
+	b64_ok("Zm9vYmFy", "foobar", 6);
+}
+
+static enum sasl_plain_res
+plain(const char *buf, size_t len, const char **zid, const char **cid,
+    const char **pw)
+{
+	static char	 copy[128];
+	char		*p;
+	size_t		 pwlen;
+	enum sasl_plain_res r;
+
+	memcpy(copy, buf, len);
+	copy[len] = '\0';
+	r = sasl_plain_parse(copy, len, zid, cid, &p, &pwlen);
+	if (r == SASL_PLAIN_OK)
+		assert_int_equal(pwlen, strlen(p));
+	*pw = p;
+	return r;
+}
+
+#define PL(lit)	lit, sizeof(lit) - 1
+
+static void
+test_plain_parse(void **state)
+{
+	const char	*zid, *cid, *pw;
+
+	(void)state;
+	assert_int_equal(plain(PL("\0" HOST "\0" PW1), &zid, &cid, &pw),
+	    SASL_PLAIN_OK);
+	assert_string_equal(zid, "");
+	assert_string_equal(cid, HOST);
+	assert_string_equal(pw, PW1);
+	assert_int_equal(plain(PL(HOST "\0" HOST "\0pw with space"), &zid,
+	    &cid, &pw), SASL_PLAIN_OK);
+	assert_string_equal(pw, "pw with space");
+	assert_int_equal(plain(PL("\0" HOST PW1), &zid, &cid, &pw),
+	    SASL_PLAIN_NULS);
+	assert_int_equal(plain(PL("\0" HOST "\0" PW1 "\0"), &zid, &cid, &pw),
+	    SASL_PLAIN_NULS);
+	assert_int_equal(plain(PL("\0\0" HOST "\0" PW1), &zid, &cid, &pw),
+	    SASL_PLAIN_NULS);
+	assert_int_equal(plain(PL(""), &zid, &cid, &pw), SASL_PLAIN_NULS);
+	assert_int_equal(plain(PL(HOST), &zid, &cid, &pw), SASL_PLAIN_NULS);
+	assert_int_equal(plain(PL("\0\0" PW1), &zid, &cid, &pw),
+	    SASL_PLAIN_NO_AUTHCID);
+	assert_int_equal(plain(PL("\0" HOST "\0"), &zid, &cid, &pw),
+	    SASL_PLAIN_NO_PASSWORD);
+	assert_int_equal(plain(PL("bob.example.net\0" HOST "\0" PW1), &zid,
+	    &cid, &pw), SASL_PLAIN_AUTHZID);
+	/* Equal means equal: no case folding. */
+	assert_int_equal(plain(PL("FRED.example.net\0" HOST "\0" PW1), &zid,
+	    &cid, &pw), SASL_PLAIN_AUTHZID);
+}
+
+/* A session started and greeted. */
+static void
+cl_open(struct fx *fx, struct cl *c)
+{
+	cl_start(fx, c, 0);
+	cl_expect(c, "+OK sdps ready");
+}
+
+static void
+cl_exact(struct cl *c, const char *want)
+{
+	char	 line[2048];
+
+	if (cl_line(c, line, sizeof(line)) == -1)
+		fail_msg("EOF, expected \"%s\"", want);
+	if (strcmp(line, want) != 0)
+		fail_msg("got \"%s\", expected \"%s\"", line, want);
+}
+
+/* One command and its reply: exactly want (cl_say), or starting with it
+ * (cl_sayp). */
+#define cl_say(c, want, ...)	do {					\
+	cl_send((c), __VA_ARGS__);					\
+	cl_exact((c), (want));						\
+} while (0)
+#define cl_sayp(c, want, ...)	do {					\
+	cl_send((c), __VA_ARGS__);					\
+	cl_expect((c), (want));						\
+} while (0)
+
+/* CAPA's body in one string. */
+static char *
+cl_capa(struct cl *c)
+{
+	size_t	 len;
+
+	cl_send(c, "CAPA");
+	cl_expect(c, "+OK");
+	return cl_multi(c, &len);
+}
+
+static void
+test_cleartext_policy(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 c;
+	char		*body;
+	size_t		 len;
+	int		 i;
+
+	put(fx, 0, "a@b.example", ALICE, 1, MSG1);
+	fx->cf.allow_cleartext = CONFIG_CLEARTEXT_NO;
+	fx->cf.max_bad_commands = 2;
+	cl_open(fx, &c);
+	body = cl_capa(&c);
+	assert_null(strstr(body, "USER"));
+	assert_null(strstr(body, "SASL"));
+	assert_null(strstr(body, "STLS"));
+	free(body);
+	/* Refused before the password; not bad commands (a code). */
+	for (i = 0; i < 2; i++) {
+		cl_send(&c, "USER " HOST);
+		cl_exact(&c, "-ERR [AUTH] cleartext login refused, this server"
+		    " offers no TLS");
+		cl_send(&c, "PASS " PW1);
+		cl_expect(&c, "-ERR [AUTH] cleartext login refused");
+		cl_send(&c, "AUTH PLAIN " B64_GOOD);
+		cl_expect(&c, "-ERR [AUTH] cleartext login refused");
+		cl_send(&c, "AUTH LOGIN");
+		cl_expect(&c, "-ERR [AUTH] cleartext login refused");
+	}
+	/* AUTH alone lists what is usable here: nothing. */
+	cl_sayp(&c, "+OK", "AUTH");
+	body = cl_multi(&c, &len);
+	assert_string_equal(body, "");
+	free(body);
+	cl_quit(&c, "+OK");
+	assert_int_equal(atomic_load(&fx->sb.hdr->total_auth_failures), 0);
+	assert_int_equal(atomic_load(&fx->sb.hdr->total_auth_hashes), 0);
+
+	/* Where STLS and an implicit port exist, the reason names both. */
+	fx->cf.listeners[0] = L_STLS;
+	fx->cf.listeners[1] = L_IMPL;
+	fx->cf.nlisteners = 2;
+	fx->listener = &fx->cf.listeners[0];
+	fx->tls = (struct tls_server *)&dummy_tls;
+	cl_open(fx, &c);
+	body = cl_capa(&c);
+	assert_string_equal(body, "TOP\r\nUIDL\r\nSTLS\r\nRESP-CODES\r\n"
+	    "AUTH-RESP-CODE\r\nPIPELINING\r\nEXPIRE 30\r\n"
+	    "IMPLEMENTATION sdps\r\nX-SDPS\r\n");
+	free(body);
+	cl_say(&c, "-ERR [AUTH] cleartext login refused, use STLS or TLS"
+	    " on port 995", "USER " HOST);
+	cl_quit(&c, "+OK");
+	/* Without STLS here, only the port. */
+	fx->listener = &L_NONE;
+	cl_open(fx, &c);
+	cl_say(&c, "-ERR [AUTH] cleartext login refused, use TLS on port"
+	    " 995", "AUTH PLAIN");
+	cl_quit(&c, "+OK");
+	/* allow_cleartext = yes: USER, PASS and AUTH as before. */
+	fx->cf.allow_cleartext = CONFIG_CLEARTEXT_YES;
+	cl_login(fx, &c, 0, HOST, PW1);
+	cl_quit(&c, "+OK");
+}
+
+static void
+test_stls_refusals(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 c;
+
+	put(fx, 0, "a@b.example", ALICE, 1, MSG1);
+	/* No STLS on a plain listener, nor without a context. */
+	cl_open(fx, &c);
+	cl_say(&c, "-ERR STLS not offered on this port", "STLS");
+	cl_quit(&c, "+OK");
+	fx->listener = &L_STLS;
+	cl_open(fx, &c);
+	cl_say(&c, "-ERR STLS not offered on this port", "STLS");
+	cl_quit(&c, "+OK");
+	fx->tls = (struct tls_server *)&dummy_tls;
+	/* After USER, even a bad one, and after AUTH, even a failed one. */
+	cl_open(fx, &c);
+	cl_sayp(&c, "-ERR invalid user name", "USER -bad-");
+	cl_say(&c, "-ERR STLS only before USER or AUTH", "STLS");
+	cl_quit(&c, "+OK");
+	cl_open(fx, &c);
+	cl_sayp(&c, "-ERR invalid base64", "AUTH PLAIN !!!!");
+	cl_say(&c, "-ERR STLS only before USER or AUTH", "STLS");
+	cl_quit(&c, "+OK");
+	/* The refusal changes nothing: the USER still stands. */
+	cl_open(fx, &c);
+	cl_sayp(&c, "+OK", "USER " HOST);
+	cl_say(&c, "-ERR STLS only before USER or AUTH", "STLS");
+	cl_sayp(&c, "+OK maildrop has 1", "PASS " PW1);
+	cl_say(&c, "-ERR STLS not allowed after login", "STLS");
+	cl_quit(&c, "+OK");
+}
+
+static void
+test_auth_plain(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 c;
+	char		*body;
+	size_t		 len;
+
+	put(fx, 0, "a@b.example", ALICE, 1, MSG1);
+	cl_open(fx, &c);
+	cl_sayp(&c, "+OK", "AUTH");
+	body = cl_multi(&c, &len);
+	assert_string_equal(body, "PLAIN\r\nLOGIN\r\n");
+	free(body);
+	cl_sayp(&c, "+OK maildrop has 1 messages", "AUTH PLAIN " B64_GOOD);
+	cl_sayp(&c, "-ERR AUTH not allowed after login", "AUTH PLAIN " B64_GOOD);
+	cl_quit(&c, "+OK");
+	/* Without the initial response: the empty challenge "+ ". */
+	cl_open(fx, &c);
+	cl_say(&c, "+ ", "auth plain");
+	cl_sayp(&c, "+OK maildrop has 1 messages", "%s", B64_GOOD);
+	cl_quit(&c, "+OK");
+	/* authzid = authcid; the second password; user+host names. */
+	cl_open(fx, &c);
+	cl_sayp(&c, "+OK maildrop has 1", "AUTH PLAIN ZnJlZC5leGFtcGxlLm5ldABmcmVkLmV4YW1wbGUubmV0AG"
+	    "ZpcnN0LXNlY3JldA==");
+	cl_quit(&c, "+OK");
+	cl_open(fx, &c);
+	cl_sayp(&c, "+OK maildrop has 1", "AUTH PLAIN AGFsaWNlK2ZyZWQuZXhhbXBsZS5uZXQAZmlyc3Qtc2VjcmV0");
+	cl_quit(&c, "+OK");
+	/* A wrong password is an auth failure, as PASS's. */
+	cl_open(fx, &c);
+	cl_say(&c, "-ERR [AUTH] invalid user name or password", "AUTH PLAIN " B64_WRONG_PW);
+	cl_sayp(&c, "+OK", "USER " HOST);
+	cl_say(&c, "-ERR [AUTH] invalid user name or password", "PASS wrong");
+	cl_sayp(&c, "+OK maildrop has 1", "AUTH PLAIN " B64_GOOD);
+	cl_quit(&c, "+OK");
+	assert_int_equal(atomic_load(&fx->sb.hdr->total_auth_failures), 2);
+}
+
+static void
+test_auth_malformed(void **state)
+{
+	static const struct {
+		const char	*line, *want;
+	} cases[] = {
+		{ "AUTH PLAIN =", "-ERR malformed PLAIN response" },
+		{ "AUTH PLAIN AGZy!", "-ERR invalid base64 in response" },
+		{ "AUTH PLAIN Zg=", "-ERR invalid base64 in response" },
+		{ "AUTH PLAIN AGZyZWQuZXhhbXBsZS5uZXRmaXJzdC1zZWNyZXQ=",
+		    "-ERR malformed PLAIN response" },		/* one NUL */
+		{ "AUTH PLAIN AGZyZWQuZXhhbXBsZS5uZXQAZmlyc3Qtc2VjcmV0AHg=",
+		    "-ERR malformed PLAIN response" },		/* three */
+		{ "AUTH PLAIN AABmcmVkLmV4YW1wbGUubmV0AGZpcnN0LXNlY3JldA==",
+		    "-ERR malformed PLAIN response" },
+		{ "AUTH PLAIN AGZyZWQuZXhhbXBsZS5uZXQA", "-ERR empty password" },
+		{ "AUTH PLAIN Ym9iLmV4YW1wbGUubmV0AGZyZWQuZXhhbXBsZS5uZXQAZmlyc"
+		    "3Qtc2VjcmV0", "-ERR authorization identity must be empty"
+		    " or the user name" },
+		{ "AUTH PLAIN AC1iYWQtAHB3", "-ERR invalid user name" },
+		{ "AUTH CRAM-MD5", "-ERR unsupported SASL mechanism" },
+		{ "AUTH PLAIN a b c", "-ERR AUTH: wrong number of arguments" },
+	};
+	struct fx	*fx = *state;
+	struct cl	 c;
+	size_t		 i;
+
+	put(fx, 0, "a@b.example", ALICE, 1, MSG1);
+	cl_open(fx, &c);
+	for (i = 0; i < NITEMS(cases); i++) {
+		cl_send(&c, "%s", cases[i].line);
+		cl_exact(&c, cases[i].want);
+	}
+	/* A continuation: bad base64, white space, a cancel. */
+	cl_say(&c, "+ ", "AUTH PLAIN");
+	cl_say(&c, "-ERR invalid base64 in response", " " B64_GOOD);
+	cl_say(&c, "+ ", "AUTH PLAIN");
+	cl_send(&c, "=");	/* "=" is only for an initial response */
+	cl_exact(&c, "-ERR invalid base64 in response");
+	cl_say(&c, "+ ", "AUTH PLAIN");
+	cl_say(&c, "-ERR AUTH cancelled", "*");
+	/* Nothing changed: no failure counted, none hashed, login works. */
+	cl_sayp(&c, "+OK maildrop has 1", "AUTH PLAIN " B64_GOOD);
+	cl_quit(&c, "+OK");
+	assert_int_equal(atomic_load(&fx->sb.hdr->total_auth_failures), 0);
+	assert_int_equal(atomic_load(&fx->sb.hdr->total_auth_hashes), 1);
+}
+
+static void
+test_auth_login(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 c;
+
+	put(fx, 0, "a@b.example", ALICE, 1, MSG1);
+	cl_open(fx, &c);
+	cl_say(&c, "+ VXNlcm5hbWU6", "AUTH LOGIN");
+	cl_say(&c, "+ UGFzc3dvcmQ6", "%s", B64_HOST);
+	cl_say(&c, "-ERR [AUTH] invalid user name or password", "d3Jvbmc=");
+	cl_say(&c, "+ VXNlcm5hbWU6", "AUTH LOGIN");
+	cl_say(&c, "-ERR AUTH cancelled", "*");
+	cl_send(&c, "AUTH LOGIN LWJhZC0=");	/* "-bad-" */
+	cl_exact(&c, "-ERR invalid user name");
+	cl_send(&c, "AUTH LOGIN " B64_HOST);	/* initial response */
+	cl_exact(&c, "+ UGFzc3dvcmQ6");
+	cl_say(&c, "-ERR empty password", "%s", "");
+	cl_say(&c, "+ UGFzc3dvcmQ6", "AUTH LOGIN " B64_HOST);
+	cl_sayp(&c, "+OK maildrop has 1", "%s", B64_PW1);
+	cl_quit(&c, "+OK");
+	assert_int_equal(atomic_load(&fx->sb.hdr->total_auth_failures), 1);
+}
+
+/*
+ * A response read inside AUTH moves conn's buffer: the command after it,
+ * in the same segment, must survive the wipe of AUTH's own line.
+ */
+static void
+test_auth_response_moves_buffer(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 c;
+	const char	 more[] = "*\r\nNOOP\r\nCAPA\r\n";
+
+	cl_open(fx, &c);
+	cl_say(&c, "+ ", "AUTH PLAIN");
+	assert_int_equal(write(c.fd, more, sizeof(more) - 1),
+	    (ssize_t)sizeof(more) - 1);
+	cl_exact(&c, "-ERR AUTH cancelled");
+	cl_expect(&c, "-ERR NOOP not allowed before login");
+	cl_expect(&c, "+OK capability list follows");
+	free(cl_multi(&c, &(size_t){ 0 }));
+	cl_quit(&c, "+OK");
+}
+
+/* AUTH's failures count toward auth_max_failures like PASS's. */
+static void
+test_auth_failures_count(void **state)
+{
+	struct fx	*fx = *state;
+	struct cl	 c;
+	char		 line[256];
+
+	cl_open(fx, &c);
+	cl_say(&c, "-ERR [AUTH] invalid user name or password", "AUTH PLAIN " B64_WRONG_PW);
+	cl_sayp(&c, "+OK", "USER " HOST);
+	cl_say(&c, "-ERR [AUTH] invalid user name or password", "PASS nope");
+	cl_say(&c, "+ UGFzc3dvcmQ6", "AUTH LOGIN " B64_HOST);
+	cl_say(&c, "-ERR [AUTH] invalid user name or password", "d3Jvbmc=");
+	assert_int_equal(cl_line(&c, line, sizeof(line)), -1);
+	assert_int_equal(cl_end(&c), 0);
+	assert_int_equal(atomic_load(&fx->sb.hdr->total_auth_failures), 3);
+}
+
 int
 main(void)
 {
@@ -1157,6 +1686,17 @@ main(void)
 		T(test_pipelining),
 		T(test_kill_commits_rd),
 		T(test_no_punt),
+		cmocka_unit_test(test_capa_security),
+		cmocka_unit_test(test_sasl_tag),
+		cmocka_unit_test(test_b64),
+		cmocka_unit_test(test_plain_parse),
+		T(test_cleartext_policy),
+		T(test_stls_refusals),
+		T(test_auth_plain),
+		T(test_auth_malformed),
+		T(test_auth_login),
+		T(test_auth_response_moves_buffer),
+		T(test_auth_failures_count),
 #undef T
 	};
 
