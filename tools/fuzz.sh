@@ -36,7 +36,7 @@ rm -f "$out/libsdps.a"
 ar rcs "$out/libsdps.a" $objs
 $cc $cflags -fsanitize=fuzzer -o "$out/fuzz_session" \
     tests/fuzz/fuzz_session.c "$out/libsdps.a" -llmdb -lsodium -linih \
-    -lpthread
+    -lssl -lcrypto -lpthread
 echo "fuzz.sh: running $out/fuzz_session for $secs s"
 exec "$out/fuzz_session" -max_total_time="$secs" -timeout=30 \
     -max_len=2048 -artifact_prefix="$out/" -print_final_stats=1 \

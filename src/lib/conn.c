@@ -643,17 +643,13 @@ conn_cork(struct conn *c, bool on)
 		c->corked = on;
 }
 
-/* The body copied through the write buffer, for a transport without
- * sendfile (TLS) and for a body that is not a plain file. */
-static int
-copy_file(struct conn *c, int fd, off_t off, size_t len)
+int
+conn_pread_full(struct conn *c, int fd, char *buf, size_t len, off_t off)
 {
-	ssize_t		 n;
+	ssize_t	 n;
 
 	while (len > 0) {
-		n = pread(fd, c->wbuf, len < sizeof(c->wbuf) ? len :
-		    sizeof(c->wbuf), off);
-		if (n == -1 && errno == EINTR)
+		if ((n = pread(fd, buf, len, off)) == -1 && errno == EINTR)
 			continue;
 		if (n == -1) {
 			log_warn("conn: pread");
@@ -664,23 +660,36 @@ copy_file(struct conn *c, int fd, off_t off, size_t len)
 			errno = EIO;
 			return conn_fail(c, CONN_ERR);
 		}
-		if (conn_send_all(c, c->wbuf, (size_t)n, len > (size_t)n ?
-		    MSG_MORE : 0) == -1)
-			return -1;
+		buf += n;
 		off += n;
 		len -= (size_t)n;
 	}
 	return 0;
 }
 
+/* The body copied through the write buffer, for a transport without
+ * sendfile and for a body that is not a plain file. */
+static int
+copy_file(struct conn *c, int fd, off_t off, size_t len)
+{
+	size_t	 n;
+
+	while (len > 0) {
+		n = len < sizeof(c->wbuf) ? len : sizeof(c->wbuf);
+		if (conn_pread_full(c, fd, c->wbuf, n, off) == -1 ||
+		    conn_send_all(c, c->wbuf, n, len > n ? MSG_MORE : 0) == -1)
+			return -1;
+		off += (off_t)n;
+		len -= n;
+	}
+	return 0;
+}
+
 int
-conn_send_file(struct conn *c, int fd, off_t off, size_t len)
+conn_body_sendfile(struct conn *c, int fd, off_t off, size_t len)
 {
 	ssize_t		 n;
 
-	if (c->tp->send_body != NULL)
-		return c->werr != CONN_OK ? -1 : c->tp->send_body(c, fd, off,
-		    len);
 	/* The reply line goes first; MSG_MORE lets it share a segment. */
 	if (flush_flags(c, MSG_MORE) == -1)
 		return -1;
@@ -704,6 +713,16 @@ conn_send_file(struct conn *c, int fd, off_t off, size_t len)
 			return -1;
 	}
 	return 0;
+}
+
+int
+conn_send_file(struct conn *c, int fd, off_t off, size_t len)
+{
+	if (c->werr != CONN_OK)
+		return -1;
+	if (c->tp->send_body != NULL)
+		return c->tp->send_body(c, fd, off, len);
+	return conn_body_sendfile(c, fd, off, len);
 }
 
 enum conn_res

@@ -102,4 +102,13 @@ int	conn_send_failed(struct conn *c, const char *what);
 /* Send len octets through the transport, waiting as needed. */
 int	conn_send_all(struct conn *c, const char *p, size_t len, int flags);
 
+/* Fill buf with exactly len octets of fd from off: 0, or -1 (c failed;
+ * errno EIO if the file is shorter). */
+int	conn_pread_full(struct conn *c, int fd, char *buf, size_t len,
+	    off_t off);
+
+/* conn_send_file's path without send_body: what is buffered, then the
+ * file by the transport's sendfile (or copied if it has none). */
+int	conn_body_sendfile(struct conn *c, int fd, off_t off, size_t len);
+
 #endif

@@ -180,31 +180,6 @@ body_buf_free(void *p, size_t size)
 		munmap(p, size);
 }
 
-/* Fill buf with exactly len octets of fd at off; 0 or -1 (failed). */
-static int
-read_full(struct conn *c, int fd, char *buf, size_t len, off_t off)
-{
-	ssize_t	 n;
-
-	while (len > 0) {
-		if ((n = pread(fd, buf, len, off)) == -1 && errno == EINTR)
-			continue;
-		if (n == -1) {
-			log_warn("conn: pread");
-			return conn_fail(c, CONN_ERR);
-		}
-		if (n == 0) {
-			log_warnx("conn: body shorter than expected");
-			errno = EIO;
-			return conn_fail(c, CONN_ERR);
-		}
-		buf += n;
-		off += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /*
  * The body read in BODY_CHUNK pieces and written with one SSL_write
  * each.  What is already buffered (the "+OK" line, the Return-Path
@@ -229,7 +204,7 @@ copy_body(struct conn *c, int fd, off_t off, size_t len)
 	c->wlen = 0;
 	while (rc == 0 && (head > 0 || len > 0)) {
 		n = cap - head < len ? cap - head : len;
-		if ((rc = read_full(c, fd, buf + head, n, off)) == 0)
+		if ((rc = conn_pread_full(c, fd, buf + head, n, off)) == 0)
 			rc = conn_send_all(c, buf, head + n, 0);
 		off += (off_t)n;
 		len -= n;
@@ -239,40 +214,13 @@ copy_body(struct conn *c, int fd, off_t off, size_t len)
 	return rc;
 }
 
-/* Kernel TLS: buffered output first (its own record), then the file. */
-static int
-ktls_body(struct conn *c, int fd, off_t off, size_t len)
-{
-	ssize_t	 n;
-
-	if (conn_flush(c) == -1)
-		return -1;
-	while (len > 0) {
-		if (conn_killed(c))
-			return conn_fail(c, CONN_KILLED);
-		if ((n = tls_sendfile(c, fd, &off, len)) > 0) {
-			len -= (size_t)n;
-			c->octets_out += (uint64_t)n;
-			continue;
-		}
-		if (n == 0) {
-			log_warnx("conn: sendfile: file shorter than expected");
-			errno = EIO;
-			return conn_fail(c, CONN_ERR);
-		}
-		if (conn_send_failed(c, "SSL_sendfile") == -1)
-			return -1;
-	}
-	return 0;
-}
-
 /* The one place the body path is chosen: zero-copy exactly when kernel
  * TLS carries the send side (conn_tls_ktls). */
 static int
 tls_send_body(struct conn *c, int fd, off_t off, size_t len)
 {
 	if (conn_tls_ktls(c))
-		return ktls_body(c, fd, off, len);
+		return conn_body_sendfile(c, fd, off, len);
 	return copy_body(c, fd, off, len);
 }
 

@@ -463,14 +463,32 @@ load_key(SSL_CTX *ctx, const struct config *cf, const struct tls_pem *pem,
 	return rc;
 }
 
+static int
+set_groups(SSL_CTX *ctx, const char *v)
+{
+	return SSL_CTX_set1_groups_list(ctx, v);
+}
+
 /* min_protocol, ciphers, ciphersuites, groups (defaults for ""). */
 static int
 set_params(SSL_CTX *ctx, const struct config *cf, char *err, size_t errlen)
 {
 	const struct config_tls_set *ts = &cf->tls;
+	const struct {
+		const char	*key, *value, *def;
+		int		 line;
+		int		 (*set)(SSL_CTX *, const char *);
+	} lists[3] = {
+		{ "ciphers", ts->ciphers, DEF_CIPHERS, ts->ciphers_line,
+		    SSL_CTX_set_cipher_list },
+		{ "ciphersuites", ts->ciphersuites, DEF_SUITES,
+		    ts->ciphersuites_line, SSL_CTX_set_ciphersuites },
+		{ "groups", ts->groups, DEF_GROUPS, ts->groups_line,
+		    set_groups },
+	};
 	const char	*v;
 	char		 why[200];
-	int		 minv;
+	int		 minv, i;
 
 	v = ts->min_protocol;
 	if (v[0] == '\0' || strcmp(v, "TLSv1.2") == 0)
@@ -489,23 +507,14 @@ set_params(SSL_CTX *ctx, const struct config *cf, char *err, size_t errlen)
 		    ts->min_protocol_line, v, ssl_reason(why, sizeof(why)));
 		return -1;
 	}
-	v = ts->ciphers[0] != '\0' ? ts->ciphers : DEF_CIPHERS;
-	if (SSL_CTX_set_cipher_list(ctx, v) != 1) {
-		snprintf(err, errlen, "%s:%d: ciphers %s: %s", cf->file,
-		    ts->ciphers_line, v, ssl_reason(why, sizeof(why)));
-		return -1;
-	}
-	v = ts->ciphersuites[0] != '\0' ? ts->ciphersuites : DEF_SUITES;
-	if (SSL_CTX_set_ciphersuites(ctx, v) != 1) {
-		snprintf(err, errlen, "%s:%d: ciphersuites %s: %s", cf->file,
-		    ts->ciphersuites_line, v, ssl_reason(why, sizeof(why)));
-		return -1;
-	}
-	v = ts->groups[0] != '\0' ? ts->groups : DEF_GROUPS;
-	if (SSL_CTX_set1_groups_list(ctx, v) != 1) {
-		snprintf(err, errlen, "%s:%d: groups %s: %s", cf->file,
-		    ts->groups_line, v, ssl_reason(why, sizeof(why)));
-		return -1;
+	for (i = 0; i < 3; i++) {
+		v = lists[i].value[0] != '\0' ? lists[i].value : lists[i].def;
+		if (lists[i].set(ctx, v) != 1) {
+			snprintf(err, errlen, "%s:%d: %s %s: %s", cf->file,
+			    lists[i].line, lists[i].key, v, ssl_reason(why,
+			    sizeof(why)));
+			return -1;
+		}
 	}
 	return 0;
 }

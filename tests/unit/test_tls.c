@@ -418,7 +418,40 @@ expect_line(struct conn *c, const char *want)
 
 /* ---- tests ---- */
 
-/* A handshake and line I/O through conn; describe and the peer checks. */
+/*
+ * A session on a fresh loopback pair: the "hello" client's handshake and
+ * one line each way through conn.  The client's view is in cl.
+ */
+static struct conn *
+hello_session(struct tls_server *t, struct client *cl, int sv[2])
+{
+	struct conn	*c;
+
+	tcp_pair(sv);
+	assert_non_null(c = conn_new(sv[0], POP3_LINE_MAX, 5, 5, NULL));
+	assert_false(conn_tls_active(c));
+	assert_false(conn_tls_ktls(c));
+	client_start(cl, sv[1], "hello");
+	assert_int_equal(conn_tls_accept(c, t, 5000), CONN_OK);
+	assert_true(conn_tls_active(c));
+	expect_line(c, "hello");
+	assert_int_equal(conn_printf(c, "+OK hello\r\n"), 0);
+	assert_int_equal(conn_flush(c), 0);
+	client_join(cl);
+	assert_true(cl->ok);
+	assert_string_equal(cl->got, "+OK hello\r\n");
+	return c;
+}
+
+static void
+session_close(struct conn *c, int sv[2])
+{
+	conn_free(c);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+/* A handshake and line I/O through conn; describe before and after. */
 static void
 test_handshake_lines(void **state)
 {
@@ -429,30 +462,19 @@ test_handshake_lines(void **state)
 	int			 sv[2];
 
 	(void)state;
-	tcp_pair(sv);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
 	assert_non_null(c = conn_new(sv[0], POP3_LINE_MAX, 5, 5, NULL));
-	assert_false(conn_tls_active(c));
 	conn_tls_describe(c, d, sizeof(d));
 	assert_string_equal(d, "none");
-	assert_true(conn_peer_loopback(c));
-	client_start(&cl, sv[1], "hello");
-	assert_int_equal(conn_tls_accept(c, t, 5000), CONN_OK);
-	assert_true(conn_tls_active(c));
-	expect_line(c, "hello");
-	assert_int_equal(conn_printf(c, "+OK hello\r\n"), 0);
-	assert_int_equal(conn_flush(c), 0);
-	client_join(&cl);
-	assert_true(cl.ok);
-	assert_string_equal(cl.got, "+OK hello\r\n");
-	conn_tls_describe(c, d, sizeof(d));
+	session_close(c, sv);
+	c = hello_session(t, &cl, sv);
 	/* The client's choice (its order wins): what it saw. */
+	conn_tls_describe(c, d, sizeof(d));
 	assert_string_equal(d, cl.cipher);
 	assert_memory_equal(d, "TLSv1.3/TLS_", 12);
 	/* Once only. */
 	assert_int_equal(conn_tls_accept(c, t, 5000), CONN_ERR);
-	conn_free(c);
-	close(sv[0]);
-	close(sv[1]);
+	session_close(c, sv);
 	tls_server_free(t);
 }
 
@@ -502,21 +524,11 @@ test_tls12(void **state)
 	int			 sv[2];
 
 	(void)state;
-	tcp_pair(sv);
-	assert_non_null(c = conn_new(sv[0], POP3_LINE_MAX, 5, 5, NULL));
-	client_start(&cl, sv[1], "hello");
-	assert_int_equal(conn_tls_accept(c, t, 5000), CONN_OK);
-	expect_line(c, "hello");
-	assert_int_equal(conn_printf(c, "+OK hello\r\n"), 0);
-	assert_int_equal(conn_flush(c), 0);
-	client_join(&cl);
-	assert_true(cl.ok);
+	c = hello_session(t, &cl, sv);
 	conn_tls_describe(c, d, sizeof(d));
 	assert_string_equal(d, cl.cipher);
 	assert_memory_equal(d, "TLSv1.2/ECDHE-ECDSA-", 20);
-	conn_free(c);
-	close(sv[0]);
-	close(sv[1]);
+	session_close(c, sv);
 	tls_server_free(t);
 }
 
@@ -1006,7 +1018,7 @@ pattern_file(size_t len, char **data)
 /* Header line, then len octets of a file from off, through TLS. */
 static void
 send_body_case(struct tls_server *t, size_t len, off_t off,
-    const char *head)
+    const char *head, bool ktls)
 {
 	struct client	 cl = { 0 };
 	struct conn	*c;
@@ -1019,7 +1031,7 @@ send_body_case(struct tls_server *t, size_t len, off_t off,
 	assert_non_null(c = conn_new(sv[0], POP3_LINE_MAX, 5, 5, NULL));
 	client_start(&cl, sv[1], "body");
 	assert_int_equal(conn_tls_accept(c, t, 5000), CONN_OK);
-	assert_false(conn_tls_ktls(c));
+	assert_int_equal(conn_tls_ktls(c), ktls);
 	assert_int_equal(conn_write(c, head, hl), 0);
 	assert_int_equal(conn_send_file(c, fd, off, len), 0);
 	assert_int_equal(conn_ml_end(c), 0);
@@ -1051,10 +1063,10 @@ test_send_file_sizes(void **state)
 	(void)state;
 	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		send_body_case(t, sizes[i], 0, "+OK message follows\r\n"
-		    "Return-Path: <a@example.org>\r\n");
+		    "Return-Path: <a@example.org>\r\n", false);
 		/* Nothing buffered in front, and an offset. */
-		send_body_case(t, sizes[i], 0, "");
-		send_body_case(t, sizes[i], 4097, "+OK\r\n");
+		send_body_case(t, sizes[i], 0, "", false);
+		send_body_case(t, sizes[i], 4097, "+OK\r\n", false);
 	}
 	tls_server_free(t);
 }
@@ -1118,10 +1130,12 @@ test_ktls_choice(void **state)
 	struct client		 cl = { 0 };
 	struct conn		*c;
 	char			 err[512];
-	bool			 on;
+	bool			 on, kernel = kernel_has_tls_ulp();
 	int			 sv[2];
 
 	(void)state;
+	fprintf(stderr, "kernel TLS on this kernel: %s\n", kernel ? "yes" :
+	    "no");
 	for (on = false; ; on = true) {
 		config_tls(&cf, cert, key);
 		cf.tls.ktls = on;
@@ -1129,30 +1143,15 @@ test_ktls_choice(void **state)
 		snprintf(cf.tls.ciphersuites, sizeof(cf.tls.ciphersuites),
 		    "TLS_AES_128_GCM_SHA256");
 		assert_non_null(t = server_from(&cf, NULL, err, sizeof(err)));
-		tcp_pair(sv);
-		assert_non_null(c = conn_new(sv[0], POP3_LINE_MAX, 5, 5,
-		    NULL));
-		assert_false(conn_tls_ktls(c));
-		client_start(&cl, sv[1], "hello");
-		assert_int_equal(conn_tls_accept(c, t, 5000), CONN_OK);
-		expect_line(c, "hello");
-		assert_int_equal(conn_printf(c, "+OK hello\r\n"), 0);
-		assert_int_equal(conn_flush(c), 0);
-		client_join(&cl);
-		assert_true(cl.ok);
-		if (on)
-			assert_int_equal(conn_tls_ktls(c), kernel_has_tls_ulp());
-		else
-			assert_false(conn_tls_ktls(c));
-		conn_free(c);
-		close(sv[0]);
-		close(sv[1]);
+		c = hello_session(t, &cl, sv);
+		assert_int_equal(conn_tls_ktls(c), on && kernel);
+		session_close(c, sv);
+		/* The body through whichever path was chosen. */
+		send_body_case(t, CHUNK + RECORD + 1, 3, "+OK\r\n", on && kernel);
 		tls_server_free(t);
 		if (on)
 			break;
 	}
-	fprintf(stderr, "kernel TLS on this kernel: %s\n",
-	    kernel_has_tls_ulp() ? "yes" : "no");
 }
 
 /* A TCP pair over family/addr (a listener bound there); -1 if the
