@@ -391,6 +391,24 @@ reply(struct client *c, const char *fmt, ...)
 	push(c, c->line, (size_t)n);
 }
 
+/* A TLS call returned r <= 0: wait for what it wants (0), or drop c (-1). */
+static int
+tls_want(struct client *c, int r)
+{
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		want(c, EPOLLIN);
+		return 0;
+	case SSL_ERROR_WANT_WRITE:
+		want(c, EPOLLOUT);
+		return 0;
+	default:
+		ERR_clear_error();
+		client_free(c);
+		return -1;
+	}
+}
+
 /*
  * Send what is queued.  1: all out; 0: the socket is full (we wait for
  * it); -1: the client is gone (freed).
@@ -408,20 +426,8 @@ flush_tls(struct client *c)
 			continue;
 		}
 		len = s->len > TLS_CHUNK ? TLS_CHUNK : (int)s->len;
-		if ((r = SSL_write(c->ssl, s->p, len)) <= 0) {
-			switch (SSL_get_error(c->ssl, r)) {
-			case SSL_ERROR_WANT_WRITE:
-				want(c, EPOLLOUT);
-				return 0;
-			case SSL_ERROR_WANT_READ:
-				want(c, EPOLLIN);
-				return 0;
-			default:
-				ERR_clear_error();
-				client_free(c);
-				return -1;
-			}
-		}
+		if ((r = SSL_write(c->ssl, s->p, len)) <= 0)
+			return tls_want(c, r);
 		s->p += r;
 		s->len -= (size_t)r;
 	}
@@ -721,16 +727,7 @@ on_readable(struct client *c)
 			n = SSL_read(c->ssl, c->in + c->inlen,
 			    (int)(sizeof(c->in) - c->inlen));
 			if (n <= 0) {
-				int e = SSL_get_error(c->ssl, n);
-
-				if (e == SSL_ERROR_WANT_READ)
-					return;
-				if (e == SSL_ERROR_WANT_WRITE) {
-					want(c, EPOLLOUT);
-					return;
-				}
-				ERR_clear_error();
-				client_free(c);
+				(void)tls_want(c, n);
 				return;
 			}
 			r = n;
@@ -777,18 +774,7 @@ handshake(struct client *c)
 		want(c, EPOLLIN);
 		return 0;
 	}
-	switch (SSL_get_error(c->ssl, r)) {
-	case SSL_ERROR_WANT_READ:
-		want(c, EPOLLIN);
-		return 0;
-	case SSL_ERROR_WANT_WRITE:
-		want(c, EPOLLOUT);
-		return 0;
-	default:
-		ERR_clear_error();
-		client_free(c);
-		return -1;
-	}
+	return tls_want(c, r);
 }
 
 /* 0, or -1 if c was freed. */
