@@ -1,6 +1,14 @@
 /*
  * sdps-bench: a closed-loop POP3 load generator (epoll, a few threads) that
  * checks every reply and prints one key=value summary line.
+ *
+ * TLS (issue 10): -S implicit (pop3s) or -S stls (RFC 2595) runs every
+ * session over OpenSSL; -V/-X/-G pin the protocol, the cipher suite and
+ * the key-exchange group so two servers are compared doing the same
+ * work; -A verifies the server against a CA file (default: no chain
+ * check); -R offers each slot's previous session (a TLS 1.3 ticket or a
+ * 1.2 session) on its next connection and counts how many resumed.  The
+ * plain path does not touch OpenSSL.
  */
 #include <sys/epoll.h>
 #include <sys/resource.h>
@@ -27,7 +35,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
 enum scenario { SC_POLL, SC_FETCH, SC_BIG, SC_IDLE };
+
+enum tls_mode { TM_NONE, TM_IMPLICIT, TM_STLS };
+
+static const char *const tls_mode_names[] = { "none", "implicit", "stls" };
 
 static const char *const scenario_names[] = { "poll", "fetch", "big", "idle" };
 
@@ -35,7 +51,9 @@ static const char *const scenario_names[] = { "poll", "fetch", "big", "idle" };
 enum phase {
 	PH_FREE,	/* no connection; start one when allowed */
 	PH_CONNECT,	/* non-blocking connect in progress */
+	PH_HANDSHAKE,	/* TLS handshake in progress */
 	PH_GREET,
+	PH_STLS,	/* awaiting +OK to STLS */
 	PH_USER,
 	PH_PASS,
 	PH_STAT,
@@ -55,10 +73,14 @@ struct cred {
 struct conn {
 	int		 fd;
 	enum phase	 phase;
+	SSL		*ssl;		/* NULL: plain */
+	SSL_SESSION	*sess;		/* -R: offered on the next connect */
+	struct thread	*t;
 	int		 slot;		/* global slot number */
 	size_t		 ncred_seq;	/* position in this slot's credentials */
 	size_t		 cred;		/* index of the credential in use */
 	bool		 counted_login;	/* idle: counted in logged_in */
+	uint32_t	 ev;		/* epoll events registered */
 	/* Reply parser. */
 	bool		 got_status;	/* multi-line: status line seen */
 	bool		 bol;		/* RETR body: at beginning of line */
@@ -81,6 +103,8 @@ struct conn {
 
 struct stats {
 	uint64_t	 sessions, msgs, octets, errors, mismatch;
+	uint64_t	 handshakes, resumed;
+	char		 tls_desc[96];	/* protocol/cipher/group, first seen */
 	uint32_t	*lat_us;
 	size_t		 nlat, caplat;
 };
@@ -109,6 +133,15 @@ static struct {
 	size_t		 bufsize;
 	unsigned	 timeout_s;
 	int		 verbose;
+	/* TLS */
+	enum tls_mode	 tls;
+	const char	*host;
+	const char	*cafile;
+	const char	*tls_version;
+	const char	*cipher;
+	const char	*groups;
+	bool		 resume;
+	SSL_CTX		*ctx;
 } opt;
 
 static atomic_bool	 stop;
@@ -135,12 +168,22 @@ usage(void)
 	    "                  [-d secs] [-n idle_sessions] [-H hold_secs] "
 	    "[-t threads]\n"
 	    "                  [-T timeout_secs] [-o] [-v] -f credentials\n"
+	    "                  [-S none|implicit|stls] [-A cafile] "
+	    "[-V TLSv1.2|TLSv1.3]\n"
+	    "                  [-X cipher] [-G groups] [-R]\n"
 	    "  credentials: lines \"user password\"\n"
 	    "  -o: every slot uses each of its credentials once, then stops\n"
 	    "  idle: prints \"all_logged_in=N\" when N sessions are logged "
 	    "in,\n"
 	    "        holds them for -H secs (default -d) or until SIGUSR1/"
-	    "SIGINT/SIGTERM\n");
+	    "SIGINT/SIGTERM\n"
+	    "  -S: TLS from the first octet (implicit) or after STLS; -A: "
+	    "verify against\n"
+	    "      this CA (default: no chain check); -V: only this "
+	    "version; -X: only this\n"
+	    "      suite (TLS_*: a 1.3 suite, else a 1.2 cipher list); -G: "
+	    "groups; -R: resume\n"
+	    "      each slot's previous session\n");
 	exit(2);
 }
 
@@ -148,6 +191,8 @@ static void fatalx(const char *, ...)
     __attribute__((__format__(__printf__, 1, 2), __noreturn__));
 static void conn_send(struct thread *, struct conn *, enum phase,
     const char *, ...) __attribute__((__format__(__printf__, 4, 5)));
+static int conn_events(struct thread *, struct conn *, uint32_t);
+static void conn_read(struct thread *, struct conn *);
 
 static void
 fatalx(const char *fmt, ...)
@@ -263,6 +308,10 @@ report_error(struct conn *c, const char *what, const char *line,
 static void
 conn_close(struct thread *t, struct conn *c)
 {
+	if (c->ssl != NULL) {
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+	}
 	if (c->fd != -1) {
 		epoll_ctl(t->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 		close(c->fd);
@@ -285,9 +334,52 @@ conn_fail(struct thread *t, struct conn *c, const char *what,
 		t->st.errors++;
 		report_error(c, what, line, len);
 	}
+	if (c->sess != NULL) {
+		/* A failed session may have left it unusable: start afresh. */
+		SSL_SESSION_free(c->sess);
+		c->sess = NULL;
+	}
 	conn_close(t, c);
 	c->phase = PH_FREE;
 	c->retry_ns = now_ns() + 10 * 1000000u;
+}
+
+/* The OpenSSL error queue as one line, for a report (and emptied). */
+static const char *
+tls_errstr(char *buf, size_t len)
+{
+	unsigned long e, last = 0;
+
+	while ((e = ERR_get_error()) != 0)
+		last = e;
+	if (last == 0)
+		snprintf(buf, len, "%s", errno ? strerror(errno) : "EOF");
+	else
+		ERR_error_string_n(last, buf, len);
+	return buf;
+}
+
+/* A TLS call returned r <= 0: wait for what it wants, or fail. */
+static void
+tls_wait(struct thread *t, struct conn *c, int r, const char *what)
+{
+	char	 buf[256];
+
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		conn_events(t, c, EPOLLIN);
+		break;
+	case SSL_ERROR_WANT_WRITE:
+		conn_events(t, c, EPOLLIN | EPOLLOUT);
+		break;
+	case SSL_ERROR_ZERO_RETURN:
+		conn_fail(t, c, what, "close_notify", 12);
+		break;
+	default:
+		tls_errstr(buf, sizeof(buf));
+		conn_fail(t, c, what, buf, strlen(buf));
+		break;
+	}
 }
 
 static int
@@ -295,6 +387,9 @@ conn_events(struct thread *t, struct conn *c, uint32_t ev)
 {
 	struct epoll_event e;
 
+	if (c->ev == ev)
+		return 0;
+	c->ev = ev;
 	memset(&e, 0, sizeof(e));
 	e.events = ev;
 	e.data.ptr = c;
@@ -305,7 +400,17 @@ static void
 conn_flush(struct thread *t, struct conn *c)
 {
 	ssize_t	 w;
+	int	 r;
 
+	while (c->ssl != NULL && c->outoff < c->outlen) {
+		r = SSL_write(c->ssl, c->out + c->outoff,
+		    (int)(c->outlen - c->outoff));
+		if (r <= 0) {
+			tls_wait(t, c, r, "SSL_write");
+			return;
+		}
+		c->outoff += (size_t)r;
+	}
 	while (c->outoff < c->outlen) {
 		w = send(c->fd, c->out + c->outoff, c->outlen - c->outoff,
 		    MSG_NOSIGNAL);
@@ -402,6 +507,7 @@ conn_start(struct thread *t, struct conn *c)
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->fd = fd;
 	c->phase = PH_CONNECT;
+	c->ev = EPOLLOUT;
 	memset(&e, 0, sizeof(e));
 	e.events = EPOLLOUT;
 	e.data.ptr = c;
@@ -418,9 +524,91 @@ session_done(struct thread *t, struct conn *c)
 {
 	t->st.sessions++;
 	stats_latency(&t->st, now_ns() - c->start_ns);
+	/*
+	 * The server closes after +OK to QUIT.  Marking the shutdown done
+	 * keeps SSL_free from flagging the session as not resumable (it
+	 * does that to sessions that end without close_notify), without a
+	 * close_notify write that a real client would rarely wait for.
+	 */
+	if (c->ssl != NULL)
+		SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN |
+		    SSL_RECEIVED_SHUTDOWN);
 	conn_close(t, c);
 	c->phase = PH_FREE;
 	c->retry_ns = 0;
+}
+
+/* -R: the server sent a session (a 1.3 ticket): keep the newest. */
+static int
+tls_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+	struct conn *c = SSL_get_app_data(ssl);
+
+	if (c == NULL || !opt.resume)
+		return 0;
+	if (c->sess != NULL)
+		SSL_SESSION_free(c->sess);
+	c->sess = sess;
+	return 1;
+}
+
+/* Begin TLS on the connected socket (implicit, or after +OK to STLS). */
+static void
+tls_begin(struct thread *t, struct conn *c)
+{
+	char	 buf[256];
+
+	if ((c->ssl = SSL_new(opt.ctx)) == NULL ||
+	    SSL_set_fd(c->ssl, c->fd) != 1) {
+		tls_errstr(buf, sizeof(buf));
+		conn_fail(t, c, "SSL_new", buf, strlen(buf));
+		return;
+	}
+	SSL_set_app_data(c->ssl, c);
+	SSL_set_connect_state(c->ssl);
+	if (opt.cafile != NULL) {
+		X509_VERIFY_PARAM *vp = SSL_get0_param(c->ssl);
+
+		if (X509_VERIFY_PARAM_set1_ip_asc(vp, opt.host) != 1)
+			X509_VERIFY_PARAM_set1_host(vp, opt.host, 0);
+	}
+	if (c->sess != NULL)
+		SSL_set_session(c->ssl, c->sess);
+	c->phase = PH_HANDSHAKE;
+}
+
+static void
+tls_handshake(struct thread *t, struct conn *c)
+{
+	int	 r;
+
+	if ((r = SSL_do_handshake(c->ssl)) != 1) {
+		tls_wait(t, c, r, "handshake");
+		return;
+	}
+	t->st.handshakes++;
+	if (SSL_session_reused(c->ssl))
+		t->st.resumed++;
+	if (t->st.tls_desc[0] == '\0') {
+		int	 nid = SSL_get_negotiated_group(c->ssl);
+		const char *g = nid > 0 ? OBJ_nid2sn(nid & ~TLSEXT_nid_unknown)
+		    : "-";
+
+		snprintf(t->st.tls_desc, sizeof(t->st.tls_desc), "%s/%s/%s",
+		    SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl),
+		    g ? g : "-");
+	}
+	conn_events(t, c, EPOLLIN);
+	if (opt.tls == TM_STLS) {
+		/* No greeting after STLS (RFC 2595 §4): go on with USER. */
+		conn_send(t, c, PH_USER, "USER %s\r\n",
+		    opt.creds[c->cred].user);
+		return;
+	}
+	c->phase = PH_GREET;
+	c->got_status = false;
+	if (SSL_has_pending(c->ssl))
+		conn_read(t, c);
 }
 
 static void
@@ -439,8 +627,15 @@ reply_done(struct thread *t, struct conn *c)
 {
 	switch (c->phase) {
 	case PH_GREET:
-		conn_send(t, c, PH_USER, "USER %s\r\n",
-		    opt.creds[c->cred].user);
+		if (opt.tls == TM_STLS)
+			conn_send(t, c, PH_STLS, "STLS\r\n");
+		else
+			conn_send(t, c, PH_USER, "USER %s\r\n",
+			    opt.creds[c->cred].user);
+		break;
+	case PH_STLS:
+		/* The handshake starts once this reply is consumed. */
+		tls_begin(t, c);
 		break;
 	case PH_USER:
 		conn_send(t, c, PH_PASS, "PASS %s\r\n",
@@ -501,6 +696,7 @@ reply_done(struct thread *t, struct conn *c)
 		break;
 	case PH_FREE:
 	case PH_CONNECT:
+	case PH_HANDSHAKE:
 	case PH_HOLD:
 	case PH_DONE:
 		conn_fail(t, c, "unexpected data", NULL, 0);
@@ -557,6 +753,11 @@ parse(struct thread *t, struct conn *c, char *p, size_t len)
 		char   *q = p + used;
 		size_t	left = len - used;
 
+		if (c->phase == PH_HANDSHAKE) {
+			/* Sent in clear after the +OK to STLS. */
+			conn_fail(t, c, "data after the STLS reply", q, left);
+			return -1;
+		}
 		if (c->phase == PH_HOLD || c->phase == PH_CONNECT ||
 		    c->phase == PH_DONE) {
 			conn_fail(t, c, "unexpected data", q, left);
@@ -620,11 +821,69 @@ parse(struct thread *t, struct conn *c, char *p, size_t len)
 	return (ssize_t)used;
 }
 
+/* r octets arrived in c->in: parse them.  False if c is gone. */
+static bool
+conn_input(struct thread *t, struct conn *c, size_t r)
+{
+	ssize_t	 used;
+
+	c->last_ns = now_ns();
+	c->inlen += (size_t)r;
+	if ((used = parse(t, c, c->in, c->inlen)) == -1)
+		return false;
+	if (c->fd == -1) {
+		c->inlen = 0;
+		return false;
+	}
+	c->inlen -= (size_t)used;
+	if (c->inlen > 0)
+		memmove(c->in, c->in + used, c->inlen);
+	if (c->inlen == opt.bufsize) {
+		conn_fail(t, c, "line longer than the buffer", c->in, 80);
+		return false;
+	}
+	if (c->phase == PH_HANDSHAKE) {
+		tls_handshake(t, c);	/* after +OK to STLS */
+		return false;
+	}
+	return true;
+}
+
+/*
+ * TLS: read records until OpenSSL has nothing buffered, since epoll
+ * only sees the socket, not a record already decrypted.
+ */
+static void
+conn_read_tls(struct thread *t, struct conn *c)
+{
+	int	 r;
+
+	do {
+		r = SSL_read(c->ssl, c->in + c->inlen,
+		    (int)(opt.bufsize - c->inlen));
+		if (r <= 0) {
+			if (SSL_get_error(c->ssl, r) == SSL_ERROR_ZERO_RETURN ||
+			    (SSL_get_error(c->ssl, r) == SSL_ERROR_SYSCALL &&
+			    ERR_peek_error() == 0))
+				conn_fail(t, c, "connection closed", NULL, 0);
+			else
+				tls_wait(t, c, r, "SSL_read");
+			return;
+		}
+		if (!conn_input(t, c, (size_t)r))
+			return;
+	} while (c->ssl != NULL);
+}
+
 static void
 conn_read(struct thread *t, struct conn *c)
 {
-	ssize_t	 r, used;
+	ssize_t	 r;
 
+	if (c->ssl != NULL) {
+		conn_read_tls(t, c);
+		return;
+	}
 	r = recv(c->fd, c->in + c->inlen, opt.bufsize - c->inlen, 0);
 	if (r == -1 && (errno == EAGAIN || errno == EINTR))
 		return;
@@ -633,19 +892,7 @@ conn_read(struct thread *t, struct conn *c)
 		    NULL, 0);
 		return;
 	}
-	c->last_ns = now_ns();
-	c->inlen += (size_t)r;
-	if ((used = parse(t, c, c->in, c->inlen)) == -1)
-		return;
-	if (c->fd == -1) {
-		c->inlen = 0;
-		return;
-	}
-	c->inlen -= (size_t)used;
-	if (c->inlen > 0)
-		memmove(c->in, c->in + used, c->inlen);
-	if (c->inlen == opt.bufsize)
-		conn_fail(t, c, "line longer than the buffer", c->in, 80);
+	(void)conn_input(t, c, (size_t)r);
 }
 
 static void
@@ -664,6 +911,15 @@ conn_event(struct thread *t, struct conn *c, uint32_t ev)
 		c->phase = PH_GREET;
 		c->got_status = false;
 		conn_events(t, c, EPOLLIN);
+		if (opt.tls == TM_IMPLICIT) {
+			tls_begin(t, c);
+			if (c->ssl != NULL)
+				tls_handshake(t, c);
+		}
+		return;
+	}
+	if (c->phase == PH_HANDSHAKE) {
+		tls_handshake(t, c);
 		return;
 	}
 	if (ev & EPOLLOUT) {
@@ -737,7 +993,9 @@ thread_main(void *arg)
 	for (k = 0; k < t->nconns; k++) {
 		struct conn *c = &t->conns[k];
 
-		if (c->phase == PH_HOLD)
+		if (c->phase == PH_HOLD && c->ssl != NULL)
+			(void)SSL_write(c->ssl, "QUIT\r\n", 6);
+		else if (c->phase == PH_HOLD)
 			(void)send(c->fd, "QUIT\r\n", 6, MSG_NOSIGNAL);
 		conn_close(t, c);
 	}
@@ -763,6 +1021,60 @@ percentile_ms(const uint32_t *v, size_t n, double p)
 	return v[i] / 1000.0;
 }
 
+static int
+tls_version_num(const char *v)
+{
+	if (strcmp(v, "TLSv1.2") == 0)
+		return TLS1_2_VERSION;
+	if (strcmp(v, "TLSv1.3") == 0)
+		return TLS1_3_VERSION;
+	fatalx("-V %s: TLSv1.2 or TLSv1.3", v);
+}
+
+/* The one client context every thread's connections share. */
+static void
+tls_setup(void)
+{
+	char	 buf[256];
+	int	 v;
+
+	if ((opt.ctx = SSL_CTX_new(TLS_client_method())) == NULL)
+		fatalx("SSL_CTX_new: %s", tls_errstr(buf, sizeof(buf)));
+	SSL_CTX_set_min_proto_version(opt.ctx, TLS1_2_VERSION);
+	if (opt.tls_version != NULL) {
+		v = tls_version_num(opt.tls_version);
+		SSL_CTX_set_min_proto_version(opt.ctx, v);
+		SSL_CTX_set_max_proto_version(opt.ctx, v);
+	}
+	if (opt.cipher != NULL && strncmp(opt.cipher, "TLS_", 4) == 0) {
+		if (SSL_CTX_set_ciphersuites(opt.ctx, opt.cipher) != 1)
+			fatalx("-X %s: %s", opt.cipher,
+			    tls_errstr(buf, sizeof(buf)));
+	} else if (opt.cipher != NULL &&
+	    SSL_CTX_set_cipher_list(opt.ctx, opt.cipher) != 1)
+		fatalx("-X %s: %s", opt.cipher, tls_errstr(buf, sizeof(buf)));
+	if (opt.groups != NULL &&
+	    SSL_CTX_set1_groups_list(opt.ctx, opt.groups) != 1)
+		fatalx("-G %s: %s", opt.groups, tls_errstr(buf, sizeof(buf)));
+	if (opt.cafile != NULL) {
+		if (SSL_CTX_load_verify_locations(opt.ctx, opt.cafile,
+		    NULL) != 1)
+			fatalx("-A %s: %s", opt.cafile,
+			    tls_errstr(buf, sizeof(buf)));
+		SSL_CTX_set_verify(opt.ctx, SSL_VERIFY_PEER, NULL);
+	} else
+		SSL_CTX_set_verify(opt.ctx, SSL_VERIFY_NONE, NULL);
+	SSL_CTX_set_mode(opt.ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/*
+	 * Sessions live in their slot, not in OpenSSL's cache: each slot
+	 * offers the one its previous connection received.
+	 */
+	SSL_CTX_set_session_cache_mode(opt.ctx, SSL_SESS_CACHE_CLIENT |
+	    SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(opt.ctx, tls_new_session);
+}
+
 static void
 parse_args(int argc, char **argv)
 {
@@ -777,8 +1089,32 @@ parse_args(int argc, char **argv)
 	opt.hold_s = -1;
 	opt.nthreads = 2;
 	opt.timeout_s = 60;
-	while ((ch = getopt(argc, argv, "h:p:s:c:d:n:H:t:T:f:ov")) != -1) {
+	while ((ch = getopt(argc, argv, "h:p:s:c:d:n:H:t:T:f:ovS:A:V:X:G:R")) !=
+	    -1) {
 		switch (ch) {
+		case 'S':
+			for (i = 0; i < 3; i++)
+				if (strcmp(optarg, tls_mode_names[i]) == 0)
+					break;
+			if (i == 3)
+				fatalx("unknown TLS mode %s", optarg);
+			opt.tls = (enum tls_mode)i;
+			break;
+		case 'A':
+			opt.cafile = optarg;
+			break;
+		case 'V':
+			opt.tls_version = optarg;
+			break;
+		case 'X':
+			opt.cipher = optarg;
+			break;
+		case 'G':
+			opt.groups = optarg;
+			break;
+		case 'R':
+			opt.resume = true;
+			break;
 		case 'h':
 			host = optarg;
 			break;
@@ -844,6 +1180,12 @@ parse_args(int argc, char **argv)
 		opt.hold_s = opt.duration_s;
 	load_creds(credfile);
 	resolve(host, port);
+	opt.host = host;
+	if (opt.tls != TM_NONE)
+		tls_setup();
+	else if (opt.cafile || opt.tls_version || opt.cipher || opt.groups ||
+	    opt.resume)
+		fatalx("-A, -V, -X, -G and -R need -S implicit or -S stls");
 	if (opt.sc == SC_IDLE) {
 		if (opt.once)
 			fatalx("-o does not apply to idle");
@@ -963,6 +1305,10 @@ main(int argc, char **argv)
 		tot.octets += s->octets;
 		tot.errors += s->errors;
 		tot.mismatch += s->mismatch;
+		tot.handshakes += s->handshakes;
+		tot.resumed += s->resumed;
+		if (tot.tls_desc[0] == '\0')
+			memcpy(tot.tls_desc, s->tls_desc, sizeof(tot.tls_desc));
 		tot.lat_us = realloc(tot.lat_us,
 		    (tot.nlat + s->nlat + 1) * sizeof(*tot.lat_us));
 		if (tot.lat_us == NULL)
@@ -981,7 +1327,7 @@ main(int argc, char **argv)
 	    (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 	printf("scenario=%s conc=%u secs=%.2f sessions=%llu sessions_s=%.1f "
 	    "msgs_s=%.1f mb_s=%.1f p50_ms=%.2f p99_ms=%.2f errors=%llu "
-	    "size_mismatch=%llu bench_cpu=%.2f\n", scenario_names[opt.sc],
+	    "size_mismatch=%llu bench_cpu=%.2f", scenario_names[opt.sc],
 	    opt.sc == SC_IDLE ? opt.idle_n : opt.conc, secs,
 	    (unsigned long long)tot.sessions, (double)tot.sessions / secs,
 	    (double)tot.msgs / secs, (double)tot.octets / 1e6 / secs,
@@ -989,11 +1335,23 @@ main(int argc, char **argv)
 	    percentile_ms(tot.lat_us, tot.nlat, 0.99),
 	    (unsigned long long)tot.errors, (unsigned long long)tot.mismatch,
 	    cpu / secs);
+	if (opt.tls != TM_NONE) {
+		/* Same line, so a reader of the last line sees it all. */
+		printf(" tls=%s handshakes=%llu resumed=%llu resumed_frac=%.3f "
+		    "tls_params=%s", tls_mode_names[opt.tls],
+		    (unsigned long long)tot.handshakes,
+		    (unsigned long long)tot.resumed, tot.handshakes ?
+		    (double)tot.resumed / (double)tot.handshakes : 0.0,
+		    tot.tls_desc[0] ? tot.tls_desc : "-");
+	}
+	putchar('\n');
 	fflush(stdout);
 	for (i = 0; i < opt.nthreads; i++) {
 		for (k = 0; k < th[i].nconns; k++) {
 			free(th[i].conns[k].in);
 			free(th[i].conns[k].sizes);
+			if (th[i].conns[k].sess != NULL)
+				SSL_SESSION_free(th[i].conns[k].sess);
 		}
 		free(th[i].conns);
 		free(th[i].st.lat_us);
@@ -1006,5 +1364,6 @@ main(int argc, char **argv)
 		free(opt.creds[k].pass);
 	}
 	free(opt.creds);
+	SSL_CTX_free(opt.ctx);
 	return tot.errors || tot.mismatch ? 1 : 0;
 }

@@ -12,6 +12,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <errno.h>
 #include <limits.h>
@@ -300,7 +301,7 @@ conn_tls_accept(struct conn *c, struct tls_server *t, unsigned timeout_ms)
 {
 	int64_t		 deadline;
 	enum conn_res	 r;
-	int		 rc;
+	int		 rc, one = 1;
 
 	if (c->ssl != NULL) {
 		log_warnx("conn: TLS is already active");
@@ -317,6 +318,15 @@ conn_tls_accept(struct conn *c, struct tls_server *t, unsigned timeout_ms)
 		log_ssl("tls: SSL_set_fd");
 		return CONN_ERR;
 	}
+	/*
+	 * TLS sends separate records back to back (the session ticket,
+	 * then the greeting or a reply), and Nagle would hold the second
+	 * until the client's delayed ACK of the first: 40 ms a login.
+	 * conn_cork still batches a RETR into full segments.
+	 */
+	if (c->tcp && setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one,
+	    sizeof(one)) == -1)
+		log_warn("conn: setsockopt TCP_NODELAY");
 	deadline = conn_now_ms() + (int64_t)timeout_ms;
 	if (timeout_ms == 0 || (c->deadline_ms > 0 && c->deadline_ms < deadline))
 		deadline = c->deadline_ms;

@@ -220,8 +220,8 @@ tk_key_use(const struct tk_key *k, unsigned char *iv, EVP_CIPHER_CTX *cctx,
 
 /*
  * SSL_CTX_set_tlsext_ticket_key_evp_cb: encrypt with the current key;
- * decrypt with the key whose name the ticket carries (1; 2 = "renew":
- * it was the previous key); an unknown name is 0 (a full handshake).
+ * decrypt with the key whose name the ticket carries (1, or 2 =
+ * "renew"); an unknown name is 0 (a full handshake).
  */
 static int
 ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv,
@@ -245,8 +245,15 @@ ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv,
 		for (i = 0; i < k.nkeys && i < 2; i++) {
 			if (memcmp(name, k.key[i].name, TK_NAME_LEN) != 0)
 				continue;
+			/*
+			 * 2 ("renew") sends a fresh ticket: for the previous
+			 * key, and always in TLS 1.3, where a client uses a
+			 * ticket once (RFC 8446 §C.4), so without a new one
+			 * every other connection would be a full handshake.
+			 */
 			ret = tk_key_use(&k.key[i], iv, cctx, hctx, 0) == 0 ?
-			    (i == 0 ? 1 : 2) : -1;
+			    (i == 0 && SSL_version(ssl) != TLS1_3_VERSION ?
+			    1 : 2) : -1;
 			break;
 		}
 	}

@@ -563,6 +563,31 @@ def test_session_resumes_on_another_worker(tlsd):
         first.ok("QUIT")
 
 
+def test_resumed_session_gets_a_new_ticket(tlsd):
+    """A TLS 1.3 client should use a ticket once (RFC 8446 C.4; OpenSSL
+    clients with a session cache do), so a resumed session must bring a
+    fresh ticket: each connection of a chain resumes with the ticket the
+    one before received, and leaves with a new one.  Without renewal the
+    session after a resumption was the one offered, and clients that use
+    a ticket once resumed only every other connection."""
+    ctx = client_ctx()
+    with TlsPop3(tlsd.tls_port, ctx=ctx) as p:
+        assert p.sock.version() == "TLSv1.3"
+        # the ticket follows the handshake: one reply makes sure it is in
+        p.multi_ok("CAPA")
+        sess = p.sock.session
+        p.ok("QUIT")
+    for i in range(3):
+        with TlsPop3(tlsd.tls_port, session=sess, ctx=ctx) as p:
+            assert p.sock.session_reused, "connection %d of the chain" % i
+            p.multi_ok("CAPA")
+            new = p.sock.session
+            p.ok("QUIT")
+        assert new != sess and new.id != sess.id, \
+            "connection %d resumed but got no new ticket" % i
+        sess = new
+
+
 def test_no_resumption_with_ticket_lifetime_0():
     d = tls_daemon(overrides={"tls": {"ticket_lifetime": "0"}})
     try:

@@ -463,7 +463,8 @@ test_handshake_lines(void **state)
 	struct client		 cl = { 0 };
 	struct conn		*c;
 	char			 d[128];
-	int			 sv[2];
+	int			 sv[2], one = 0;
+	socklen_t		 olen = sizeof(one);
 
 	(void)state;
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
@@ -478,6 +479,11 @@ test_handshake_lines(void **state)
 	assert_memory_equal(d, "TLSv1.3/TLS_", 12);
 	/* Once only. */
 	assert_int_equal(conn_tls_accept(c, t, 5000), CONN_ERR);
+	/* Nagle off: the ticket and the greeting are separate records, and
+	 * the second must not wait for the client's delayed ACK. */
+	assert_int_equal(getsockopt(sv[0], IPPROTO_TCP, TCP_NODELAY, &one,
+	    &olen), 0);
+	assert_int_equal(one, 1);
 	session_close(c, sv);
 	tls_server_free(t);
 }
