@@ -24,7 +24,8 @@
 #include "sdps/util.h"
 
 #define SB_MAGIC	0x53445053u	/* "SDPS" */
-#define SB_VERSION	2	/* 2: auth throttle fields, sb_slot.pool (issue 8) */
+/* 2: auth throttle fields, sb_slot.pool (issue 8); 3: sb_slot.tls (issue 10) */
+#define SB_VERSION	3
 #define SB_PEER_MAX	64
 #define SB_MAILDROP_MAX	(UTIL_ADDR_MAX + 1)
 #define SB_CMD_MAX	16

@@ -35,7 +35,6 @@ import tempfile
 import pytest
 
 from daemon import Daemon, parse_kv, tls_client_context
-from test_tls_config import CORE_MISSING, tls_core_built
 from test_clients import (HOST, MDA, MESSAGES, PW1, PW2, Demo, delivered,
                           header, lines_bytes, maildir, maildir_msgs, msgid,
                           need, norm, unprivileged)
@@ -126,10 +125,6 @@ def _text(b):
 
 @pytest.fixture
 def tdemo():
-    # Only while the issue-10 branches have not all met: a build with the
-    # skeleton's tls.c cannot start a TLS listener.  Merged, nothing skips.
-    if not tls_core_built():
-        pytest.skip(CORE_MISSING)
     x = TlsDemo()
     yield x
     x.cleanup()

@@ -16,7 +16,6 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 
@@ -33,50 +32,9 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 # ------------------------------------------------------------ helpers --
 
-# Until the branches of issue 10 meet (the lead merges them), this branch
-# may be built with the skeleton's tls.c, or without the session's TLS
-# handshake.  Those tests are skipped then, for a named missing piece;
-# once everything is merged nothing here is skipped.
-CORE_MISSING = ("needs h-tls-core: tls_pem_read/tls_server_new are the "
-                "skeleton's stubs in this build")
-SESSION_MISSING = ("needs h-tls-session: a tls=implicit listener answers "
-                   "in plain text (no handshake before the greeting)")
-
-
-def tls_core_built():
-    with open(harness.binary("sdpsd"), "rb") as f:
-        return b"TLS is not built yet" not in f.read()
-
-
-def need_core():
-    if not tls_core_built():
-        pytest.skip(CORE_MISSING)
-
-
-def need_session(d):
-    """Skip unless d's implicit listener does TLS (tls-session's part)."""
-    need_core()
-    raw = socket.create_connection(("127.0.0.1", d.tls_port), timeout=20)
-    try:
-        client_ctx().wrap_socket(raw, server_hostname="localhost").close()
-    except ssl.SSLError as e:
-        if "WRONG_VERSION_NUMBER" in str(e):
-            pytest.skip(SESSION_MISSING)
-        raise
-    finally:
-        raw.close()
-
-
 def tls_daemon(**kw):
-    """Daemon(tls=True) once the TLS pieces it needs are built."""
-    need_core()
-    d = Daemon(tls=True, **kw)
-    try:
-        need_session(d)
-    except BaseException:
-        d.cleanup()
-        raise
-    return d
+    return Daemon(tls=True, **kw)
+
 
 def certs():
     return tlsutil.test_certs()
@@ -177,13 +135,10 @@ def new_generation_serves(d, old_pids):
 
 # ---------------------------------------------------- refused start-up --
 
-def refused(mutate, where, reason_re, tls=True, core=True):
+def refused(mutate, where, reason_re, tls=True):
     """Build a TLS daemon config, mutate(d) it, and require sdpsd to
     refuse to start with exit 78 and "CONF:LINE: reason" on stderr, where
-    LINE is where(d) (a line number or a set of them).  core: the check
-    is tls.c's (file problems), not the config parser's."""
-    if core:
-        need_core()
+    LINE is where(d) (a line number or a set of them)."""
     d = Daemon(tls=tls, start=False)
     try:
         mutate(d)
@@ -230,7 +185,6 @@ def test_key_that_is_a_directory_refused(tmp_path):
 def test_key_unreadable_to_root_without_dac_override(tmp_path):
     """chmod 000, and sdpsd run as root without CAP_DAC_OVERRIDE and
     CAP_DAC_READ_SEARCH (setpriv), so the permission check is real."""
-    need_core()
     key = tmp_path / "key.pem"
     shutil.copy(certs().key, key)
     os.chmod(key, 0)
@@ -279,7 +233,7 @@ def test_empty_pem_refused(tmp_path):
 def test_old_min_protocol_refused(proto):
     refused(set_tls(min_protocol=proto),
             lambda d: conf_line(d.conf, "min_protocol"),
-            r"min_protocol: expected TLSv1\.2\|TLSv1\.3", core=False)
+            r"min_protocol: expected TLSv1\.2\|TLSv1\.3")
 
 
 def test_bad_cipher_list_refused():
@@ -294,15 +248,14 @@ def test_tls_listener_without_tls_section_refused(mode):
             "127.0.0.1:%d" % d.port,
             "127.0.0.1:%d tls=%s" % (free_port(), mode)]})
     refused(mutate, lambda d: conf_line(d.conf, "listen", 1),
-            r"tls=%s needs \[tls\] cert and key" % mode, tls=False,
-            core=False)
+            r"tls=%s needs \[tls\] cert and key" % mode, tls=False)
 
 
 def test_lmtp_listener_with_tls_refused():
     refused(lambda d: d.rewrite_config(server={
         "lmtp_listen": "127.0.0.1:%d tls=implicit" % free_port()}),
         lambda d: conf_line(d.conf, "lmtp_listen"),
-        r"LMTP is plain only", tls=False, core=False)
+        r"LMTP is plain only", tls=False)
 
 
 def test_default_config_needs_no_certificate():
@@ -447,7 +400,6 @@ def dropd(request, tmp_path):
         os.chown(dst, 0, 0)
         os.chmod(dst, 0o600)
         files[name] = str(dst)
-    need_core()
     d = Daemon(tls=True, start=False,
                server={"user": "nobody"},
                overrides={"tls": {"cert": files["cert"],
@@ -460,11 +412,6 @@ def dropd(request, tmp_path):
     os.chown(d.conf, 0, 0)
     os.chmod(d.conf, 0o644)
     d.start()
-    try:
-        need_session(d)
-    except BaseException:
-        d.cleanup()
-        raise
     yield d
     d.cleanup()
 
@@ -520,7 +467,6 @@ def test_key_reader_killed_keeps_old_and_is_reaped(dropd):
 
 def test_key_reader_leaves_with_the_master():
     # SIGTERM: the master collects it before it exits
-    need_core()
     d = Daemon(tls=True)
     try:
         reader = key_reader(d)
