@@ -262,25 +262,24 @@ printf '%s\\n' "$3" >"$f.from"
 """
 
 
-def fetchmail_setup(demo, name, user_opts, server_opts=""):
+def fetchmail_home(demo, name):
+    """A fresh HOME for one fetchmail run, with the mda script: (home,
+    out, mda); the mda files each message under out."""
     home = os.path.join(demo.tmp, name)
     out = os.path.join(home, "out")
     os.makedirs(out)
     mda = os.path.join(home, "mda.sh")
     with open(mda, "w") as f:
         f.write(MDA)
+    return home, out, mda
+
+
+def fetchmail_argv(home, rc_text):
+    """Write home's fetchmailrc and return (argv, env) to run it."""
     rc = os.path.join(home, "fetchmailrc")
     with open(rc, "w") as f:
         f.write('set no syslog\nset no bouncemail\n'
-                'set idfile "%s/fetchids"\n'
-                'poll 127.0.0.1 port %d proto sdps auth password no dns %s\n'
-                '  localdomains %s\n'
-                '  user "%s" there with password "%s" to * here\n'
-                '  mda "/bin/sh %s %s %%T %%F"\n'
-                '  sslproto ""\n'
-                '  %s\n'
-                % (home, demo.port, server_opts, HOST, HOST, PW2, mda, out,
-                   user_opts))
+                'set idfile "%s/fetchids"\n' % home + rc_text)
     # fetchmail refuses an rc file others can read (it holds a password).
     os.chmod(rc, stat.S_IRUSR | stat.S_IWUSR)
     env = {"HOME": home, "FETCHMAILHOME": home, "LC_ALL": "C",
@@ -290,6 +289,19 @@ def fetchmail_setup(demo, name, user_opts, server_opts=""):
     # would be refused ("another foreground fetchmail is running").
     argv = [need("fetchmail"), "-f", rc, "--nodetach", "-v",
             "--pidfile", os.path.join(home, "fetchmail.pid")]
+    return argv, env
+
+
+def fetchmail_setup(demo, name, user_opts, server_opts=""):
+    home, out, mda = fetchmail_home(demo, name)
+    argv, env = fetchmail_argv(home,
+        'poll 127.0.0.1 port %d proto sdps auth password no dns %s\n'
+        '  localdomains %s\n'
+        '  user "%s" there with password "%s" to * here\n'
+        '  mda "/bin/sh %s %s %%T %%F"\n'
+        '  sslproto ""\n'
+        '  %s\n'
+        % (demo.port, server_opts, HOST, HOST, PW2, mda, out, user_opts))
     return argv, env, out
 
 

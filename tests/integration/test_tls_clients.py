@@ -27,7 +27,6 @@ import poplib
 import re
 import shutil
 import ssl
-import stat
 import subprocess
 import sys
 import tempfile
@@ -35,9 +34,10 @@ import tempfile
 import pytest
 
 from daemon import Daemon, parse_kv, tls_client_context
-from test_clients import (HOST, MDA, MESSAGES, PW1, PW2, Demo, delivered,
-                          header, lines_bytes, maildir, maildir_msgs, msgid,
-                          need, norm, unprivileged)
+from test_clients import (HOST, MESSAGES, PW1, PW2, Demo, delivered,
+                          fetchmail_argv, fetchmail_home, header,
+                          lines_bytes, maildir, maildir_msgs, msgid, need,
+                          norm, unprivileged)
 
 MODES = ("implicit", "stls")
 CLIENT_TIMEOUT = 120        # seconds, for every client process
@@ -280,12 +280,7 @@ def fetchmail_rc(tdemo, name, proto, mode, keep, ca=None):
     127.0.0.1: fetchmail 6.4 matches the server name against the
     certificate's DNS names and CN only, never an IP address SAN
     ("Server CommonName mismatch: localhost != 127.0.0.1")."""
-    home = os.path.join(tdemo.tmp, name)
-    out = os.path.join(home, "out")
-    os.makedirs(out)
-    mda = os.path.join(home, "mda.sh")
-    with open(mda, "w") as f:
-        f.write(MDA)
+    home, out, mda = fetchmail_home(tdemo, name)
     tls = "ssl sslproto tls1.2+" if mode == "implicit" else "sslproto tls1.2+"
     if proto == "sdps":
         who = ('  localdomains %s\n  user "%s" there with password "%s" '
@@ -295,21 +290,13 @@ def fetchmail_rc(tdemo, name, proto, mode, keep, ca=None):
         who = '  user "%s" there with password "%s" is tlsuser here\n' % (
             HOST, PW2)
         nodns = ""
-    rc = os.path.join(home, "fetchmailrc")
-    with open(rc, "w") as f:
-        f.write('set no syslog\nset no bouncemail\n'
-                'set idfile "%s/fetchids"\n'
-                'poll localhost port %d proto %s%s timeout 60\n%s'
-                '  mda "/bin/sh %s %s %%T %%F"\n'
-                '  %s sslcertck sslcertfile "%s"\n'
-                '  %s\n'
-                % (home, tdemo.ports[mode], proto, nodns, who, mda, out,
-                   tls, ca or tdemo.ca, "keep" if keep else "fetchall"))
-    os.chmod(rc, stat.S_IRUSR | stat.S_IWUSR)
-    env = {"HOME": home, "FETCHMAILHOME": home, "LC_ALL": "C",
-           "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    argv = [need("fetchmail"), "-f", rc, "--nodetach", "-v",
-            "--pidfile", os.path.join(home, "fetchmail.pid")]
+    argv, env = fetchmail_argv(home,
+        'poll localhost port %d proto %s%s timeout 60\n%s'
+        '  mda "/bin/sh %s %s %%T %%F"\n'
+        '  %s sslcertck sslcertfile "%s"\n'
+        '  %s\n'
+        % (tdemo.ports[mode], proto, nodns, who, mda, out,
+           tls, ca or tdemo.ca, "keep" if keep else "fetchall"))
     return argv, env, out
 
 
