@@ -2,6 +2,7 @@
  * worker: one pre-forked sdpsd worker: after-fork setup, the accept loop
  * over the shared listeners, one session at a time, and recycling.
  */
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
@@ -349,6 +350,58 @@ worker_pollset(const struct listener *ls, int nls, enum config_proto proto,
 	return n;
 }
 
+/*
+ * The idle wait.  Every idle worker waits on the same listening sockets;
+ * with poll(2) each connection woke all of them (a thundering herd: 32
+ * context switches per poll session with 34 idle workers, most of them
+ * a wake-up, a turn at the accept mutex and an EAGAIN).  An epoll set
+ * with EPOLLEXCLUSIVE wakes one waiting worker per connection (a busy
+ * worker's set has no waiter and is passed over).  The mutex stays: it
+ * keeps max_conn_per_ip exact.  ep is -1 if the set could not be made;
+ * then this is the plain poll(2).  Fills pfd[].revents like poll(2).
+ */
+static int
+worker_pollset_ep(struct pollfd *pfd, int nfds)
+{
+	struct epoll_event	 ev;
+	int			 ep, i;
+
+	if ((ep = epoll_create1(EPOLL_CLOEXEC)) == -1) {
+		log_warn("epoll_create1 (waiting with poll)");
+		return -1;
+	}
+	for (i = 0; i < nfds; i++) {
+		memset(&ev, 0, sizeof(ev));
+		ev.events = EPOLLIN | EPOLLEXCLUSIVE;
+		ev.data.u32 = (uint32_t)i;
+		if (epoll_ctl(ep, EPOLL_CTL_ADD, pfd[i].fd, &ev) == -1) {
+			log_warn("epoll_ctl (waiting with poll)");
+			close(ep);
+			return -1;
+		}
+	}
+	return ep;
+}
+
+static int
+worker_wait(int ep, struct pollfd *pfd, int nfds)
+{
+	struct epoll_event	 ev[WORKER_FDS_MAX];
+	int			 i, n;
+
+	if (ep == -1)
+		return poll(pfd, (nfds_t)nfds, WORKER_POLL_MS);
+	for (i = 0; i < nfds; i++)
+		pfd[i].revents = 0;
+	if ((n = epoll_wait(ep, ev, nfds, WORKER_POLL_MS)) <= 0)
+		return n;
+	for (i = 0; i < n; i++)
+		pfd[ev[i].data.u32].revents = (short)
+		    ((ev[i].events & EPOLLIN ? POLLIN : 0) |
+		    (ev[i].events & EPOLLERR ? POLLERR : 0));
+	return n;
+}
+
 /* The session environment of the worker in slot slot_idx. */
 static void
 worker_env(struct session_env *w, const struct config *cf,
@@ -392,7 +445,7 @@ worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
 	char			 peer[SB_PEER_MAX];
 	const char		*why;
 	pid_t			 master;
-	int			 i, n, nfds, fd;
+	int			 i, n, nfds, fd, ep;
 	bool			 lmtp;
 
 	worker_signals();
@@ -409,6 +462,7 @@ worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
 	lmtp = w.slot->pool == SB_POOL_LMTP;
 	nfds = worker_pollset(ls, nls, lmtp ? CONFIG_PROTO_LMTP :
 	    CONFIG_PROTO_POP3, pfd, pl);
+	ep = worker_pollset_ep(pfd, nfds);
 
 	worker_open(&w);
 	worker_slot_idle(&w, false);
@@ -421,7 +475,7 @@ worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
 			worker_exit(&w, 0);
 		}
 		worker_reader_check(&w);
-		n = poll(pfd, (nfds_t)nfds, WORKER_POLL_MS);
+		n = worker_wait(ep, pfd, nfds);
 		if (n == -1) {
 			if (errno == EINTR)
 				continue;
