@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 
 #include <err.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -228,37 +229,55 @@ hid_of(struct ix *x, MDB_txn *txn, const struct rec *r)
 	return hid;
 }
 
+/*
+ * Copy one format-1 record (id key k, record v) into "rec" and "id";
+ * with append, try MDB_APPEND first (a key out of order falls back to a
+ * plain put).  Returns the id.
+ */
+static uint64_t
+copy_one(struct ix *x, MDB_txn *txn, MDB_val *k, MDB_val *v, bool append)
+{
+	unsigned char	 hk[REC_HKEY_LEN];
+	MDB_val		 v2;
+	struct rec	 r;
+	uint64_t	 id;
+	int		 rc = MDB_KEYEXIST;
+
+	id = rec_key_id(k->mv_data);
+	if (rec_decode(v->mv_data, v->mv_size, &r) != REC_OK)
+		errx(1, "record %llu", (unsigned long long)id);
+	rec_hkey(hid_of(x, txn, &r), r.arrival_us, id, hk);
+	v2.mv_size = REC_HKEY_LEN;
+	v2.mv_data = hk;
+	if (append)
+		rc = mdb_put(txn, x->rec, &v2, v, MDB_APPEND);
+	if (rc == MDB_KEYEXIST)
+		rc = mdb_put(txn, x->rec, &v2, v, MDB_NOOVERWRITE);
+	ck(rc, "put rec");
+	v2.mv_size = REC_HPFX_LEN;
+	ck(mdb_put(txn, x->id, k, &v2, MDB_NOOVERWRITE), "put id");
+	return id;
+}
+
 /* One upgrade batch: up to max records after *frontier; 0 when done. */
 static size_t
 upgrade_batch(struct ix *x, uint64_t *frontier, size_t max)
 {
-	unsigned char	 k[8], hk[REC_HKEY_LEN], fb[8];
+	unsigned char	 k[8], fb[8];
 	MDB_cursor	*cur;
 	MDB_txn		*txn;
-	MDB_val		 key, val, v2;
+	MDB_val		 key, val;
 	MDB_cursor_op	 op = MDB_SET_RANGE;
-	struct rec	 r;
 	size_t		 n = 0;
-	uint64_t	 id;
-	int		 rc;
 
 	ck(mdb_txn_begin(x->env, NULL, 0, &txn), "txn");
 	ck(mdb_cursor_open(txn, x->msg, &cur), "cursor");
 	rec_id_key(*frontier + 1, k);
 	key.mv_size = 8;
 	key.mv_data = k;
-	while (n < max && (rc = mdb_cursor_get(cur, &key, &val, op)) == 0) {
+	while (n < max && mdb_cursor_get(cur, &key, &val, op) == 0) {
 		op = MDB_NEXT;
-		id = rec_key_id(key.mv_data);
-		if (rec_decode(val.mv_data, val.mv_size, &r) != REC_OK)
-			errx(1, "record %llu", (unsigned long long)id);
-		rec_hkey(hid_of(x, txn, &r), r.arrival_us, id, hk);
-		v2.mv_size = REC_HKEY_LEN;
-		v2.mv_data = hk;
-		ck(mdb_put(txn, x->rec, &v2, &val, MDB_NOOVERWRITE), "put rec");
-		v2.mv_size = REC_HPFX_LEN;
-		ck(mdb_put(txn, x->id, &key, &v2, MDB_NOOVERWRITE), "put id");
-		*frontier = id;
+		*frontier = copy_one(x, txn, &key, &val, false);
 		n++;
 	}
 	mdb_cursor_close(cur);
@@ -281,15 +300,12 @@ upgrade_batch(struct ix *x, uint64_t *frontier, size_t max)
 static size_t
 upgrade_batch_host(struct ix *x, char *fhost, uint64_t *fid, size_t max)
 {
-	unsigned char	 k[8], hk[REC_HKEY_LEN];
+	unsigned char	 k[8];
 	MDB_cursor	*cur;
 	MDB_txn		*txn;
-	MDB_val		 key, val, rv, v2;
+	MDB_val		 key, val, rv;
 	MDB_cursor_op	 op;
-	struct rec	 r;
 	size_t		 n = 0;
-	uint64_t	 id;
-	int		 rc;
 
 	ck(mdb_txn_begin(x->env, NULL, 0, &txn), "txn");
 	ck(mdb_cursor_open(txn, x->host, &cur), "cursor");
@@ -303,24 +319,12 @@ upgrade_batch_host(struct ix *x, char *fhost, uint64_t *fid, size_t max)
 		op = MDB_NEXT;
 	} else
 		op = MDB_FIRST;
-	while (n < max && (rc = mdb_cursor_get(cur, &key, &val, op)) == 0) {
+	while (n < max && mdb_cursor_get(cur, &key, &val, op) == 0) {
 		op = MDB_NEXT;
-		id = rec_key_id(val.mv_data);
 		ck(mdb_get(txn, x->msg, &val, &rv), "get msg");
-		if (rec_decode(rv.mv_data, rv.mv_size, &r) != REC_OK)
-			errx(1, "record %llu", (unsigned long long)id);
-		rec_hkey(hid_of(x, txn, &r), r.arrival_us, id, hk);
-		v2.mv_size = REC_HKEY_LEN;
-		v2.mv_data = hk;
-		if ((rc = mdb_put(txn, x->rec, &v2, &rv, MDB_APPEND)) ==
-		    MDB_KEYEXIST)
-			rc = mdb_put(txn, x->rec, &v2, &rv, MDB_NOOVERWRITE);
-		ck(rc, "put rec");
-		v2.mv_size = REC_HPFX_LEN;
-		ck(mdb_put(txn, x->id, &val, &v2, MDB_NOOVERWRITE), "put id");
+		*fid = copy_one(x, txn, &val, &rv, true);
 		memcpy(fhost, key.mv_data, key.mv_size);
 		fhost[key.mv_size] = '\0';
-		*fid = id;
 		n++;
 	}
 	mdb_cursor_close(cur);
