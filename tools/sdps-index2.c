@@ -337,7 +337,27 @@ struct lst {
 	struct store_entry	*e;
 	size_t			 n, cap;
 	uint64_t		 octets;
+	bool			 want_env;	/* build the envelope arena */
+	char			*arena;
+	size_t			 alen, acap;
 };
+
+/* Append s and a NUL to the arena, doubling as store_read.c does. */
+static void
+lst_arena(struct lst *l, const void *s, size_t len)
+{
+	if (l->alen + len + 1 > l->acap) {
+		if (l->acap == 0)
+			l->acap = 1024;
+		while (l->acap < l->alen + len + 1)
+			l->acap *= 2;
+		if ((l->arena = realloc(l->arena, l->acap)) == NULL)
+			err(1, "realloc");
+	}
+	memcpy(l->arena + l->alen, s, len);
+	l->arena[l->alen + len] = '\0';
+	l->alen += len + 1;
+}
 
 static void
 lst_add(struct lst *l, uint64_t id, const MDB_val *v)
@@ -360,6 +380,16 @@ lst_add(struct lst *l, uint64_t id, const MDB_val *v)
 	e->octets = r.octets;
 	e->flags = r.flags;
 	l->octets += r.octets;
+	if (l->want_env) {
+		const unsigned char	*rc = NULL;
+		size_t			 rl;
+
+		e->env = (uint32_t)l->alen;
+		lst_arena(l, r.sender, r.sender_len);
+		while ((rc = rec_rcpt_next(&r, rc, &rl)) != NULL)
+			lst_arena(l, rc + 1, rl);
+		lst_arena(l, "", 0);
+	}
 }
 
 /* (a) format 1: store_list today, one msg lookup per dupsort id. */
@@ -382,6 +412,23 @@ list_v1(struct ix *x, const char *host, struct lst *l)
 	}
 	mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
+}
+
+static void list_v2(struct ix *, const char *, struct lst *);
+
+/* (a) and (b) with the envelope arena a login builds (MAILDROP_ENV). */
+static void
+list_v1_env(struct ix *x, const char *host, struct lst *l)
+{
+	l->want_env = true;
+	list_v1(x, host, l);
+}
+
+static void
+list_v2_env(struct ix *x, const char *host, struct lst *l)
+{
+	l->want_env = true;
+	list_v2(x, host, l);
 }
 
 /* (b) format 2: the host id, then one range scan of its records. */
@@ -448,6 +495,7 @@ time_list(struct ix *x, const char *label, const char *host, int reps,
 		n = l.n;
 		oct = l.octets;
 		free(l.e);
+		free(l.arena);
 	}
 	qsort(t, (size_t)reps, sizeof(*t), dcmp);
 	printf("| %s | %s | %zu | %llu | %.4f | %.4f | %.4f |\n", label, host,
@@ -565,6 +613,10 @@ main(int argc, char **argv)
 		    list_v1);
 		time_list(&x, "(b) format 2, one range scan", BIG_HOST, reps,
 		    list_v2);
+		time_list(&x, "(a) + envelope arena", BIG_HOST, reps,
+		    list_v1_env);
+		time_list(&x, "(b) + envelope arena", BIG_HOST, reps,
+		    list_v2_env);
 	}
 	time_list(&x, "(a) format 1, lookup per id", TEST_HOST, reps * 50,
 	    list_v1);
