@@ -80,6 +80,28 @@ int	rec_has_user(const struct rec *r, const char *user);
 void	rec_id_key(uint64_t id, unsigned char *k);
 uint64_t rec_key_id(const unsigned char *k);
 
+/*
+ * Index format 2 (docs/notes/h-index2.md; not yet used by the store):
+ * records clustered by host in arrival order.  "rec" key = host id u32,
+ * arrival_us u64, message id u64, all big-endian (memcmp order is host,
+ * then arrival, then id), value = the msg record above, unchanged; "id"
+ * key = the id (8 octets BE), value = the first 12 octets of its "rec"
+ * key (host id, arrival); "hosts" key = the host name, value = its host
+ * id (u32 BE).  Host ids start at 1 (meta "next_hid") and are never reused.
+ */
+#define REC_PUNT_FORMAT_2	2
+#define REC_HKEY_LEN	20	/* "rec" key */
+#define REC_HPFX_LEN	12	/* host id + arrival: the "id" value */
+#define REC_HID_LEN	4	/* "hosts" value, the "rec" key prefix */
+
+void	rec_hkey(uint32_t hid, uint64_t arrival_us, uint64_t id,
+	    unsigned char *k);
+/* Split a "rec" key (REC_HKEY_LEN octets); any pointer may be NULL. */
+void	rec_hkey_split(const unsigned char *k, uint32_t *hid,
+	    uint64_t *arrival_us, uint64_t *id);
+void	rec_hid_key(uint32_t hid, unsigned char *k);
+uint32_t rec_key_hid(const unsigned char *k);
+
 /* Little-endian integers of the msg and meta records. */
 void	rec_put_le32(unsigned char *p, uint32_t v);
 void	rec_put_le64(unsigned char *p, uint64_t v);

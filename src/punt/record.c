@@ -81,6 +81,43 @@ rec_key_id(const unsigned char *k)
 	return id;
 }
 
+void
+rec_hid_key(uint32_t hid, unsigned char *k)
+{
+	k[0] = hid >> 24;
+	k[1] = (hid >> 16) & 0xff;
+	k[2] = (hid >> 8) & 0xff;
+	k[3] = hid & 0xff;
+}
+
+uint32_t
+rec_key_hid(const unsigned char *k)
+{
+	return (uint32_t)k[0] << 24 | (uint32_t)k[1] << 16 |
+	    (uint32_t)k[2] << 8 | k[3];
+}
+
+void
+rec_hkey(uint32_t hid, uint64_t arrival_us, uint64_t id, unsigned char *k)
+{
+	rec_hid_key(hid, k);
+	/* Big-endian like the ids, so memcmp order is numeric order. */
+	rec_id_key(arrival_us, k + REC_HID_LEN);
+	rec_id_key(id, k + REC_HPFX_LEN);
+}
+
+void
+rec_hkey_split(const unsigned char *k, uint32_t *hid, uint64_t *arrival_us,
+    uint64_t *id)
+{
+	if (hid != NULL)
+		*hid = rec_key_hid(k);
+	if (arrival_us != NULL)
+		*arrival_us = rec_key_id(k + REC_HID_LEN);
+	if (id != NULL)
+		*id = rec_key_id(k + REC_HPFX_LEN);
+}
+
 static int
 has_nul(const char *s, size_t len)
 {

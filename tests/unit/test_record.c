@@ -149,6 +149,40 @@ test_ints(void **state)
 	assert_true(rec_get_le32(b) == 0xa1b2c3d4);
 }
 
+/* Format 2's "rec" key: big-endian, so memcmp orders host, arrival, id. */
+static void
+test_hkey(void **state)
+{
+	unsigned char	 a[REC_HKEY_LEN], b[REC_HKEY_LEN];
+	uint64_t	 arr, id;
+	uint32_t	 hid;
+
+	(void)state;
+	rec_hkey(0x01020304, 0x1122334455667788ULL, 0x99, a);
+	assert_int_equal(a[0], 0x01);
+	assert_int_equal(a[3], 0x04);
+	assert_int_equal(a[4], 0x11);
+	assert_int_equal(a[11], 0x88);
+	assert_int_equal(a[19], 0x99);
+	rec_hkey_split(a, &hid, &arr, &id);
+	assert_int_equal(hid, 0x01020304);
+	assert_true(arr == 0x1122334455667788ULL);
+	assert_int_equal(id, 0x99);
+	/* A later arrival sorts after, whatever the ids. */
+	rec_hkey(7, 1000, 5, a);
+	rec_hkey(7, 1001, 2, b);
+	assert_true(memcmp(a, b, sizeof(a)) < 0);
+	/* The same arrival: the id decides. */
+	rec_hkey(7, 1000, 6, b);
+	assert_true(memcmp(a, b, sizeof(a)) < 0);
+	/* Every record of host 7 sorts before any of host 8. */
+	rec_hkey(7, UINT64_MAX, UINT64_MAX, a);
+	rec_hkey(8, 0, 0, b);
+	assert_true(memcmp(a, b, sizeof(a)) < 0);
+	rec_hid_key(0xdeadbeef, a);
+	assert_int_equal(rec_key_hid(a), 0xdeadbeef);
+}
+
 int
 main(void)
 {
@@ -157,6 +191,7 @@ main(void)
 		cmocka_unit_test(test_versions),
 		cmocka_unit_test(test_corrupt),
 		cmocka_unit_test(test_ints),
+		cmocka_unit_test(test_hkey),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

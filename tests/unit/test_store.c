@@ -19,6 +19,7 @@
 
 #include <lmdb.h>
 
+#include "sdps/record.h"
 #include "sdps/store.h"
 #include "sdps/wire.h"
 
@@ -911,6 +912,116 @@ test_newer_punt_format(void **state)
 	free(after);
 }
 
+/*
+ * Turn f's format-1 index into the shape of format 2 (docs/notes/
+ * h-index2.md §2): version 2, "msg" and "host" emptied (or, with
+ * drop_old, deleted), the one record moved to "rec"/"id"/"hosts".
+ */
+static void
+make_format2_shape(struct fx *f, bool drop_old)
+{
+	unsigned char	 v[4] = { 2, 0, 0, 0 }, hk[REC_HKEY_LEN], hid[4];
+	char		 dir[PATH_MAX + 8];
+	MDB_env		*env;
+	MDB_txn		*txn;
+	MDB_dbi		 meta, msg, host, rec, id, hosts;
+	MDB_cursor	*cur;
+	MDB_val		 key, val, k2, v2;
+
+	snprintf(dir, sizeof(dir), "%s/index", f->punt);
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+	assert_int_equal(mdb_env_set_mapsize(env, MAP), 0);
+	assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+	assert_int_equal(mdb_dbi_open(txn, "msg", 0, &msg), 0);
+	assert_int_equal(mdb_dbi_open(txn, "host", MDB_DUPSORT |
+	    MDB_DUPFIXED, &host), 0);
+	assert_int_equal(mdb_dbi_open(txn, "rec", MDB_CREATE, &rec), 0);
+	assert_int_equal(mdb_dbi_open(txn, "id", MDB_CREATE, &id), 0);
+	assert_int_equal(mdb_dbi_open(txn, "hosts", MDB_CREATE, &hosts), 0);
+	assert_int_equal(mdb_cursor_open(txn, msg, &cur), 0);
+	assert_int_equal(mdb_cursor_get(cur, &key, &val, MDB_FIRST), 0);
+	rec_hkey(1, 1, rec_key_id(key.mv_data), hk);
+	k2.mv_size = sizeof(hk);
+	k2.mv_data = hk;
+	assert_int_equal(mdb_put(txn, rec, &k2, &val, 0), 0);
+	v2.mv_size = REC_HPFX_LEN;
+	v2.mv_data = hk;
+	assert_int_equal(mdb_put(txn, id, &key, &v2, 0), 0);
+	mdb_cursor_close(cur);
+	rec_hid_key(1, hid);
+	k2.mv_size = strlen(HOST);
+	k2.mv_data = HOST;
+	v2.mv_size = sizeof(hid);
+	v2.mv_data = hid;
+	assert_int_equal(mdb_put(txn, hosts, &k2, &v2, 0), 0);
+	assert_int_equal(mdb_drop(txn, msg, drop_old ? 1 : 0), 0);
+	assert_int_equal(mdb_drop(txn, host, drop_old ? 1 : 0), 0);
+	key.mv_size = strlen("version");
+	key.mv_data = "version";
+	val.mv_size = 4;
+	val.mv_data = v;
+	assert_int_equal(mdb_put(txn, meta, &key, &val, 0), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+/* Open the format-2 shape with this (format-1) binary; return err. */
+static void
+open_format2_shape(struct fx *f, bool drop_old, char *err, size_t errlen)
+{
+	struct store_opts o = { MAP, 3600 };
+	char		 path[PATH_MAX + 32];
+	char		*before, *after;
+	size_t		 blen, alen;
+
+	(void)put_simple(f->st, "alice");
+	store_close(f->st);
+	f->st = NULL;
+	make_format2_shape(f, drop_old);
+	snprintf(path, sizeof(path), "%s/index/data.mdb", f->punt);
+	before = slurp(path, &blen);
+	err[0] = '\0';
+	assert_null(store_open(f->punt, "p1", &o, err, errlen));
+	after = slurp(path, &alen);
+	assert_true(alen == blen && memcmp(before, after, blen) == 0);
+	free(before);
+	free(after);
+}
+
+/*
+ * The refusal rule of index format 2 (docs/notes/h-index2.md §5): a
+ * format-1 binary meets a format-2 index whose "msg" and "host" are kept
+ * empty, reaches its version check, refuses clearly, changes nothing.
+ */
+static void
+test_format2_shape_refused(void **state)
+{
+	char	 err[512];
+
+	open_format2_shape(*state, false, err, sizeof(err));
+	assert_non_null(strstr(err, "format version 2"));
+	assert_non_null(strstr(err, "newer"));
+	assert_non_null(strstr(err, "nothing changed"));
+}
+
+/*
+ * Why format 2 keeps them: open_index opens "msg" and "host" before it
+ * reads the version, so without them the refusal is an LMDB error that
+ * does not say "newer" (still nothing changed).
+ */
+static void
+test_format2_without_old_dbs_unclear(void **state)
+{
+	char	 err[512];
+
+	open_format2_shape(*state, true, err, sizeof(err));
+	assert_null(strstr(err, "newer"));
+	assert_non_null(strstr(err, "MDB_NOTFOUND"));
+}
+
 static int
 count_any_host(const char *host, uint64_t msgs, void *arg)
 {
@@ -1103,6 +1214,10 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_newer_punt_format, setup,
 		    teardown),
+		cmocka_unit_test_setup_teardown(test_format2_shape_refused,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_format2_without_old_dbs_unclear, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_put_tempfail, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_bad_envelope, setup,
