@@ -169,6 +169,34 @@ lstore_rec_put(struct store *st, MDB_txn *txn, uint64_t id, const struct rec *r,
 	return 0;
 }
 
+/*
+ * A new record: the record and its host entry, both refusing to
+ * overwrite.  The one place that knows which databases a new message
+ * touches (commit_record's caller stays format-blind).
+ */
+int
+lstore_rec_insert(struct store *st, MDB_txn *txn, uint64_t id,
+    const struct rec *r)
+{
+	unsigned char	 k[8];
+	MDB_val		 key, val;
+	int		 rc;
+
+	if (lstore_rec_put(st, txn, id, r, MDB_NOOVERWRITE) == -1)
+		return -1;
+	rec_id_key(id, k);
+	key.mv_size = r->host_len;
+	key.mv_data = (void *)(uintptr_t)r->host;
+	val.mv_size = sizeof(k);
+	val.mv_data = k;
+	if ((rc = mdb_put(txn, st->host, &key, &val, MDB_NODUPDATA)) != 0) {
+		log_warnx("store %s: mdb_put host %s: %s", st->name, r->host,
+		    mdb_strerror(rc));
+		return -1;
+	}
+	return 0;
+}
+
 int
 lstore_rec_del(struct store *st, MDB_txn *txn, uint64_t id, const struct rec *r)
 {

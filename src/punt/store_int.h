@@ -73,6 +73,9 @@ enum lstore_get lstore_rec_get(struct store *st, MDB_txn *txn, uint64_t id,
 	    MDB_val *v, struct rec *r);
 int	lstore_rec_put(struct store *st, MDB_txn *txn, uint64_t id,
 	    const struct rec *r, unsigned flags);
+/* A new record and its host entry (never overwrites). */
+int	lstore_rec_insert(struct store *st, MDB_txn *txn, uint64_t id,
+	    const struct rec *r);
 /* Remove record and host entry; the caller unlinks the file after commit. */
 int	lstore_rec_del(struct store *st, MDB_txn *txn, uint64_t id,
 	    const struct rec *r);

@@ -167,11 +167,8 @@ static int
 commit_record(struct store *st, uint64_t id, const char *final,
     struct rec *r, size_t wire_len, char *err, size_t errlen)
 {
-	unsigned char	 k[8];
 	struct stat	 sb;
 	MDB_txn		*txn;
-	MDB_val		 key, val;
-	int		 rc;
 
 	if (lstore_txn_begin(st, 0, &txn) == -1) {
 		lstore_seterr(err, errlen, "index unavailable");
@@ -187,20 +184,8 @@ commit_record(struct store *st, uint64_t id, const char *final,
 		goto abort;
 	}
 	r->arrival_us = util_now_us();
-	if (lstore_rec_put(st, txn, id, r, MDB_NOOVERWRITE) == -1) {
+	if (lstore_rec_insert(st, txn, id, r) == -1) {
 		lstore_seterr(err, errlen, "index write failed");
-		goto abort;
-	}
-	rec_id_key(id, k);
-	key.mv_size = r->host_len;
-	key.mv_data = (void *)(uintptr_t)r->host;
-	val.mv_size = sizeof(k);
-	val.mv_data = k;
-	if ((rc = mdb_put(txn, st->host, &key, &val, MDB_NODUPDATA)) != 0) {
-		log_warnx("store %s: mdb_put host %s: %s", st->name, r->host,
-		    mdb_strerror(rc));
-		lstore_seterr(err, errlen, "index write failed: %s",
-		    mdb_strerror(rc));
 		goto abort;
 	}
 	fault_point("store.put.before_commit");
