@@ -28,6 +28,28 @@
 
 #define STORE_NAME_MAX		64
 
+/*
+ * The punt's LMDB databases (docs/notes/h-index2.md §2).  Format 2 uses
+ * meta, rec, id and hosts; msg and host are format 1's, kept (empty) in
+ * a format-2 punt so that a format-1 binary still reaches its version
+ * check and refuses clearly (§5).  The upgrade (store_upgrade.c) and the
+ * store use these names and flags only.
+ */
+#define LSTORE_DB_META		"meta"
+#define LSTORE_DB_REC		"rec"	/* hid|arrival|id -> msg record */
+#define LSTORE_DB_ID		"id"	/* id -> hid|arrival (12 octets) */
+#define LSTORE_DB_HOSTS		"hosts"	/* host name -> hid (u32 BE) */
+#define LSTORE_DB_MSG		"msg"	/* format 1: id -> msg record */
+#define LSTORE_DB_HOST		"host"	/* format 1: host -> ids (dupsort) */
+#define LSTORE_DB_HOST_FLAGS	(MDB_DUPSORT | MDB_DUPFIXED)
+#define LSTORE_MAXDBS		8	/* six named databases, and room */
+
+/* Meta keys. */
+#define LSTORE_META_VERSION	"version"	/* u32 LE: REC_PUNT_FORMAT */
+#define LSTORE_META_NEXT_HID	"next_hid"	/* u32 LE, from 1 */
+/* Present while an upgrade runs (format 1 -> 2): the punt is refused. */
+#define LSTORE_META_UPGRADE	"upgrade"
+
 #define RETURN_PATH_OCTETS(s)	(strlen("Return-Path: <") + strlen(s) + \
 				 strlen(">\r\n"))
 
