@@ -187,6 +187,8 @@ find_host(const struct fsck *f, uint32_t hid)
 {
 	struct fhost	 key = { hid, NULL, 0 };
 
+	if (f->nhosts == 0)
+		return NULL;
 	return bsearch(&key, f->hosts, f->nhosts, sizeof(*f->hosts),
 	    fhost_cmp);
 }
@@ -237,7 +239,8 @@ fsck_scan_hostids(struct fsck *f, MDB_txn *txn)
 	mdb_cursor_close(cur);
 	if (rc != MDB_NOTFOUND)
 		return -1;
-	qsort(f->hosts, f->nhosts, sizeof(*f->hosts), fhost_cmp);
+	if (f->nhosts > 1)
+		qsort(f->hosts, f->nhosts, sizeof(*f->hosts), fhost_cmp);
 	for (i = 1; i < f->nhosts; i++)
 		if (f->hosts[i].hid == f->hosts[i - 1].hid) {
 			f->out->bad_records++;
@@ -321,7 +324,8 @@ fsck_scan_msgs(struct fsck *f, MDB_txn *txn)
 	if (ret == -1 || (rc != 0 && rc != MDB_NOTFOUND))
 		return -1;
 	/* Key order is host order: find_ent needs id order. */
-	qsort(f->ent, f->nent, sizeof(*f->ent), fent_cmp);
+	if (f->nent > 1)
+		qsort(f->ent, f->nent, sizeof(*f->ent), fent_cmp);
 	return 0;
 }
 
@@ -331,6 +335,8 @@ find_ent(const struct fsck *f, uint64_t id)
 {
 	struct fent	 key = { id, 0, false };
 
+	if (f->nent == 0)
+		return NULL;
 	return bsearch(&key, f->ent, f->nent, sizeof(*f->ent), fent_cmp);
 }
 
