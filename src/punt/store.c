@@ -325,6 +325,52 @@ lstore_rec_insert(struct store *st, MDB_txn *txn, uint64_t id,
 	return 0;
 }
 
+/*
+ * Move id's record, found under the "rec" key k with value v, to the key
+ * its host and arrival give it (fsck's repair of a record under a wrong
+ * key); nothing if k is already that key.
+ */
+int
+lstore_rec_rekey(struct store *st, MDB_txn *txn, uint64_t id,
+    const unsigned char *k, const MDB_val *v)
+{
+	unsigned char	*copy;
+	MDB_val		 key;
+	struct rec	 r;
+	uint64_t	 arrival;
+	uint32_t	 hid;
+	int		 rc = -1;
+
+	/* The value lives in a page the deletes below may rewrite. */
+	if ((copy = malloc(v->mv_size)) == NULL)
+		return -1;
+	memcpy(copy, v->mv_data, v->mv_size);
+	if (rec_decode(copy, v->mv_size, &r) != REC_OK) {
+		free(copy);
+		return 0;
+	}
+	rec_hkey_split(k, NULL, &arrival, NULL);
+	if (lstore_hid_get(st, txn, r.host, r.host_len, &hid) == GET_OK &&
+	    hid == rec_key_hid(k) && r.arrival_us == arrival) {
+		free(copy);
+		return 0;	/* already right */
+	}
+	key.mv_size = REC_HKEY_LEN;
+	key.mv_data = (void *)(uintptr_t)k;
+	if (mdb_del(txn, st->rec, &key, NULL) == 0) {
+		key.mv_size = REC_ID_LEN;
+		key.mv_data = (void *)(uintptr_t)(k + REC_HPFX_LEN);
+		rc = mdb_del(txn, st->id, &key, NULL);
+		if ((rc == 0 || rc == MDB_NOTFOUND) &&
+		    lstore_rec_insert(st, txn, id, &r) == 0)
+			rc = 0;
+		else
+			rc = -1;
+	}
+	free(copy);
+	return rc;
+}
+
 /* Both entries of id, found by its "id" entry (r is not needed). */
 int
 lstore_rec_del(struct store *st, MDB_txn *txn, uint64_t id, const struct rec *r)

@@ -421,95 +421,43 @@ id_stray(struct store *st, MDB_txn *txn, uint64_t id)
 	return rc == 0 ? 0 : -1;
 }
 
-/* Put x's record under the key its host and arrival give it. */
-static int
-fix_rekey(struct fsck *f, MDB_txn *txn, struct fix *x, const MDB_val *v)
-{
-	struct store	*st = f->st;
-	unsigned char	*copy;
-	MDB_val		 key;
-	struct rec	 r;
-	uint64_t	 arrival;
-	uint32_t	 hid;
-	int		 rc = -1;
-
-	/* The value lives in a page the deletes below may rewrite. */
-	if ((copy = malloc(v->mv_size)) == NULL)
-		return -1;
-	memcpy(copy, v->mv_data, v->mv_size);
-	if (rec_decode(copy, v->mv_size, &r) != REC_OK) {
-		free(copy);
-		return 0;
-	}
-	rec_hkey_split(x->k, NULL, &arrival, NULL);
-	if (lstore_hid_get(st, txn, r.host, r.host_len, &hid) == GET_OK &&
-	    hid == rec_key_hid(x->k) && r.arrival_us == arrival) {
-		free(copy);
-		return 0;	/* already right */
-	}
-	key.mv_size = REC_HKEY_LEN;
-	key.mv_data = x->k;
-	if (mdb_del(txn, st->rec, &key, NULL) == 0) {
-		key.mv_size = REC_ID_LEN;
-		key.mv_data = x->k + REC_HPFX_LEN;
-		rc = mdb_del(txn, st->id, &key, NULL);
-		if ((rc == 0 || rc == MDB_NOTFOUND) &&
-		    lstore_rec_insert(st, txn, x->id, &r) == 0)
-			rc = 0;
-		else
-			rc = -1;
-	}
-	free(copy);
-	return rc;
-}
-
 /* Repair one index fault inside txn, rechecking it there first. */
 static int
 fix_one(struct fsck *f, MDB_txn *txn, struct fix *x)
 {
 	struct store	*st = f->st;
 	unsigned char	 k[REC_HKEY_LEN];
-	MDB_val		 key, val;
+	MDB_val		 key = { REC_HKEY_LEN, x->k }, val;
 	struct rec	 r;
 	int		 rc;
 
-	key.mv_size = REC_HKEY_LEN;
-	key.mv_data = x->k;
+	if (x->kind == FIX_STRAY) {
+		if ((rc = id_stray(st, txn, x->id)) == 1)
+			rc = id_del(st, txn, x->id);
+		return rc == -1 ? -1 : 0;
+	}
+	/* The record scanned under x->k: gone meanwhile is fixed. */
+	if ((rc = mdb_get(txn, st->rec, &key, &val)) == MDB_NOTFOUND)
+		return 0;
+	if (rc != 0)
+		return -1;
 	switch (x->kind) {
 	case FIX_BADREC:
-		if ((rc = mdb_get(txn, st->rec, &key, &val)) == 0 &&
-		    rec_decode(val.mv_data, val.mv_size, &r) == REC_CORRUPT) {
-			if (mdb_del(txn, st->rec, &key, NULL) != 0)
-				return -1;
-			if (lstore_rec_key(st, txn, x->id, k) == GET_OK &&
-			    memcmp(k, x->k, REC_HPFX_LEN) == 0 &&
-			    id_del(st, txn, x->id) == -1)
-				return -1;
-		} else if (rc != 0 && rc != MDB_NOTFOUND)
+		if (rec_decode(val.mv_data, val.mv_size, &r) != REC_CORRUPT)
+			return 0;
+		if (mdb_del(txn, st->rec, &key, NULL) != 0)
 			return -1;
-		break;
+		if (lstore_rec_key(st, txn, x->id, k) == GET_OK &&
+		    memcmp(k, x->k, REC_HPFX_LEN) == 0)
+			return id_del(st, txn, x->id);
+		return 0;
 	case FIX_NOID:
-		if ((rc = mdb_get(txn, st->rec, &key, &val)) == 0 &&
-		    lstore_id_put(st, txn, x->k, 0) == -1)
-			return -1;
-		if (rc != 0 && rc != MDB_NOTFOUND)
-			return -1;
-		break;
+		return lstore_id_put(st, txn, x->k, 0);
 	case FIX_REKEY:
-		if ((rc = mdb_get(txn, st->rec, &key, &val)) == 0 &&
-		    fix_rekey(f, txn, x, &val) == -1)
-			return -1;
-		if (rc != 0 && rc != MDB_NOTFOUND)
-			return -1;
-		break;
+		return lstore_rec_rekey(st, txn, x->id, x->k, &val);
 	case FIX_STRAY:
-		if ((rc = id_stray(st, txn, x->id)) == -1)
-			return -1;
-		if (rc == 1 && id_del(st, txn, x->id) == -1)
-			return -1;
 		break;
 	}
-	x->done = true;
 	return 0;
 }
 
@@ -524,19 +472,18 @@ fsck_index_repair(struct fsck *f)
 		if (lstore_txn_begin(f->st, 0, &txn) == -1)
 			return -1;
 		for (j = i; j < f->nfix && j < i + FSCK_FIX_BATCH; j++)
-			if (fix_one(f, txn, &f->fix[j]) == -1) {
-				log_warnx("store %s: fsck: repair failed",
-				    f->st->name);
-				mdb_txn_abort(txn);
-				for (j = i; j < f->nfix; j++)
-					f->fix[j].done = false;
-				return -1;
-			}
-		if (lstore_txn_commit(f->st, txn) == -1) {
-			for (j = i; j < f->nfix; j++)
-				f->fix[j].done = false;
+			if (fix_one(f, txn, &f->fix[j]) == -1)
+				break;
+		if (j < f->nfix && j < i + FSCK_FIX_BATCH) {
+			log_warnx("store %s: fsck: repair failed", f->st->name);
+			mdb_txn_abort(txn);
 			return -1;
 		}
+		if (lstore_txn_commit(f->st, txn) == -1)
+			return -1;
+		/* Only a committed batch counts as repaired. */
+		for (; i < j; i++)
+			f->fix[i].done = true;
 	}
 	return 0;
 }

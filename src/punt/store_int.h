@@ -124,6 +124,9 @@ int	lstore_rec_put(struct store *st, MDB_txn *txn, uint64_t id,
  */
 int	lstore_rec_insert(struct store *st, MDB_txn *txn, uint64_t id,
 	    const struct rec *r);
+/* Move a record found under k to the key its host and arrival give. */
+int	lstore_rec_rekey(struct store *st, MDB_txn *txn, uint64_t id,
+	    const unsigned char *k, const MDB_val *v);
 /* Remove record and id entry; the caller unlinks the file after commit. */
 int	lstore_rec_del(struct store *st, MDB_txn *txn, uint64_t id,
 	    const struct rec *r);
