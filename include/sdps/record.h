@@ -37,7 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define REC_PUNT_FORMAT	1	/* meta "version" */
+#define REC_PUNT_FORMAT	2	/* meta "version": index format 2 */
 #define REC_VERSION	1	/* the msg record layout this binary writes */
 #define REC_HDR		48
 #define REC_RCPTS_MAX	65535
@@ -81,7 +81,9 @@ void	rec_id_key(uint64_t id, unsigned char *k);
 uint64_t rec_key_id(const unsigned char *k);
 
 /*
- * Index format 2 (docs/notes/h-index2.md; not yet used by the store):
+ * Index format 2 (docs/notes/h-index2.md), what the store reads and
+ * writes (the msg/host keying above is format 1's, read only by the
+ * upgrade):
  * records clustered by host in arrival order.  "rec" key = host id u32,
  * arrival_us u64, message id u64, all big-endian (memcmp order is host,
  * then arrival, then id), value = the msg record above, unchanged; "id"

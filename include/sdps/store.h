@@ -196,7 +196,8 @@ enum store_res store_put_file(struct store *st,
 /*
  * Maildrop listing for host, or only the messages with a recipient equal
  * to user (case-insensitive) when user is not NULL.  POP_DELETED messages
- * are left out.  *out is a malloc'd array in id order (the caller frees
+ * are left out.  *out is a malloc'd array in arrival order, then id
+ * (maildrop_order's order within one punt; the caller frees
  * it).  If env is not NULL, *env receives a malloc'd arena holding every
  * listed message's envelope (see struct store_entry.env; caller frees).
  * The read transaction has ended when this returns.  Returns 0 or -1.

@@ -134,12 +134,19 @@ cmd_list(struct session *s, struct conn_args *a)
 			count++;
 			octets += s->msgs[i].octets;
 		}
+	/*
+	 * Corked, and uncorked at the end: a long listing's last partial
+	 * segment would otherwise wait for the client's delayed ACK under
+	 * Nagle (40 ms for a 50,000-message LIST, h-store2.md).
+	 */
+	conn_cork(s->c, true);
 	session_ok(s, "%zu messages (%" PRIu64 " octets)", count, octets);
 	for (i = 0; i < s->nmsgs; i++)
 		if (!s->msgs[i].deleted)
 			conn_printf(s->c, "%zu %" PRIu64 "\r\n", i + 1,
 			    s->msgs[i].octets);
 	conn_ml_end(s->c);
+	conn_cork(s->c, false);
 	return CMD_REPLIED;
 }
 
@@ -157,6 +164,7 @@ cmd_uidl(struct session *s, struct conn_args *a)
 		punt_uidl(msg_punt(s, m), m->id, uidl);
 		return session_ok(s, "%zu %s", idx + 1, uidl);
 	}
+	conn_cork(s->c, true);	/* as LIST */
 	session_ok(s, "unique-id listing follows");
 	for (i = 0; i < s->nmsgs; i++) {
 		m = &s->msgs[i];
@@ -166,6 +174,7 @@ cmd_uidl(struct session *s, struct conn_args *a)
 		conn_printf(s->c, "%zu %s\r\n", i + 1, uidl);
 	}
 	conn_ml_end(s->c);
+	conn_cork(s->c, false);
 	return CMD_REPLIED;
 }
 

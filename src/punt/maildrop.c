@@ -2,6 +2,7 @@
  * maildrop: lock, list and merge one maildrop across the punts, and the
  * user filter of its envelopes (maildrop.h).
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,18 @@ msg_cmp(const void *pa, const void *pb)
 
 	return maildrop_order(a->arrival_us, a->punt, a->id, b->arrival_us,
 	    b->punt, b->id);
+}
+
+/* The snapshot is in merge order already (one pass, no sort). */
+static bool
+md_sorted(const struct maildrop *md)
+{
+	size_t	 i;
+
+	for (i = 1; i < md->nmsgs; i++)
+		if (msg_cmp(&md->msgs[i - 1], &md->msgs[i]) > 0)
+			return false;
+	return true;
 }
 
 static void
@@ -170,7 +183,8 @@ maildrop_open(struct puntset *ps, const char *host, const char *user,
 		 * listed yet, since listing goes in punt order). */
 		md_drop(md, k);
 	}
-	if (md->nmsgs > 1)
+	/* One punt's listing already comes in this order (store.h). */
+	if (md->nmsgs > 1 && !md_sorted(md))
 		qsort(md->msgs, md->nmsgs, sizeof(*md->msgs), msg_cmp);
 	*out = md;
 	return STORE_OK;

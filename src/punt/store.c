@@ -105,22 +105,81 @@ lstore_txn_commit(struct store *st, MDB_txn *txn)
 	return 0;
 }
 
+static void
+mdb_fail(struct store *st, const char *what, uint64_t id, int rc)
+{
+	log_warnx("store %s: %s %016llx: %s", st->name, what,
+	    (unsigned long long)id, mdb_strerror(rc));
+}
+
+enum lstore_get
+lstore_hid_get(struct store *st, MDB_txn *txn, const char *host, size_t hlen,
+    uint32_t *hid)
+{
+	MDB_val		 key, val;
+	int		 rc;
+
+	key.mv_size = hlen;
+	key.mv_data = (void *)(uintptr_t)host;
+	if (hlen == 0 || (rc = mdb_get(txn, st->hosts, &key, &val)) ==
+	    MDB_NOTFOUND)
+		return GET_NONE;
+	if (rc != 0) {
+		log_warnx("store %s: hosts %.*s: %s", st->name, (int)hlen,
+		    host, mdb_strerror(rc));
+		return GET_ERR;
+	}
+	if (val.mv_size != REC_HID_LEN) {
+		log_warnx("store %s: hosts %.*s: bad host id", st->name,
+		    (int)hlen, host);
+		return GET_BAD;
+	}
+	*hid = rec_key_hid(val.mv_data);
+	return GET_OK;
+}
+
+enum lstore_get
+lstore_rec_key(struct store *st, MDB_txn *txn, uint64_t id, unsigned char *k)
+{
+	MDB_val		 key, val;
+	int		 rc;
+
+	rec_id_key(id, k + REC_HPFX_LEN);
+	key.mv_size = REC_ID_LEN;
+	key.mv_data = k + REC_HPFX_LEN;
+	if ((rc = mdb_get(txn, st->id, &key, &val)) == MDB_NOTFOUND)
+		return GET_NONE;
+	if (rc != 0) {
+		mdb_fail(st, "mdb_get id", id, rc);
+		return GET_ERR;
+	}
+	if (val.mv_size != REC_HPFX_LEN) {
+		log_warnx("store %s: id entry %016llx: bad size", st->name,
+		    (unsigned long long)id);
+		return GET_BAD;
+	}
+	memcpy(k, val.mv_data, REC_HPFX_LEN);
+	return GET_OK;
+}
+
+/* Format 2 (h-index2.md §3.3): "id" gives the "rec" key, "rec" the record. */
 enum lstore_get
 lstore_rec_get(struct store *st, MDB_txn *txn, uint64_t id, MDB_val *v,
     struct rec *r)
 {
-	unsigned char	 k[8];
+	unsigned char	 k[REC_HKEY_LEN];
 	MDB_val		 key;
+	enum lstore_get	 g;
 	int		 rc;
 
-	rec_id_key(id, k);
+	if ((g = lstore_rec_key(st, txn, id, k)) != GET_OK)
+		return g;
 	key.mv_size = sizeof(k);
 	key.mv_data = k;
-	if ((rc = mdb_get(txn, st->msg, &key, v)) == MDB_NOTFOUND)
+	if ((rc = mdb_get(txn, st->rec, &key, v)) == MDB_NOTFOUND)
 		return GET_NONE;
 	if (rc != 0) {
-		log_warnx("store %s: mdb_get %016llx: %s", st->name,
-		    (unsigned long long)id, mdb_strerror(rc));
+		mdb_fail(st, "mdb_get", id, rc);
 		return GET_ERR;
 	}
 	switch (rec_decode(v->mv_data, v->mv_size, r)) {
@@ -140,11 +199,12 @@ lstore_rec_get(struct store *st, MDB_txn *txn, uint64_t id, MDB_val *v,
 	return GET_BAD;
 }
 
-int
-lstore_rec_put(struct store *st, MDB_txn *txn, uint64_t id, const struct rec *r,
-    unsigned flags)
+/* Encode r and put it under the "rec" key k. */
+static int
+rec_put_at(struct store *st, MDB_txn *txn, const unsigned char *k,
+    uint64_t id, const struct rec *r, unsigned flags)
 {
-	unsigned char	 k[8], *buf;
+	unsigned char	*buf;
 	MDB_val		 key, val;
 	size_t		 len;
 	int		 rc;
@@ -154,73 +214,193 @@ lstore_rec_put(struct store *st, MDB_txn *txn, uint64_t id, const struct rec *r,
 		    (unsigned long long)id);
 		return -1;
 	}
-	rec_id_key(id, k);
-	key.mv_size = sizeof(k);
-	key.mv_data = k;
+	key.mv_size = REC_HKEY_LEN;
+	key.mv_data = (void *)(uintptr_t)k;
 	val.mv_size = len;
 	val.mv_data = buf;
-	rc = mdb_put(txn, st->msg, &key, &val, flags);
+	rc = mdb_put(txn, st->rec, &key, &val, flags);
 	free(buf);
 	if (rc != 0) {
-		log_warnx("store %s: mdb_put %016llx: %s", st->name,
-		    (unsigned long long)id, mdb_strerror(rc));
+		mdb_fail(st, "mdb_put", id, rc);
+		return -1;
+	}
+	return 0;
+}
+
+int
+lstore_rec_put(struct store *st, MDB_txn *txn, uint64_t id, const struct rec *r,
+    unsigned flags)
+{
+	unsigned char	 k[REC_HKEY_LEN];
+
+	if (lstore_rec_key(st, txn, id, k) != GET_OK) {
+		log_warnx("store %s: record %016llx: no id entry to rewrite",
+		    st->name, (unsigned long long)id);
+		return -1;
+	}
+	return rec_put_at(st, txn, k, id, r, flags);
+}
+
+/* The host id of r's host, allocated from next_hid if it has none. */
+static int
+hid_of(struct store *st, MDB_txn *txn, const struct rec *r, uint32_t *hid)
+{
+	unsigned char	 b[4], hk[REC_HID_LEN];
+	MDB_val		 key, val;
+	int		 rc;
+
+	switch (lstore_hid_get(st, txn, r->host, r->host_len, hid)) {
+	case GET_OK:
+		return 0;
+	case GET_NONE:
+		break;
+	default:
+		return -1;
+	}
+	key.mv_size = strlen(LSTORE_META_NEXT_HID);
+	key.mv_data = LSTORE_META_NEXT_HID;
+	if ((rc = mdb_get(txn, st->meta, &key, &val)) != 0 ||
+	    val.mv_size != 4) {
+		log_warnx("store %s: meta next_hid: %s", st->name,
+		    rc != 0 ? mdb_strerror(rc) : "bad size");
+		return -1;
+	}
+	if ((*hid = rec_get_le32(val.mv_data)) == 0 || *hid == UINT32_MAX) {
+		log_warnx("store %s: host ids exhausted", st->name);
+		return -1;
+	}
+	rec_put_le32(b, *hid + 1);
+	if ((rc = lstore_meta_put(txn, st->meta, LSTORE_META_NEXT_HID, b,
+	    4)) != 0)
+		goto fail;
+	rec_hid_key(*hid, hk);
+	key.mv_size = r->host_len;
+	key.mv_data = (void *)(uintptr_t)r->host;
+	val.mv_size = sizeof(hk);
+	val.mv_data = hk;
+	if ((rc = mdb_put(txn, st->hosts, &key, &val, MDB_NOOVERWRITE)) == 0)
+		return 0;
+ fail:
+	log_warnx("store %s: new host %.*s: %s", st->name, (int)r->host_len,
+	    r->host, mdb_strerror(rc));
+	return -1;
+}
+
+int
+lstore_id_put(struct store *st, MDB_txn *txn, const unsigned char *k,
+    unsigned flags)
+{
+	MDB_val		 key, val;
+	int		 rc;
+
+	key.mv_size = REC_ID_LEN;
+	key.mv_data = (void *)(uintptr_t)(k + REC_HPFX_LEN);
+	val.mv_size = REC_HPFX_LEN;
+	val.mv_data = (void *)(uintptr_t)k;
+	if ((rc = mdb_put(txn, st->id, &key, &val, flags)) != 0) {
+		mdb_fail(st, "mdb_put id", rec_key_id(k + REC_HPFX_LEN), rc);
 		return -1;
 	}
 	return 0;
 }
 
 /*
- * A new record: the record and its host entry, both refusing to
- * overwrite.  The one place that knows which databases a new message
- * touches (commit_record's caller stays format-blind).
+ * A new record (h-index2.md §3.5): host id, "rec" and "id" entries, each
+ * refusing to overwrite.  The one place that knows which databases a new
+ * message touches (commit_record's caller stays format-blind).
  */
 int
 lstore_rec_insert(struct store *st, MDB_txn *txn, uint64_t id,
     const struct rec *r)
 {
-	unsigned char	 k[8];
-	MDB_val		 key, val;
-	int		 rc;
+	unsigned char	 k[REC_HKEY_LEN];
+	uint32_t	 hid;
 
-	if (lstore_rec_put(st, txn, id, r, MDB_NOOVERWRITE) == -1)
+	if (hid_of(st, txn, r, &hid) == -1)
 		return -1;
-	rec_id_key(id, k);
-	key.mv_size = r->host_len;
-	key.mv_data = (void *)(uintptr_t)r->host;
-	val.mv_size = sizeof(k);
-	val.mv_data = k;
-	if ((rc = mdb_put(txn, st->host, &key, &val, MDB_NODUPDATA)) != 0) {
-		log_warnx("store %s: mdb_put host %s: %s", st->name, r->host,
-		    mdb_strerror(rc));
+	rec_hkey(hid, r->arrival_us, id, k);
+	if (rec_put_at(st, txn, k, id, r, MDB_NOOVERWRITE) == -1 ||
+	    lstore_id_put(st, txn, k, MDB_NOOVERWRITE) == -1)
 		return -1;
-	}
 	return 0;
 }
 
+/*
+ * Move id's record, found under the "rec" key k with value v, to the key
+ * its host and arrival give it (fsck's repair of a record under a wrong
+ * key); nothing if k is already that key.
+ */
+int
+lstore_rec_rekey(struct store *st, MDB_txn *txn, uint64_t id,
+    const unsigned char *k, const MDB_val *v)
+{
+	unsigned char	*copy;
+	MDB_val		 key;
+	struct rec	 r;
+	uint64_t	 arrival;
+	uint32_t	 hid;
+	int		 rc = -1;
+
+	/* The value lives in a page the deletes below may rewrite. */
+	if ((copy = malloc(v->mv_size)) == NULL)
+		return -1;
+	memcpy(copy, v->mv_data, v->mv_size);
+	if (rec_decode(copy, v->mv_size, &r) != REC_OK) {
+		free(copy);
+		return 0;
+	}
+	rec_hkey_split(k, NULL, &arrival, NULL);
+	if (lstore_hid_get(st, txn, r.host, r.host_len, &hid) == GET_OK &&
+	    hid == rec_key_hid(k) && r.arrival_us == arrival) {
+		free(copy);
+		return 0;	/* already right */
+	}
+	key.mv_size = REC_HKEY_LEN;
+	key.mv_data = (void *)(uintptr_t)k;
+	if (mdb_del(txn, st->rec, &key, NULL) == 0) {
+		key.mv_size = REC_ID_LEN;
+		key.mv_data = (void *)(uintptr_t)(k + REC_HPFX_LEN);
+		rc = mdb_del(txn, st->id, &key, NULL);
+		if ((rc == 0 || rc == MDB_NOTFOUND) &&
+		    lstore_rec_insert(st, txn, id, &r) == 0)
+			rc = 0;
+		else
+			rc = -1;
+	}
+	free(copy);
+	return rc;
+}
+
+/* Both entries of id, found by its "id" entry (r is not needed). */
 int
 lstore_rec_del(struct store *st, MDB_txn *txn, uint64_t id, const struct rec *r)
 {
-	unsigned char	 k[8];
-	MDB_val		 key, val;
+	unsigned char	 k[REC_HKEY_LEN];
+	MDB_val		 key;
 	int		 rc;
 
-	rec_id_key(id, k);
-	key.mv_size = sizeof(k);
+	(void)r;
+	switch (lstore_rec_key(st, txn, id, k)) {
+	case GET_OK:
+		break;
+	case GET_NONE:
+		return 0;
+	default:
+		return -1;
+	}
+	key.mv_size = REC_HKEY_LEN;
 	key.mv_data = k;
-	if ((rc = mdb_del(txn, st->msg, &key, NULL)) != 0 &&
+	if ((rc = mdb_del(txn, st->rec, &key, NULL)) != 0 &&
 	    rc != MDB_NOTFOUND)
 		goto fail;
-	key.mv_size = r->host_len;
-	key.mv_data = (void *)(uintptr_t)r->host;
-	val.mv_size = sizeof(k);
-	val.mv_data = k;
-	if ((rc = mdb_del(txn, st->host, &key, &val)) != 0 &&
+	key.mv_size = REC_ID_LEN;
+	key.mv_data = k + REC_HPFX_LEN;
+	if ((rc = mdb_del(txn, st->id, &key, NULL)) != 0 &&
 	    rc != MDB_NOTFOUND)
 		goto fail;
 	return 0;
  fail:
-	log_warnx("store %s: mdb_del %016llx: %s", st->name,
-	    (unsigned long long)id, mdb_strerror(rc));
+	mdb_fail(st, "mdb_del", id, rc);
 	return -1;
 }
 
@@ -270,8 +450,8 @@ lstore_meta_put(MDB_txn *txn, MDB_dbi dbi, const char *k, const void *v,
 	return mdb_put(txn, dbi, &key, &val, 0);
 }
 
-static int
-env_open(const char *dir, uint64_t map_size, MDB_env **envp, char *err,
+int
+lstore_env_open(const char *dir, uint64_t map_size, MDB_env **envp, char *err,
     size_t errlen)
 {
 	MDB_env	*env;
@@ -282,7 +462,7 @@ env_open(const char *dir, uint64_t map_size, MDB_env **envp, char *err,
 		    mdb_strerror(rc));
 		return -1;
 	}
-	if ((rc = mdb_env_set_maxdbs(env, 4)) != 0 ||
+	if ((rc = mdb_env_set_maxdbs(env, LSTORE_MAXDBS)) != 0 ||
 	    (rc = mdb_env_set_maxreaders(env, STORE_MAXREADERS)) != 0 ||
 	    (rc = mdb_env_set_mapsize(env, map_size ? map_size :
 	    STORE_DEFAULT_MAP)) != 0) {
@@ -331,7 +511,10 @@ create_dirs(const char *path, char *dir, size_t dirlen, char *err,
 	return 0;
 }
 
-/* A new punt's meta record: format, name, a fresh random uid, next id. */
+/*
+ * A new punt's meta record: format 2, name, a fresh random uid, next id
+ * and next host id.
+ */
 static int
 create_meta(MDB_txn *txn, MDB_dbi meta, const char *name, char *err,
     size_t errlen)
@@ -348,7 +531,11 @@ create_meta(MDB_txn *txn, MDB_dbi meta, const char *name, char *err,
 		}
 	} while (uid == 0);
 	rec_put_le32(b, REC_PUNT_FORMAT);
-	if ((rc = lstore_meta_put(txn, meta, "version", b, 4)) != 0)
+	if ((rc = lstore_meta_put(txn, meta, LSTORE_META_VERSION, b, 4)) != 0)
+		goto fail;
+	rec_put_le32(b, 1);
+	if ((rc = lstore_meta_put(txn, meta, LSTORE_META_NEXT_HID, b,
+	    4)) != 0)
 		goto fail;
 	if ((rc = lstore_meta_put(txn, meta, "name", name,
 	    strlen(name))) != 0)
@@ -373,14 +560,11 @@ static int
 create_index(MDB_txn *txn, const char *path, const char *name, char *err,
     size_t errlen)
 {
-	MDB_dbi		 meta, msg, host;
+	MDB_dbi		 meta, other;
 	MDB_val		 key, val;
 	int		 rc;
 
-	if ((rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &meta)) != 0 ||
-	    (rc = mdb_dbi_open(txn, "msg", MDB_CREATE, &msg)) != 0 ||
-	    (rc = mdb_dbi_open(txn, "host", MDB_CREATE | MDB_DUPSORT |
-	    MDB_DUPFIXED, &host)) != 0) {
+	if ((rc = mdb_dbi_open(txn, LSTORE_DB_META, MDB_CREATE, &meta)) != 0) {
 		lstore_seterr(err, errlen, "mdb_dbi_open: %s",
 		    mdb_strerror(rc));
 		return -1;
@@ -401,6 +585,22 @@ create_index(MDB_txn *txn, const char *path, const char *name, char *err,
 		lstore_seterr(err, errlen, "mdb_get: %s", mdb_strerror(rc));
 		return -1;
 	}
+	/*
+	 * Format 2's databases, and format 1's msg and host empty beside
+	 * them: a format-1 binary opens those before it reads the version,
+	 * and so refuses with "newer" instead of MDB_NOTFOUND (h-index2 §5).
+	 */
+	if ((rc = mdb_dbi_open(txn, LSTORE_DB_REC, MDB_CREATE, &other)) != 0 ||
+	    (rc = mdb_dbi_open(txn, LSTORE_DB_ID, MDB_CREATE, &other)) != 0 ||
+	    (rc = mdb_dbi_open(txn, LSTORE_DB_HOSTS, MDB_CREATE,
+	    &other)) != 0 ||
+	    (rc = mdb_dbi_open(txn, LSTORE_DB_MSG, MDB_CREATE, &other)) != 0 ||
+	    (rc = mdb_dbi_open(txn, LSTORE_DB_HOST, MDB_CREATE |
+	    LSTORE_DB_HOST_FLAGS, &other)) != 0) {
+		lstore_seterr(err, errlen, "mdb_dbi_open: %s",
+		    mdb_strerror(rc));
+		return -1;
+	}
 	return create_meta(txn, meta, name, err, errlen);
 }
 
@@ -418,7 +618,7 @@ store_create(const char *path, const char *name, uint64_t map_size,
 		return -1;
 	}
 	if (create_dirs(path, dir, sizeof(dir), err, errlen) == -1 ||
-	    env_open(dir, map_size, &env, err, errlen) == -1)
+	    lstore_env_open(dir, map_size, &env, err, errlen) == -1)
 		return -1;
 	if ((rc = mdb_txn_begin(env, NULL, 0, &txn)) != 0) {
 		lstore_seterr(err, errlen, "mdb_txn_begin: %s",
@@ -484,7 +684,11 @@ open_paths(struct store *st, const char *path, char *dir, size_t dirlen,
 	return 0;
 }
 
-/* The format version rule (include/sdps/record.h), read-only. */
+/*
+ * The format version rule (include/sdps/record.h), read-only: format 2
+ * without an upgrade marker is served; format 1 and a punt in the middle
+ * of its upgrade are refused with what to run (h-index2.md §3.1).
+ */
 static int
 open_format(struct store *st, MDB_txn *txn, const char *path, char *err,
     size_t errlen)
@@ -492,8 +696,8 @@ open_format(struct store *st, MDB_txn *txn, const char *path, char *err,
 	MDB_val		 key, val;
 	uint32_t	 v;
 
-	key.mv_size = strlen("version");
-	key.mv_data = "version";
+	key.mv_size = strlen(LSTORE_META_VERSION);
+	key.mv_data = LSTORE_META_VERSION;
 	if (mdb_get(txn, st->meta, &key, &val) != 0 || val.mv_size != 4) {
 		lstore_seterr(err, errlen, "%s: missing format version", path);
 		return -1;
@@ -504,9 +708,22 @@ open_format(struct store *st, MDB_txn *txn, const char *path, char *err,
 		    path, (unsigned)v, REC_PUNT_FORMAT);
 		return -1;
 	}
+	if (v == 1) {
+		lstore_seterr(err, errlen, "%s: punt format 1: run sdps-ctl "
+		    "punt upgrade %s (nothing changed)", path, st->name);
+		return -1;
+	}
 	if (v != REC_PUNT_FORMAT) {
 		lstore_seterr(err, errlen, "%s: unknown punt format version %u",
 		    path, (unsigned)v);
+		return -1;
+	}
+	key.mv_size = strlen(LSTORE_META_UPGRADE);
+	key.mv_data = LSTORE_META_UPGRADE;
+	if (mdb_get(txn, st->meta, &key, &val) != MDB_NOTFOUND) {
+		lstore_seterr(err, errlen, "%s: upgrade in progress: sdps-ctl "
+		    "punt upgrade %s finishes it, --abort rolls it back "
+		    "(nothing changed)", path, st->name);
 		return -1;
 	}
 	return 0;
@@ -525,16 +742,21 @@ open_index(struct store *st, const char *path, char *err, size_t errlen)
 		    mdb_strerror(rc));
 		return -1;
 	}
-	if ((rc = mdb_dbi_open(txn, "meta", 0, &st->meta)) != 0 ||
-	    (rc = mdb_dbi_open(txn, "msg", 0, &st->msg)) != 0 ||
-	    (rc = mdb_dbi_open(txn, "host", MDB_DUPSORT | MDB_DUPFIXED,
-	    &st->host)) != 0) {
+	/* The version first: format 1 has no rec, id or hosts. */
+	if ((rc = mdb_dbi_open(txn, LSTORE_DB_META, 0, &st->meta)) != 0) {
 		lstore_seterr(err, errlen, "%s: index: %s", path,
 		    mdb_strerror(rc));
 		goto abort;
 	}
 	if (open_format(st, txn, path, err, errlen) == -1)
 		goto abort;
+	if ((rc = mdb_dbi_open(txn, LSTORE_DB_REC, 0, &st->rec)) != 0 ||
+	    (rc = mdb_dbi_open(txn, LSTORE_DB_ID, 0, &st->id)) != 0 ||
+	    (rc = mdb_dbi_open(txn, LSTORE_DB_HOSTS, 0, &st->hosts)) != 0) {
+		lstore_seterr(err, errlen, "%s: index: %s", path,
+		    mdb_strerror(rc));
+		goto abort;
+	}
 	key.mv_size = strlen("name");
 	key.mv_data = "name";
 	if ((rc = mdb_get(txn, st->meta, &key, &val)) != 0 ||
@@ -580,7 +802,7 @@ store_open(const char *path, const char *name,
 		goto fail;
 	st->lease_us = opts != NULL ? (uint64_t)opts->claim_lease_s * 1000000 :
 	    0;
-	if (env_open(dir, opts != NULL ? opts->map_size : 0, &st->env, err,
+	if (lstore_env_open(dir, opts != NULL ? opts->map_size : 0, &st->env, err,
 	    errlen) == -1)
 		goto fail;
 	if ((rc = mdb_reader_check(st->env, &dead)) == 0 && dead > 0)

@@ -31,13 +31,29 @@
 
 /* fsck: index first (one snapshot), then files against the index. */
 
-enum fix_kind { FIX_BADREC, FIX_NODUP, FIX_STRAY };
+/* Index faults of format 2 (h-index2.md §3.13). */
+enum fix_kind {
+	FIX_BADREC,	/* undecodable record: delete it and its id entry */
+	FIX_NOID,	/* id entry missing or not the key's: put it */
+	FIX_REKEY,	/* record under another host's or arrival's key */
+	FIX_STRAY	/* id entry naming no record: delete it */
+};
+
+#define FSCK_FIX_BATCH	8192	/* fixes per repair transaction */
 
 struct fix {
 	enum fix_kind	 kind;
 	uint64_t	 id;
+	unsigned char	 k[REC_HKEY_LEN];	/* the "rec" key scanned */
 	char		 host[UTIL_HOST_MAX + 1];
 	bool		 done;
+};
+
+/* hosts, by host id, for checking each key's host (one scan). */
+struct fhost {
+	uint32_t	 hid;
+	const char	*name;		/* in the scan's snapshot */
+	size_t		 len;
 };
 
 struct fent {
@@ -56,6 +72,8 @@ struct fsck {
 	size_t		 nfix, capfix;
 	struct fent	*ent;
 	size_t		 nent, capent;
+	struct fhost	*hosts;
+	size_t		 nhosts, caphosts;
 };
 
 static void fsck_say(struct fsck *, bool, const char *, ...)
@@ -126,8 +144,8 @@ grow(void **p, size_t *cap, size_t n, size_t size)
 }
 
 static int
-add_fix(struct fsck *f, enum fix_kind kind, uint64_t id, const char *host,
-    size_t hlen)
+add_fix(struct fsck *f, enum fix_kind kind, uint64_t id,
+    const unsigned char *k, const char *host, size_t hlen)
 {
 	struct fix	*x;
 
@@ -137,6 +155,8 @@ add_fix(struct fsck *f, enum fix_kind kind, uint64_t id, const char *host,
 	memset(x, 0, sizeof(*x));
 	x->kind = kind;
 	x->id = id;
+	if (k != NULL)
+		memcpy(x->k, k, REC_HKEY_LEN);
 	if (host != NULL) {
 		if (hlen > UTIL_HOST_MAX)
 			hlen = UTIL_HOST_MAX;
@@ -146,218 +166,326 @@ add_fix(struct fsck *f, enum fix_kind kind, uint64_t id, const char *host,
 }
 
 static int
-dup_exists(struct store *st, MDB_cursor *hc, const char *host, size_t hlen,
-    uint64_t id)
+fhost_cmp(const void *pa, const void *pb)
 {
-	unsigned char	 k[8];
-	MDB_val		 key, val;
+	const struct fhost *a = pa, *b = pb;
 
-	rec_id_key(id, k);
-	key.mv_size = hlen;
-	key.mv_data = (void *)(uintptr_t)host;
-	val.mv_size = 8;
-	val.mv_data = k;
-	(void)st;
-	return mdb_cursor_get(hc, &key, &val, MDB_GET_BOTH) == 0;
+	return a->hid < b->hid ? -1 : a->hid > b->hid;
 }
 
-/* Pass over the msg db: collect records (for the file pass) and faults. */
 static int
-fsck_scan_msgs_c(struct fsck *f, MDB_cursor *cur,
-    MDB_cursor *hc)
+fent_cmp(const void *pa, const void *pb)
 {
-	struct store	*st = f->st;
+	const struct fent *a = pa, *b = pb;
+
+	return a->id < b->id ? -1 : a->id > b->id;
+}
+
+/* The host named by hid in the hosts table, or NULL. */
+static const struct fhost *
+find_host(const struct fsck *f, uint32_t hid)
+{
+	struct fhost	 key = { hid, NULL, 0 };
+
+	if (f->nhosts == 0)
+		return NULL;
+	return bsearch(&key, f->hosts, f->nhosts, sizeof(*f->hosts),
+	    fhost_cmp);
+}
+
+/* Pass over "hosts": the hid -> name table; ids distinct, below next_hid. */
+static int
+fsck_scan_hostids(struct fsck *f, MDB_txn *txn)
+{
+	MDB_cursor	*cur;
+	MDB_val		 key, val;
+	MDB_cursor_op	 op;
+	uint64_t	 next = 0;
+	size_t		 i;
+	int		 rc;
+
+	key.mv_size = strlen(LSTORE_META_NEXT_HID);
+	key.mv_data = LSTORE_META_NEXT_HID;
+	if (mdb_get(txn, f->st->meta, &key, &val) == 0 && val.mv_size == 4)
+		next = rec_get_le32(val.mv_data);
+	else
+		fsck_say(f, false, "meta next_hid missing or of a bad size");
+	if (mdb_cursor_open(txn, f->st->hosts, &cur) != 0)
+		return -1;
+	for (op = MDB_FIRST; (rc = mdb_cursor_get(cur, &key, &val, op)) == 0;
+	    op = MDB_NEXT) {
+		if (val.mv_size != REC_HID_LEN || key.mv_size == 0 ||
+		    key.mv_size > UTIL_HOST_MAX) {
+			f->out->bad_records++;
+			fsck_say(f, false, "hosts entry of a bad size");
+			continue;
+		}
+		if (grow((void **)&f->hosts, &f->caphosts, f->nhosts,
+		    sizeof(*f->hosts)) == -1)
+			break;
+		f->hosts[f->nhosts].hid = rec_key_hid(val.mv_data);
+		f->hosts[f->nhosts].name = key.mv_data;
+		f->hosts[f->nhosts].len = key.mv_size;
+		if (next != 0 && (f->hosts[f->nhosts].hid == 0 ||
+		    f->hosts[f->nhosts].hid >= next)) {
+			f->out->bad_records++;
+			fsck_say(f, false, "hosts: %.*s has host id %u, not "
+			    "below next_hid %llu", (int)key.mv_size,
+			    (char *)key.mv_data, f->hosts[f->nhosts].hid,
+			    (unsigned long long)next);
+		}
+		f->nhosts++;
+	}
+	mdb_cursor_close(cur);
+	if (rc != MDB_NOTFOUND)
+		return -1;
+	if (f->nhosts > 1)
+		qsort(f->hosts, f->nhosts, sizeof(*f->hosts), fhost_cmp);
+	for (i = 1; i < f->nhosts; i++)
+		if (f->hosts[i].hid == f->hosts[i - 1].hid) {
+			f->out->bad_records++;
+			fsck_say(f, false, "hosts: host id %u used twice",
+			    f->hosts[i].hid);
+		}
+	return 0;
+}
+
+/* A decoded record under key k: its host, its arrival, its id entry. */
+static int
+check_rec(struct fsck *f, MDB_txn *txn, const unsigned char *k,
+    const struct rec *r)
+{
+	const struct fhost *h;
+	MDB_val		 key, val;
+	uint64_t	 arrival, id;
+	uint32_t	 hid;
+	int		 rc;
+
+	rec_hkey_split(k, &hid, &arrival, &id);
+	h = find_host(f, hid);
+	if (h == NULL || h->len != r->host_len ||
+	    memcmp(h->name, r->host, h->len) != 0 || arrival != r->arrival_us)
+		return add_fix(f, FIX_REKEY, id, k, r->host, r->host_len);
+	key.mv_size = REC_ID_LEN;
+	key.mv_data = (void *)(uintptr_t)(k + REC_HPFX_LEN);
+	if ((rc = mdb_get(txn, f->st->id, &key, &val)) != 0 &&
+	    rc != MDB_NOTFOUND)
+		return -1;
+	if (rc == MDB_NOTFOUND || val.mv_size != REC_HPFX_LEN ||
+	    memcmp(val.mv_data, k, REC_HPFX_LEN) != 0)
+		return add_fix(f, FIX_NOID, id, k, r->host, r->host_len);
+	return 0;
+}
+
+/* Pass over "rec": collect records (for the file pass) and faults. */
+static int
+fsck_scan_msgs(struct fsck *f, MDB_txn *txn)
+{
+	MDB_cursor	*cur;
 	MDB_val		 key, val;
 	MDB_cursor_op	 op;
 	struct rec	 r;
 	enum rec_res	 dr;
 	uint64_t	 id;
-	int		 rc;
+	int		 rc, ret = 0;
 
-	for (op = MDB_FIRST; (rc = mdb_cursor_get(cur, &key, &val, op)) == 0;
-	    op = MDB_NEXT) {
+	if (mdb_cursor_open(txn, f->st->rec, &cur) != 0)
+		return -1;
+	for (op = MDB_FIRST; ret == 0 &&
+	    (rc = mdb_cursor_get(cur, &key, &val, op)) == 0; op = MDB_NEXT) {
 		f->out->msgs_checked++;
-		if (key.mv_size != 8) {
+		if (key.mv_size != REC_HKEY_LEN) {
 			f->out->bad_records++;
 			fsck_say(f, false, "record with a bad key");
 			continue;
 		}
-		id = rec_key_id(key.mv_data);
+		id = rec_key_id((unsigned char *)key.mv_data + REC_HPFX_LEN);
 		if ((dr = rec_decode(val.mv_data, val.mv_size, &r)) ==
 		    REC_CORRUPT) {
-			if (add_fix(f, FIX_BADREC, id, NULL, 0) == -1)
-				return -1;
+			ret = add_fix(f, FIX_BADREC, id, key.mv_data, NULL, 0);
 			continue;
 		}
 		if (grow((void **)&f->ent, &f->capent, f->nent,
-		    sizeof(*f->ent)) == -1)
-			return -1;
+		    sizeof(*f->ent)) == -1) {
+			ret = -1;
+			break;
+		}
 		f->ent[f->nent].id = id;
 		f->ent[f->nent].newer = dr == REC_NEWER;
 		f->ent[f->nent].stored_octets = dr == REC_OK ?
 		    r.stored_octets : 0;
 		f->nent++;
-		if (dr == REC_NEWER) {
+		if (dr == REC_NEWER)
 			fsck_newer(f, id, &val);
-			continue;
-		}
-		if (!dup_exists(st, hc, r.host, r.host_len, id) &&
-		    add_fix(f, FIX_NODUP, id, r.host, r.host_len) == -1)
-			return -1;
-	}
-	return rc == MDB_NOTFOUND ? 0 : -1;
-}
-
-static int
-fsck_scan_msgs(struct fsck *f, MDB_txn *txn)
-{
-	MDB_cursor	*cur, *hc;
-	int		 ret = -1;
-
-	if (mdb_cursor_open(txn, f->st->msg, &cur) != 0)
-		return -1;
-	if (mdb_cursor_open(txn, f->st->host, &hc) == 0) {
-		ret = fsck_scan_msgs_c(f, cur, hc);
-		mdb_cursor_close(hc);
+		else
+			ret = check_rec(f, txn, key.mv_data, &r);
 	}
 	mdb_cursor_close(cur);
-	return ret;
+	if (ret == -1 || (rc != 0 && rc != MDB_NOTFOUND))
+		return -1;
+	/* Key order is host order: find_ent needs id order. */
+	if (f->nent > 1)
+		qsort(f->ent, f->nent, sizeof(*f->ent), fent_cmp);
+	return 0;
 }
 
 /* The scanned record id, or NULL. */
 static const struct fent *
 find_ent(const struct fsck *f, uint64_t id)
 {
-	size_t	 lo = 0, hi = f->nent, mid;
+	struct fent	 key = { id, 0, false };
 
-	/* f->ent is in msg key order, which is id order. */
-	while (lo < hi) {
-		mid = lo + (hi - lo) / 2;
-		if (f->ent[mid].id == id)
-			return &f->ent[mid];
-		if (f->ent[mid].id < id)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return NULL;
+	if (f->nent == 0)
+		return NULL;
+	return bsearch(&key, f->ent, f->nent, sizeof(*f->ent), fent_cmp);
 }
 
-/* Pass over the host db: every entry must point at a record of its host. */
+/* Pass over "id": every entry must name an existing "rec" key. */
 static int
-fsck_scan_hosts_c(struct fsck *f, MDB_txn *txn, MDB_cursor *cur)
+fsck_scan_ids(struct fsck *f, MDB_txn *txn)
 {
-	struct store	*st = f->st;
-	const struct fent *e;
-	MDB_val		 key, val, rv;
+	unsigned char	 k[REC_HKEY_LEN];
+	MDB_cursor	*cur;
+	MDB_val		 key, val, rk, rv;
 	MDB_cursor_op	 op;
-	struct rec	 r;
-	uint64_t	 id;
-	int		 rc;
+	int		 rc, ret = 0;
 
-	for (op = MDB_FIRST; (rc = mdb_cursor_get(cur, &key, &val, op)) == 0;
-	    op = MDB_NEXT) {
-		if (val.mv_size != 8 || key.mv_size > UTIL_HOST_MAX) {
+	if (mdb_cursor_open(txn, f->st->id, &cur) != 0)
+		return -1;
+	for (op = MDB_FIRST; ret == 0 &&
+	    (rc = mdb_cursor_get(cur, &key, &val, op)) == 0; op = MDB_NEXT) {
+		if (key.mv_size != REC_ID_LEN) {
 			f->out->bad_records++;
-			fsck_say(f, false, "host index entry of a bad size");
+			fsck_say(f, false, "id index entry of a bad size");
 			continue;
 		}
-		id = rec_key_id(val.mv_data);
-		/* An unknown version's host cannot be checked: leave it. */
-		if ((e = find_ent(f, id)) != NULL && e->newer)
+		memset(k, 0, sizeof(k));
+		if (val.mv_size == REC_HPFX_LEN)
+			memcpy(k, val.mv_data, REC_HPFX_LEN);
+		memcpy(k + REC_HPFX_LEN, key.mv_data, REC_ID_LEN);
+		rk.mv_size = sizeof(k);
+		rk.mv_data = k;
+		if (val.mv_size == REC_HPFX_LEN &&
+		    (rc = mdb_get(txn, f->st->rec, &rk, &rv)) != MDB_NOTFOUND) {
+			if (rc != 0)
+				ret = -1;
 			continue;
-		if (lstore_rec_get(st, txn, id, &rv, &r) == GET_OK &&
-		    r.host_len == key.mv_size &&
-		    memcmp(r.host, key.mv_data, key.mv_size) == 0)
-			continue;
-		if (add_fix(f, FIX_STRAY, id, key.mv_data, key.mv_size) == -1)
-			return -1;
+		}
+		ret = add_fix(f, FIX_STRAY, rec_key_id(key.mv_data), NULL,
+		    NULL, 0);
 	}
-	return rc == MDB_NOTFOUND ? 0 : -1;
-}
-
-static int
-fsck_scan_hosts(struct fsck *f, MDB_txn *txn)
-{
-	MDB_cursor	*cur;
-	int		 ret;
-
-	if (mdb_cursor_open(txn, f->st->host, &cur) != 0)
-		return -1;
-	ret = fsck_scan_hosts_c(f, txn, cur);
 	mdb_cursor_close(cur);
-	return ret;
+	if (ret == -1 || (rc != 0 && rc != MDB_NOTFOUND))
+		return -1;
+	return 0;
 }
 
-/* Repair one index fault inside txn (hc: a cursor on the host db). */
 static int
-fix_one(struct fsck *f, MDB_txn *txn, MDB_cursor *hc, struct fix *x)
+id_del(struct store *st, MDB_txn *txn, uint64_t id)
+{
+	unsigned char	 k[REC_ID_LEN];
+	MDB_val		 key;
+	int		 rc;
+
+	rec_id_key(id, k);
+	key.mv_size = sizeof(k);
+	key.mv_data = k;
+	if ((rc = mdb_del(txn, st->id, &key, NULL)) != 0 &&
+	    rc != MDB_NOTFOUND)
+		return -1;
+	return 0;
+}
+
+/* Is x's id entry still pointing nowhere (in txn)? */
+static int
+id_stray(struct store *st, MDB_txn *txn, uint64_t id)
+{
+	unsigned char	 k[REC_HKEY_LEN];
+	MDB_val		 key, val;
+	int		 rc;
+
+	switch (lstore_rec_key(st, txn, id, k)) {
+	case GET_NONE:
+		return 0;
+	case GET_BAD:
+		return 1;
+	case GET_OK:
+		break;
+	default:
+		return -1;
+	}
+	key.mv_size = sizeof(k);
+	key.mv_data = k;
+	if ((rc = mdb_get(txn, st->rec, &key, &val)) == MDB_NOTFOUND)
+		return 1;
+	return rc == 0 ? 0 : -1;
+}
+
+/* Repair one index fault inside txn, rechecking it there first. */
+static int
+fix_one(struct fsck *f, MDB_txn *txn, struct fix *x)
 {
 	struct store	*st = f->st;
-	unsigned char	 k[8];
-	MDB_val		 key, val, rv;
+	unsigned char	 k[REC_HKEY_LEN];
+	MDB_val		 key = { REC_HKEY_LEN, x->k }, val;
 	struct rec	 r;
-	enum lstore_get	 g;
-	int		 rc = 0;
+	int		 rc;
 
-	rec_id_key(x->id, k);
-	key.mv_size = 8;
-	key.mv_data = k;
-	if ((g = lstore_rec_get(st, txn, x->id, &rv, &r)) == GET_ERR)
-		return EIO;
+	if (x->kind == FIX_STRAY) {
+		if ((rc = id_stray(st, txn, x->id)) == 1)
+			rc = id_del(st, txn, x->id);
+		return rc == -1 ? -1 : 0;
+	}
+	/* The record scanned under x->k: gone meanwhile is fixed. */
+	if ((rc = mdb_get(txn, st->rec, &key, &val)) == MDB_NOTFOUND)
+		return 0;
+	if (rc != 0)
+		return -1;
 	switch (x->kind) {
 	case FIX_BADREC:
-		if (g == GET_BAD)
-			rc = mdb_del(txn, st->msg, &key, NULL);
-		break;
-	case FIX_NODUP:
-		key.mv_size = strlen(x->host);
-		key.mv_data = x->host;
-		val.mv_size = 8;
-		val.mv_data = k;
-		if (g == GET_OK && (rc = mdb_put(txn, st->host, &key, &val,
-		    MDB_NODUPDATA)) == MDB_KEYEXIST)
-			rc = 0;
-		break;
+		if (rec_decode(val.mv_data, val.mv_size, &r) != REC_CORRUPT)
+			return 0;
+		if (mdb_del(txn, st->rec, &key, NULL) != 0)
+			return -1;
+		if (lstore_rec_key(st, txn, x->id, k) == GET_OK &&
+		    memcmp(k, x->k, REC_HPFX_LEN) == 0)
+			return id_del(st, txn, x->id);
+		return 0;
+	case FIX_NOID:
+		return lstore_id_put(st, txn, x->k, 0);
+	case FIX_REKEY:
+		return lstore_rec_rekey(st, txn, x->id, x->k, &val);
 	case FIX_STRAY:
-		key.mv_size = strlen(x->host);
-		if (g == GET_NEWER)
-			break;
-		if (g == GET_OK && r.host_len == key.mv_size &&
-		    memcmp(r.host, x->host, key.mv_size) == 0)
-			break;
-		if (dup_exists(st, hc, x->host, key.mv_size, x->id))
-			rc = mdb_cursor_del(hc, 0);
 		break;
 	}
-	if (rc == 0)
-		x->done = true;
-	return rc;
+	return 0;
 }
 
-/* Apply the index faults in one write transaction. */
+/* Apply the index faults, FSCK_FIX_BATCH to a write transaction. */
 static int
 fsck_index_repair(struct fsck *f)
 {
 	MDB_txn		*txn;
-	MDB_cursor	*hc;
-	size_t		 i;
-	int		 rc;
+	size_t		 i, j;
 
-	if (lstore_txn_begin(f->st, 0, &txn) == -1)
-		return -1;
-	if ((rc = mdb_cursor_open(txn, f->st->host, &hc)) != 0)
-		goto fail;
-	for (i = 0; i < f->nfix; i++)
-		if ((rc = fix_one(f, txn, hc, &f->fix[i])) != 0)
-			goto fail;
-	if (lstore_txn_commit(f->st, txn) == -1)
-		return -1;
+	for (i = 0; i < f->nfix; i = j) {
+		if (lstore_txn_begin(f->st, 0, &txn) == -1)
+			return -1;
+		for (j = i; j < f->nfix && j < i + FSCK_FIX_BATCH; j++)
+			if (fix_one(f, txn, &f->fix[j]) == -1)
+				break;
+		if (j < f->nfix && j < i + FSCK_FIX_BATCH) {
+			log_warnx("store %s: fsck: repair failed", f->st->name);
+			mdb_txn_abort(txn);
+			return -1;
+		}
+		if (lstore_txn_commit(f->st, txn) == -1)
+			return -1;
+		/* Only a committed batch counts as repaired. */
+		for (; i < j; i++)
+			f->fix[i].done = true;
+	}
 	return 0;
- fail:
-	log_warnx("store %s: fsck: %s", f->st->name, mdb_strerror(rc));
-	mdb_txn_abort(txn);
-	return -1;
 }
 
 /* Apply (with repair) and report the index faults. */
@@ -379,15 +507,19 @@ fsck_index_fix(struct fsck *f)
 			fsck_say(f, x->done, "record %016llx: undecodable",
 			    (unsigned long long)x->id);
 			break;
-		case FIX_NODUP:
-			fsck_say(f, x->done, "record %016llx: missing from "
-			    "host index of %s", (unsigned long long)x->id,
+		case FIX_NOID:
+			fsck_say(f, x->done, "record %016llx (%s): missing "
+			    "from the id index", (unsigned long long)x->id,
 			    x->host);
 			break;
+		case FIX_REKEY:
+			fsck_say(f, x->done, "record %016llx (%s): under "
+			    "another host's or arrival's key",
+			    (unsigned long long)x->id, x->host);
+			break;
 		case FIX_STRAY:
-			fsck_say(f, x->done, "host index of %s: entry "
-			    "%016llx has no record", x->host,
-			    (unsigned long long)x->id);
+			fsck_say(f, x->done, "id index entry %016llx has no "
+			    "record", (unsigned long long)x->id);
 			break;
 		}
 	}
@@ -724,7 +856,8 @@ store_fsck(struct store *st, bool repair, struct store_fsck *out,
 	/* The index is checked against itself in one consistent snapshot. */
 	if (lstore_txn_begin(st, MDB_RDONLY, &txn) == -1)
 		return -1;
-	if (fsck_scan_msgs(&f, txn) == -1 || fsck_scan_hosts(&f, txn) == -1) {
+	if (fsck_scan_hostids(&f, txn) == -1 || fsck_scan_msgs(&f, txn) == -1 ||
+	    fsck_scan_ids(&f, txn) == -1) {
 		log_warnx("store %s: fsck: index scan failed", st->name);
 		mdb_txn_abort(txn);
 		goto out;
@@ -737,5 +870,6 @@ store_fsck(struct store *st, bool repair, struct store_fsck *out,
  out:
 	free(f.fix);
 	free(f.ent);
+	free(f.hosts);
 	return ret;
 }

@@ -28,12 +28,34 @@
 
 #define STORE_NAME_MAX		64
 
+/*
+ * The punt's LMDB databases (docs/notes/h-index2.md §2).  Format 2 uses
+ * meta, rec, id and hosts; msg and host are format 1's, kept (empty) in
+ * a format-2 punt so that a format-1 binary still reaches its version
+ * check and refuses clearly (§5).  The upgrade (store_upgrade.c) and the
+ * store use these names and flags only.
+ */
+#define LSTORE_DB_META		"meta"
+#define LSTORE_DB_REC		"rec"	/* hid|arrival|id -> msg record */
+#define LSTORE_DB_ID		"id"	/* id -> hid|arrival (12 octets) */
+#define LSTORE_DB_HOSTS		"hosts"	/* host name -> hid (u32 BE) */
+#define LSTORE_DB_MSG		"msg"	/* format 1: id -> msg record */
+#define LSTORE_DB_HOST		"host"	/* format 1: host -> ids (dupsort) */
+#define LSTORE_DB_HOST_FLAGS	(MDB_DUPSORT | MDB_DUPFIXED)
+#define LSTORE_MAXDBS		8	/* six named databases, and room */
+
+/* Meta keys. */
+#define LSTORE_META_VERSION	"version"	/* u32 LE: REC_PUNT_FORMAT */
+#define LSTORE_META_NEXT_HID	"next_hid"	/* u32 LE, from 1 */
+/* Present while an upgrade runs (format 1 -> 2): the punt is refused. */
+#define LSTORE_META_UPGRADE	"upgrade"
+
 #define RETURN_PATH_OCTETS(s)	(strlen("Return-Path: <") + strlen(s) + \
 				 strlen(">\r\n"))
 
 struct store {
 	MDB_env		*env;
-	MDB_dbi		 meta, msg, host;
+	MDB_dbi		 meta, rec, id, hosts;	/* format 2 */
 	char		 name[STORE_NAME_MAX + 1];
 	char		 path[PATH_MAX];
 	char		 spool[PATH_MAX];
@@ -68,15 +90,44 @@ bool	lstore_claim_live(const struct store *st, const struct rec *r,
 int	lstore_txn_begin(struct store *st, unsigned flags, MDB_txn **txn);
 int	lstore_txn_commit(struct store *st, MDB_txn *txn);
 
+/*
+ * The LMDB environment of a punt's index directory, with the store's
+ * maxdbs, maxreaders and map size (0: the default).  0 or -1 (err set).
+ */
+int	lstore_env_open(const char *dir, uint64_t map_size, MDB_env **envp,
+	    char *err, size_t errlen);
+
+/* Format 2: the host id of host (GET_OK, GET_NONE or GET_ERR/GET_BAD). */
+enum lstore_get lstore_hid_get(struct store *st, MDB_txn *txn,
+	    const char *host, size_t hlen, uint32_t *hid);
+/* The "rec" key of id (from its "id" entry) into k (REC_HKEY_LEN). */
+enum lstore_get lstore_rec_key(struct store *st, MDB_txn *txn, uint64_t id,
+	    unsigned char *k);
+
+/* The "id" entry of the "rec" key k (its id, its first 12 octets). */
+int	lstore_id_put(struct store *st, MDB_txn *txn, const unsigned char *k,
+	    unsigned flags);
+
 /* Fetch and decode id; r points into *v, valid while txn lives. */
 enum lstore_get lstore_rec_get(struct store *st, MDB_txn *txn, uint64_t id,
 	    MDB_val *v, struct rec *r);
 int	lstore_rec_put(struct store *st, MDB_txn *txn, uint64_t id,
 	    const struct rec *r, unsigned flags);
-/* A new record and its host entry (never overwrites). */
+/*
+ * Rewrite id's existing record under its key (host and arrival never
+ * change, h-index2.md §2); flags are mdb_put's.  A new record goes by
+ * lstore_rec_insert.
+ */
+/*
+ * A new record: its host id (allocated from next_hid for a new host), its
+ * "rec" and "id" entries, never overwriting.
+ */
 int	lstore_rec_insert(struct store *st, MDB_txn *txn, uint64_t id,
 	    const struct rec *r);
-/* Remove record and host entry; the caller unlinks the file after commit. */
+/* Move a record found under k to the key its host and arrival give. */
+int	lstore_rec_rekey(struct store *st, MDB_txn *txn, uint64_t id,
+	    const unsigned char *k, const MDB_val *v);
+/* Remove record and id entry; the caller unlinks the file after commit. */
 int	lstore_rec_del(struct store *st, MDB_txn *txn, uint64_t id,
 	    const struct rec *r);
 /* Unlink id's spool file (after the commit that removed its record). */

@@ -68,103 +68,124 @@ arena_env(char **a, size_t *len, size_t *cap, const struct rec *r,
 	return arena_add(a, len, cap, "", 0);
 }
 
+/*
+ * Format 2 (h-index2.md §3.8): every "rec" entry of host id hid (all of
+ * them if hid is 0) in key order, arrival then id, handed to fn with its
+ * key (REC_HKEY_LEN octets, checked) and value.  fn returns 0 to go on,
+ * 1 to stop, -1 on error.  0, or -1 (logged).
+ */
+typedef int scan_fn(const unsigned char *k, const MDB_val *v, void *arg);
+
+static int
+scan_range(struct store *st, MDB_txn *txn, uint32_t hid, scan_fn *fn,
+    void *arg)
+{
+	unsigned char	 k[REC_HKEY_LEN];
+	MDB_cursor	*cur;
+	MDB_val		 key, val;
+	MDB_cursor_op	 op;
+	int		 rc, r = 0;
+
+	if ((rc = mdb_cursor_open(txn, st->rec, &cur)) != 0)
+		goto fail;
+	rec_hkey(hid, 0, 0, k);
+	key.mv_size = sizeof(k);
+	key.mv_data = k;
+	op = hid != 0 ? MDB_SET_RANGE : MDB_FIRST;
+	while ((rc = mdb_cursor_get(cur, &key, &val, op)) == 0) {
+		op = MDB_NEXT;
+		if (key.mv_size != REC_HKEY_LEN)
+			continue;	/* fsck reports it */
+		if (hid != 0 && rec_key_hid(key.mv_data) != hid)
+			break;
+		if ((r = fn(key.mv_data, &val, arg)) != 0)
+			break;
+	}
+	mdb_cursor_close(cur);
+	if (r == -1)
+		return -1;
+	if (r == 1 || rc == 0 || rc == MDB_NOTFOUND)
+		return 0;
+ fail:
+	log_warnx("store %s: scan: %s", st->name, mdb_strerror(rc));
+	return -1;
+}
+
+/*
+ * A record as a listing or a walk sees it: 1 decoded, 0 skipped
+ * (undecodable: an inconsistent index that fsck reports; or another
+ * binary's newer record, logged: this one cannot show it).
+ */
+static int
+rec_visible(struct store *st, const unsigned char *k, const MDB_val *v,
+    struct rec *r)
+{
+	uint64_t	 id = rec_key_id(k + REC_HPFX_LEN);
+
+	switch (rec_decode(v->mv_data, v->mv_size, r)) {
+	case REC_OK:
+		return 1;
+	case REC_NEWER:
+		log_warnx("store %s: record %016llx: unknown record version "
+		    "%u (this binary knows %u): skipped", st->name,
+		    (unsigned long long)id, rec_version(v->mv_data, v->mv_size),
+		    REC_VERSION);
+		return 0;
+	case REC_CORRUPT:
+		break;
+	}
+	log_warnx("store %s: record %016llx: undecodable", st->name,
+	    (unsigned long long)id);
+	return 0;
+}
+
 /* A maildrop listing being built. */
 struct listing {
+	struct store		*st;
+	const char		*user;
+	bool			 want_env;
 	struct store_entry	*e;
-	size_t			 ne;
+	size_t			 ne, cap;
 	char			*arena;
 	size_t			 alen, acap;
 };
 
-/* Add id to l if this session may see it; -1 on error. */
-/*
- * The record of id as a listing or a walk sees it: 1 decoded, 0 skipped
- * (missing or undecodable: an inconsistent index that fsck reports; or
- * another binary's newer record, logged: this one cannot show it), -1
- * an LMDB error.
- */
+/* Add one "rec" entry to l if this session may see it. */
 static int
-rec_visible(struct store *st, MDB_txn *txn, uint64_t id, MDB_val *v,
-    struct rec *r)
+list_one(const unsigned char *k, const MDB_val *v, void *arg)
 {
-	switch (lstore_rec_get(st, txn, id, v, r)) {
-	case GET_OK:
-		return 1;
-	case GET_NONE:
-	case GET_BAD:
-	case GET_NEWER:
-		return 0;
-	case GET_ERR:
-		break;
-	}
-	return -1;
-}
-
-static int
-list_one(struct store *st, MDB_txn *txn, uint64_t id, const char *user,
-    bool want_env, struct listing *l)
-{
+	struct listing		*l = arg;
 	struct store_entry	*e;
 	struct rec		 r;
-	MDB_val			 rv;
-	int			 rc;
 
-	if ((rc = rec_visible(st, txn, id, &rv, &r)) != 1)
-		return rc;
+	if (rec_visible(l->st, k, v, &r) != 1)
+		return 0;
 	if (r.flags & STORE_F_POP_DELETED)
 		return 0;
-	if (user != NULL && !rec_has_user(&r, user))
+	if (l->user != NULL && !rec_has_user(&r, l->user))
 		return 0;
+	if (l->ne == l->cap) {
+		size_t	 ncap = l->cap ? l->cap * 2 : 64;
+
+		if ((e = reallocarray(l->e, ncap, sizeof(*e))) == NULL)
+			goto fail;
+		l->e = e;
+		l->cap = ncap;
+	}
 	e = &l->e[l->ne];
-	e->id = id;
+	e->id = rec_key_id(k + REC_HPFX_LEN);
 	e->arrival_us = r.arrival_us;
 	e->octets = r.octets;
 	e->flags = r.flags;
 	e->env = (uint32_t)l->alen;
-	if (want_env && (l->alen > UINT32_MAX ||
-	    arena_env(&l->arena, &l->alen, &l->acap, &r, user) == -1)) {
-		log_warn("store %s: listing %.*s", st->name, (int)r.host_len,
-		    r.host);
-		return -1;
-	}
+	if (l->want_env && (l->alen > UINT32_MAX ||
+	    arena_env(&l->arena, &l->alen, &l->acap, &r, l->user) == -1))
+		goto fail;
 	l->ne++;
 	return 0;
-}
-
-/* host's index entries into l, in one allocation sized by their count. */
-static int
-list_host(struct store *st, MDB_txn *txn, MDB_cursor *cur, const char *host,
-    const char *user, bool want_env, struct listing *l)
-{
-	MDB_val		 key, val;
-	size_t		 cnt;
-	int		 rc;
-
-	key.mv_size = strlen(host);
-	key.mv_data = (void *)(uintptr_t)host;
-	if ((rc = mdb_cursor_get(cur, &key, &val, MDB_SET_KEY)) ==
-	    MDB_NOTFOUND)
-		return 0;
-	if (rc != 0 || (rc = mdb_cursor_count(cur, &cnt)) != 0)
-		goto fail;
-	/* No per-entry malloc. */
-	if ((l->e = calloc(cnt, sizeof(*l->e))) == NULL) {
-		log_warn("store %s: listing %s", st->name, host);
-		return -1;
-	}
-	for (; rc == 0 && l->ne < cnt;
-	    rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT_DUP)) {
-		if (val.mv_size != REC_ID_LEN)
-			continue;
-		if (list_one(st, txn, rec_key_id(val.mv_data), user, want_env,
-		    l) == -1)
-			return -1;
-	}
-	if (rc == 0 || rc == MDB_NOTFOUND)
-		return 0;
  fail:
-	log_warnx("store %s: listing %s: %s", st->name, host,
-	    mdb_strerror(rc));
+	log_warn("store %s: listing %.*s", l->st->name, (int)r.host_len,
+	    r.host);
 	return -1;
 }
 
@@ -174,24 +195,29 @@ store_list(struct store *st, const char *host, const char *user,
 {
 	struct listing	 l;
 	MDB_txn		*txn;
-	MDB_cursor	*cur;
-	int		 rc, ret;
+	uint32_t	 hid;
+	int		 ret = 0;
 
 	memset(&l, 0, sizeof(l));
+	l.st = st;
+	l.user = user;
+	l.want_env = env != NULL;
 	*out = NULL;
 	*n = 0;
 	if (env != NULL)
 		*env = NULL;
 	if (lstore_txn_begin(st, MDB_RDONLY, &txn) == -1)
 		return -1;
-	if ((rc = mdb_cursor_open(txn, st->host, &cur)) != 0) {
-		log_warnx("store %s: mdb_cursor_open: %s", st->name,
-		    mdb_strerror(rc));
-		mdb_txn_abort(txn);
-		return -1;
+	switch (lstore_hid_get(st, txn, host, strlen(host), &hid)) {
+	case GET_OK:
+		ret = scan_range(st, txn, hid, list_one, &l);
+		break;
+	case GET_NONE:
+		break;
+	default:
+		ret = -1;
+		break;
 	}
-	ret = list_host(st, txn, cur, host, user, env != NULL, &l);
-	mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
 	if (ret == -1 || l.ne == 0) {
 		free(l.e);
@@ -338,70 +364,70 @@ store_msg_open_admin(struct store *st, uint64_t id, int *fd,
 	return msg_open(st, id, fd, m, true);
 }
 
-/* Decode one record into a store_msg and hand it to fn. */
+struct walk {
+	struct store	*st;
+	store_walk_fn	*fn;
+	void		*arg;
+};
+
+/* Decode one record into a store_msg and hand it to the walker. */
 static int
-walk_one(struct store *st, MDB_txn *txn, uint64_t id, store_walk_fn *fn,
-    void *arg, int *stop)
+walk_one(const unsigned char *k, const MDB_val *v, void *arg)
 {
+	struct walk	*w = arg;
 	struct store_msg m;
 	struct rec	 r;
-	MDB_val		 v;
-	int		 rc;
+	int		 stop;
 
-	if ((rc = rec_visible(st, txn, id, &v, &r)) != 1)
-		return rc;
-	if (rec_to_msg(&r, id, &m) == -1) {
-		log_warn("store %s: walk", st->name);
+	if (rec_visible(w->st, k, v, &r) != 1)
+		return 0;
+	if (rec_to_msg(&r, rec_key_id(k + REC_HPFX_LEN), &m) == -1) {
+		log_warn("store %s: walk", w->st->name);
 		return -1;
 	}
-	*stop = fn(&m, arg);
+	stop = w->fn(&m, w->arg);
 	store_msg_free(&m);
-	return 0;
+	return stop != 0 ? 1 : 0;
 }
 
+/* With a host its range, else the whole "rec": host id, then arrival. */
 int
 store_walk(struct store *st, const char *host, store_walk_fn *fn, void *arg)
 {
+	struct walk	 w = { st, fn, arg };
 	MDB_txn		*txn;
-	MDB_cursor	*cur = NULL;
-	MDB_val		 key, val;
-	MDB_cursor_op	 op;
-	int		 rc, stop = 0, ret = -1;
+	uint32_t	 hid = 0;
+	int		 ret = 0;
 
 	if (lstore_txn_begin(st, MDB_RDONLY, &txn) == -1)
 		return -1;
-	if ((rc = mdb_cursor_open(txn, host != NULL ? st->host : st->msg,
-	    &cur)) != 0) {
-		log_warnx("store %s: mdb_cursor_open: %s", st->name,
-		    mdb_strerror(rc));
-		goto out;
-	}
 	if (host != NULL) {
-		key.mv_size = strlen(host);
-		key.mv_data = (void *)(uintptr_t)host;
-		op = MDB_SET_KEY;
-	} else
-		op = MDB_FIRST;
-	while (!stop && (rc = mdb_cursor_get(cur, &key, &val, op)) == 0) {
-		op = host != NULL ? MDB_NEXT_DUP : MDB_NEXT;
-		if (host != NULL ? val.mv_size != 8 : key.mv_size != 8)
-			continue;
-		if (walk_one(st, txn, rec_key_id(host != NULL ? val.mv_data :
-		    key.mv_data), fn, arg, &stop) == -1)
+		switch (lstore_hid_get(st, txn, host, strlen(host), &hid)) {
+		case GET_OK:
+			break;
+		case GET_NONE:
 			goto out;
+		default:
+			ret = -1;
+			goto out;
+		}
 	}
-	if (!stop && rc != MDB_NOTFOUND) {
-		log_warnx("store %s: walk: %s", st->name, mdb_strerror(rc));
-		goto out;
-	}
-	ret = 0;
+	ret = scan_range(st, txn, hid, walk_one, &w);
  out:
-	if (cur != NULL)
-		mdb_cursor_close(cur);
 	mdb_txn_abort(txn);
 	return ret;
 }
 
+static int
+count_one(const unsigned char *k, const MDB_val *v, void *arg)
+{
+	(void)k;
+	(void)v;
+	(*(uint64_t *)arg)++;
+	return 0;
+}
+
+/* "hosts" in name order; a host whose range is empty is left out. */
 int
 store_hosts(struct store *st, int (*fn)(const char *host, uint64_t msgs,
     void *arg), void *arg)
@@ -411,22 +437,27 @@ store_hosts(struct store *st, int (*fn)(const char *host, uint64_t msgs,
 	MDB_cursor	*cur = NULL;
 	MDB_val		 key, val;
 	MDB_cursor_op	 op = MDB_FIRST;
-	size_t		 cnt;
+	uint64_t	 cnt;
 	int		 rc, ret = -1;
 
 	if (lstore_txn_begin(st, MDB_RDONLY, &txn) == -1)
 		return -1;
-	if ((rc = mdb_cursor_open(txn, st->host, &cur)) != 0) {
+	if ((rc = mdb_cursor_open(txn, st->hosts, &cur)) != 0) {
 		log_warnx("store %s: mdb_cursor_open: %s", st->name,
 		    mdb_strerror(rc));
 		goto out;
 	}
 	while ((rc = mdb_cursor_get(cur, &key, &val, op)) == 0) {
-		op = MDB_NEXT_NODUP;
-		if (key.mv_size == 0 || key.mv_size > UTIL_HOST_MAX)
+		op = MDB_NEXT;
+		if (key.mv_size == 0 || key.mv_size > UTIL_HOST_MAX ||
+		    val.mv_size != REC_HID_LEN)
 			continue;
-		if ((rc = mdb_cursor_count(cur, &cnt)) != 0)
-			break;
+		cnt = 0;
+		if (scan_range(st, txn, rec_key_hid(val.mv_data), count_one,
+		    &cnt) == -1)
+			goto out;
+		if (cnt == 0)
+			continue;
 		memcpy(host, key.mv_data, key.mv_size);
 		host[key.mv_size] = '\0';
 		if (fn(host, cnt, arg) != 0) {
@@ -446,59 +477,59 @@ store_hosts(struct store *st, int (*fn)(const char *host, uint64_t msgs,
 	return ret;
 }
 
+struct stat_scan {
+	struct store_stat *out;
+	uint32_t	 last_hid;
+};
+
+static int
+stat_one(const unsigned char *k, const MDB_val *v, void *arg)
+{
+	struct stat_scan *s = arg;
+	struct rec	 r;
+
+	if (rec_decode(v->mv_data, v->mv_size, &r) != REC_OK)
+		return 0;
+	/* Keys come in host id order: a new hid is a new non-empty host. */
+	if (rec_key_hid(k) != s->last_hid) {
+		s->last_hid = rec_key_hid(k);
+		s->out->hosts++;
+	}
+	s->out->msgs++;
+	s->out->octets += r.octets;
+	s->out->stored_octets += r.stored_octets;
+	if (r.flags & STORE_F_READ)
+		s->out->read++;
+	if (r.flags & STORE_F_IN_DELIVERY)
+		s->out->in_delivery++;
+	if (r.flags & STORE_F_POP_DELETED)
+		s->out->pop_deleted++;
+	return 0;
+}
+
 int
 store_stat(struct store *st, struct store_stat *out)
 {
-	struct rec	 r;
+	struct stat_scan s = { out, 0 };
 	MDB_txn		*txn;
-	MDB_cursor	*cur;
-	MDB_val		 key, val;
 	MDB_envinfo	 info;
 	MDB_stat	 ms;
-	MDB_cursor_op	 op;
 	int		 rc, ret = -1;
 
 	memset(out, 0, sizeof(*out));
 	if (lstore_txn_begin(st, MDB_RDONLY, &txn) == -1)
 		return -1;
-	if (lstore_meta_get_u64(st, txn, "next_id", &out->next_id) == -1)
+	if (lstore_meta_get_u64(st, txn, "next_id", &out->next_id) == -1 ||
+	    scan_range(st, txn, 0, stat_one, &s) == -1)
 		goto out;
-	if ((rc = mdb_cursor_open(txn, st->msg, &cur)) != 0)
-		goto mdbfail;
-	for (op = MDB_FIRST; (rc = mdb_cursor_get(cur, &key, &val, op)) == 0;
-	    op = MDB_NEXT) {
-		if (rec_decode(val.mv_data, val.mv_size, &r) != REC_OK)
-			continue;
-		out->msgs++;
-		out->octets += r.octets;
-		out->stored_octets += r.stored_octets;
-		if (r.flags & STORE_F_READ)
-			out->read++;
-		if (r.flags & STORE_F_IN_DELIVERY)
-			out->in_delivery++;
-		if (r.flags & STORE_F_POP_DELETED)
-			out->pop_deleted++;
-	}
-	mdb_cursor_close(cur);
-	if (rc != MDB_NOTFOUND)
-		goto mdbfail;
-	if ((rc = mdb_cursor_open(txn, st->host, &cur)) != 0)
-		goto mdbfail;
-	for (op = MDB_FIRST; (rc = mdb_cursor_get(cur, &key, &val, op)) == 0;
-	    op = MDB_NEXT_NODUP)
-		out->hosts++;
-	mdb_cursor_close(cur);
-	if (rc != MDB_NOTFOUND)
-		goto mdbfail;
 	if ((rc = mdb_env_info(st->env, &info)) != 0 ||
-	    (rc = mdb_env_stat(st->env, &ms)) != 0)
-		goto mdbfail;
+	    (rc = mdb_env_stat(st->env, &ms)) != 0) {
+		log_warnx("store %s: stat: %s", st->name, mdb_strerror(rc));
+		goto out;
+	}
 	out->map_size = info.me_mapsize;
 	out->map_used = ((uint64_t)info.me_last_pgno + 1) * ms.ms_psize;
 	ret = 0;
-	goto out;
- mdbfail:
-	log_warnx("store %s: stat: %s", st->name, mdb_strerror(rc));
  out:
 	mdb_txn_abort(txn);
 	return ret;

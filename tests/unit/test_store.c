@@ -708,7 +708,7 @@ raw_env(struct fx *f, MDB_txn **txn, MDB_dbi *dbi, const char *db)
 
 	snprintf(dir, sizeof(dir), "%s/index", f->punt);
 	assert_int_equal(mdb_env_create(&env), 0);
-	assert_int_equal(mdb_env_set_maxdbs(env, 4), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
 	assert_int_equal(mdb_env_set_maxreaders(env, 1024), 0);
 	assert_int_equal(mdb_env_set_mapsize(env, MAP), 0);
 	assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
@@ -717,36 +717,106 @@ raw_env(struct fx *f, MDB_txn **txn, MDB_dbi *dbi, const char *db)
 	return env;
 }
 
-/* Damage the index behind the store's back, as a bug or bit rot would. */
-static void
-damage_index(struct fx *f, uint64_t drop_dup)
+static MDB_dbi
+raw_dbi(MDB_txn *txn, const char *db)
 {
-	unsigned char	 k[8];
-	MDB_env		*env;
-	MDB_txn		*txn;
-	MDB_dbi		 msg, host;
+	MDB_dbi	 dbi;
+
+	assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), 0);
+	return dbi;
+}
+
+/* The "rec" key of id, from its "id" entry. */
+static void
+raw_key(MDB_txn *txn, uint64_t id, unsigned char *k)
+{
 	MDB_val		 key, val;
 
-	env = raw_env(f, &txn, &msg, "msg");
-	assert_int_equal(mdb_dbi_open(txn, "host", MDB_DUPSORT | MDB_DUPFIXED,
-	    &host), 0);
-	be64(drop_dup, k);
-	key.mv_size = strlen(HOST);
-	key.mv_data = HOST;
-	val.mv_size = 8;
-	val.mv_data = k;
-	assert_int_equal(mdb_del(txn, host, &key, &val), 0);
-	be64(0x99, k);
-	key.mv_size = strlen("ghost.example.net");
-	key.mv_data = "ghost.example.net";
-	assert_int_equal(mdb_put(txn, host, &key, &val, 0), 0);
-	be64(0x55, k);
+	be64(id, k + REC_HPFX_LEN);
 	key.mv_size = 8;
+	key.mv_data = k + REC_HPFX_LEN;
+	assert_int_equal(mdb_get(txn, raw_dbi(txn, "id"), &key, &val), 0);
+	assert_int_equal(val.mv_size, REC_HPFX_LEN);
+	memcpy(k, val.mv_data, REC_HPFX_LEN);
+}
+
+static void
+raw_put(MDB_txn *txn, const char *db, const void *k, size_t klen,
+    const void *v, size_t vlen)
+{
+	MDB_val		 key, val;
+
+	key.mv_size = klen;
+	key.mv_data = (void *)(uintptr_t)k;
+	val.mv_size = vlen;
+	val.mv_data = (void *)(uintptr_t)v;
+	assert_int_equal(mdb_put(txn, raw_dbi(txn, db), &key, &val, 0), 0);
+}
+
+static void
+raw_del(MDB_txn *txn, const char *db, const void *k, size_t klen)
+{
+	MDB_val		 key;
+
+	key.mv_size = klen;
+	key.mv_data = (void *)(uintptr_t)k;
+	assert_int_equal(mdb_del(txn, raw_dbi(txn, db), &key, NULL), 0);
+}
+
+/*
+ * Move id's record to the "rec" key (hid, arrival) with its id entry, as
+ * a bug would; with set_arrival the record's own arrival too (then the
+ * index is consistent again, only the order changes).
+ */
+static void
+raw_rekey(MDB_txn *txn, uint64_t id, uint32_t hid, uint64_t arrival,
+    bool set_arrival)
+{
+	unsigned char	 k[REC_HKEY_LEN], nk[REC_HKEY_LEN], buf[4096];
+	MDB_val		 key, val;
+
+	raw_key(txn, id, k);
+	key.mv_size = sizeof(k);
 	key.mv_data = k;
+	assert_int_equal(mdb_get(txn, raw_dbi(txn, "rec"), &key, &val), 0);
+	assert_true(val.mv_size <= sizeof(buf));
+	memcpy(buf, val.mv_data, val.mv_size);
+	if (set_arrival)
+		rec_put_le64(buf + 8, arrival);
+	rec_hkey(hid, arrival, id, nk);
+	raw_del(txn, "rec", k, sizeof(k));
+	raw_put(txn, "rec", nk, sizeof(nk), buf, val.mv_size);
+	raw_put(txn, "id", nk + REC_HPFX_LEN, 8, nk, REC_HPFX_LEN);
+}
+
+/*
+ * Damage the format-2 index behind the store's back, as a bug or bit rot
+ * would: drop no_id's id entry, add an id entry naming no record, an
+ * undecodable record, and move wrong_host's record (and its id entry)
+ * under another host's id.
+ */
+static void
+damage_index(struct fx *f, uint64_t no_id, uint64_t wrong_host,
+    uint32_t other_hid)
+{
+	unsigned char	 k[REC_HKEY_LEN];
+	MDB_env		*env;
+	MDB_txn		*txn;
+	MDB_dbi		 id;
+	uint64_t	 arrival;
+
+	env = raw_env(f, &txn, &id, "id");
+	be64(no_id, k);
+	raw_del(txn, "id", k, 8);
+	rec_hkey(1, 7, 0x99, k);
+	raw_put(txn, "id", k + REC_HPFX_LEN, 8, k, REC_HPFX_LEN);
 	/* Undecodable, of a known version: "x..." would be a newer one. */
-	val.mv_size = 2;
-	val.mv_data = "\001x";
-	assert_int_equal(mdb_put(txn, msg, &key, &val, 0), 0);
+	rec_hkey(1, 8, 0x55, k);
+	raw_put(txn, "rec", k, sizeof(k), "\001x", 2);
+	raw_put(txn, "id", k + REC_HPFX_LEN, 8, k, REC_HPFX_LEN);
+	raw_key(txn, wrong_host, k);
+	rec_hkey_split(k, NULL, &arrival, NULL);
+	raw_rekey(txn, wrong_host, other_hid, arrival, false);
 	assert_int_equal(mdb_txn_commit(txn), 0);
 	mdb_env_close(env);
 }
@@ -759,24 +829,24 @@ static void
 set_rec_version(struct fx *f, uint64_t id, unsigned char version,
     size_t len)
 {
-	unsigned char	 k[8], buf[4096];
+	unsigned char	 k[REC_HKEY_LEN], buf[4096];
 	MDB_env		*env;
 	MDB_txn		*txn;
-	MDB_dbi		 msg;
+	MDB_dbi		 rec;
 	MDB_val		 key, val;
 
-	env = raw_env(f, &txn, &msg, "msg");
-	be64(id, k);
-	key.mv_size = 8;
+	env = raw_env(f, &txn, &rec, "rec");
+	raw_key(txn, id, k);
+	key.mv_size = sizeof(k);
 	key.mv_data = k;
-	assert_int_equal(mdb_get(txn, msg, &key, &val), 0);
+	assert_int_equal(mdb_get(txn, rec, &key, &val), 0);
 	assert_true(val.mv_size <= sizeof(buf));
 	memcpy(buf, val.mv_data, val.mv_size);
 	buf[0] = version;
 	if (len != 0)
 		val.mv_size = len;
 	val.mv_data = buf;
-	assert_int_equal(mdb_put(txn, msg, &key, &val, 0), 0);
+	assert_int_equal(mdb_put(txn, rec, &key, &val, 0), 0);
 	assert_int_equal(mdb_txn_commit(txn), 0);
 	mdb_env_close(env);
 }
@@ -873,104 +943,61 @@ slurp(const char *path, size_t *len)
 	return buf;
 }
 
-/* A punt of a newer format: refused clearly, and nothing changed. */
-static void
-test_newer_punt_format(void **state)
-{
-	struct fx	*f = *state;
-	struct store_opts o = { MAP, 3600 };
-	unsigned char	 v[4] = { 2, 0, 0, 0 };
-	char		 path[PATH_MAX + 32], err[512];
-	char		*before, *after;
-	size_t		 blen, alen;
-	MDB_env		*env;
-	MDB_txn		*txn;
-	MDB_dbi		 meta;
-	MDB_val		 key, val;
-
-	(void)put_simple(f->st, "alice");
-	store_close(f->st);
-	f->st = NULL;
-	env = raw_env(f, &txn, &meta, "meta");
-	key.mv_size = strlen("version");
-	key.mv_data = "version";
-	val.mv_size = 4;
-	val.mv_data = v;
-	assert_int_equal(mdb_put(txn, meta, &key, &val, 0), 0);
-	assert_int_equal(mdb_txn_commit(txn), 0);
-	mdb_env_close(env);
-
-	snprintf(path, sizeof(path), "%s/index/data.mdb", f->punt);
-	before = slurp(path, &blen);
-	err[0] = '\0';
-	assert_null(store_open(f->punt, "p1", &o, err, sizeof(err)));
-	assert_non_null(strstr(err, "format version 2"));
-	assert_non_null(strstr(err, "newer"));
-	after = slurp(path, &alen);
-	assert_true(alen == blen && memcmp(before, after, blen) == 0);
-	free(before);
-	free(after);
-}
-
 /*
- * Turn f's format-1 index into the shape of format 2 (docs/notes/
- * h-index2.md §2): version 2, "msg" and "host" emptied (or, with
- * drop_old, deleted), the one record moved to "rec"/"id"/"hosts".
+ * Turn f's format-2 index (one record) back into format 1 as a format-1
+ * binary wrote it (docs/notes/h-index2.md §2): version 1, the record
+ * in "msg" under its id and in "host", "rec"/"id"/"hosts" deleted.
  */
 static void
-make_format2_shape(struct fx *f, bool drop_old)
+make_format1(struct fx *f)
 {
-	unsigned char	 v[4] = { 2, 0, 0, 0 }, hk[REC_HKEY_LEN], hid[4];
-	char		 dir[PATH_MAX + 8];
+	unsigned char	 v[4] = { 1, 0, 0, 0 };
 	MDB_env		*env;
 	MDB_txn		*txn;
-	MDB_dbi		 meta, msg, host, rec, id, hosts;
+	MDB_dbi		 meta, host;
 	MDB_cursor	*cur;
 	MDB_val		 key, val, k2, v2;
 
-	snprintf(dir, sizeof(dir), "%s/index", f->punt);
-	assert_int_equal(mdb_env_create(&env), 0);
-	assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
-	assert_int_equal(mdb_env_set_mapsize(env, MAP), 0);
-	assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
-	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-	assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
-	assert_int_equal(mdb_dbi_open(txn, "msg", 0, &msg), 0);
-	assert_int_equal(mdb_dbi_open(txn, "host", MDB_DUPSORT |
-	    MDB_DUPFIXED, &host), 0);
-	assert_int_equal(mdb_dbi_open(txn, "rec", MDB_CREATE, &rec), 0);
-	assert_int_equal(mdb_dbi_open(txn, "id", MDB_CREATE, &id), 0);
-	assert_int_equal(mdb_dbi_open(txn, "hosts", MDB_CREATE, &hosts), 0);
-	assert_int_equal(mdb_cursor_open(txn, msg, &cur), 0);
+	env = raw_env(f, &txn, &meta, "meta");
+	assert_int_equal(mdb_cursor_open(txn, raw_dbi(txn, "rec"), &cur), 0);
 	assert_int_equal(mdb_cursor_get(cur, &key, &val, MDB_FIRST), 0);
-	rec_hkey(1, 1, rec_key_id(key.mv_data), hk);
-	k2.mv_size = sizeof(hk);
-	k2.mv_data = hk;
-	assert_int_equal(mdb_put(txn, rec, &k2, &val, 0), 0);
-	v2.mv_size = REC_HPFX_LEN;
-	v2.mv_data = hk;
-	assert_int_equal(mdb_put(txn, id, &key, &v2, 0), 0);
-	mdb_cursor_close(cur);
-	rec_hid_key(1, hid);
+	k2.mv_size = 8;
+	k2.mv_data = (unsigned char *)key.mv_data + REC_HPFX_LEN;
+	assert_int_equal(mdb_put(txn, raw_dbi(txn, "msg"), &k2, &val, 0), 0);
+	assert_int_equal(mdb_dbi_open(txn, "host", MDB_DUPSORT | MDB_DUPFIXED,
+	    &host), 0);
+	v2 = k2;
 	k2.mv_size = strlen(HOST);
 	k2.mv_data = HOST;
-	v2.mv_size = sizeof(hid);
-	v2.mv_data = hid;
-	assert_int_equal(mdb_put(txn, hosts, &k2, &v2, 0), 0);
-	assert_int_equal(mdb_drop(txn, msg, drop_old ? 1 : 0), 0);
-	assert_int_equal(mdb_drop(txn, host, drop_old ? 1 : 0), 0);
-	key.mv_size = strlen("version");
-	key.mv_data = "version";
-	val.mv_size = 4;
-	val.mv_data = v;
-	assert_int_equal(mdb_put(txn, meta, &key, &val, 0), 0);
+	assert_int_equal(mdb_put(txn, host, &k2, &v2, 0), 0);
+	mdb_cursor_close(cur);
+	assert_int_equal(mdb_drop(txn, raw_dbi(txn, "rec"), 1), 0);
+	assert_int_equal(mdb_drop(txn, raw_dbi(txn, "id"), 1), 0);
+	assert_int_equal(mdb_drop(txn, raw_dbi(txn, "hosts"), 1), 0);
+	raw_del(txn, "meta", "next_hid", strlen("next_hid"));
+	raw_put(txn, "meta", "version", strlen("version"), v, 4);
 	assert_int_equal(mdb_txn_commit(txn), 0);
 	mdb_env_close(env);
 }
 
-/* Open the format-2 shape with this (format-1) binary; return err. */
+/* Mark f's punt as in the middle of its upgrade (meta "upgrade"). */
 static void
-open_format2_shape(struct fx *f, bool drop_old, char *err, size_t errlen)
+make_upgrading(struct fx *f)
+{
+	unsigned char	 u[16] = { 0 };
+	MDB_env		*env;
+	MDB_txn		*txn;
+	MDB_dbi		 meta;
+
+	env = raw_env(f, &txn, &meta, "meta");
+	raw_put(txn, "meta", "upgrade", strlen("upgrade"), u, sizeof(u));
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+/* Reshape f's punt with fn, open it: refused, data.mdb unchanged. */
+static void
+open_refused(struct fx *f, void (*fn)(struct fx *), char *err, size_t errlen)
 {
 	struct store_opts o = { MAP, 3600 };
 	char		 path[PATH_MAX + 32];
@@ -980,7 +1007,7 @@ open_format2_shape(struct fx *f, bool drop_old, char *err, size_t errlen)
 	(void)put_simple(f->st, "alice");
 	store_close(f->st);
 	f->st = NULL;
-	make_format2_shape(f, drop_old);
+	fn(f);
 	snprintf(path, sizeof(path), "%s/index/data.mdb", f->punt);
 	before = slurp(path, &blen);
 	err[0] = '\0';
@@ -991,35 +1018,162 @@ open_format2_shape(struct fx *f, bool drop_old, char *err, size_t errlen)
 	free(after);
 }
 
-/*
- * The refusal rule of index format 2 (docs/notes/h-index2.md §5): a
- * format-1 binary meets a format-2 index whose "msg" and "host" are kept
- * empty, reaches its version check, refuses clearly, changes nothing.
- */
+/* Give f's punt a format version from the future. */
 static void
-test_format2_shape_refused(void **state)
+make_newer(struct fx *f)
+{
+	unsigned char	 v[4] = { 3, 0, 0, 0 };
+	MDB_env		*env;
+	MDB_txn		*txn;
+	MDB_dbi		 meta;
+
+	env = raw_env(f, &txn, &meta, "meta");
+	raw_put(txn, "meta", "version", strlen("version"), v, 4);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+/* A punt of a newer format: refused clearly, and nothing changed. */
+static void
+test_newer_punt_format(void **state)
 {
 	char	 err[512];
 
-	open_format2_shape(*state, false, err, sizeof(err));
-	assert_non_null(strstr(err, "format version 2"));
+	open_refused(*state, make_newer, err, sizeof(err));
+	assert_non_null(strstr(err, "format version 3"));
 	assert_non_null(strstr(err, "newer"));
 	assert_non_null(strstr(err, "nothing changed"));
 }
 
-/*
- * Why format 2 keeps them: open_index opens "msg" and "host" before it
- * reads the version, so without them the refusal is an LMDB error that
- * does not say "newer" (still nothing changed).
- */
+/* A format-1 punt: refused with the command that upgrades it. */
 static void
-test_format2_without_old_dbs_unclear(void **state)
+test_format1_refused(void **state)
 {
 	char	 err[512];
 
-	open_format2_shape(*state, true, err, sizeof(err));
+	open_refused(*state, make_format1, err, sizeof(err));
+	assert_non_null(strstr(err, "punt format 1"));
+	assert_non_null(strstr(err, "sdps-ctl punt upgrade p1"));
+	assert_non_null(strstr(err, "nothing changed"));
+}
+
+/* A punt whose upgrade was interrupted: refused, says how to go on. */
+static void
+test_upgrade_marker_refused(void **state)
+{
+	char	 err[512];
+
+	open_refused(*state, make_upgrading, err, sizeof(err));
+	assert_non_null(strstr(err, "upgrade in progress"));
+	assert_non_null(strstr(err, "sdps-ctl punt upgrade p1 finishes it"));
+	assert_non_null(strstr(err, "--abort"));
 	assert_null(strstr(err, "newer"));
-	assert_non_null(strstr(err, "MDB_NOTFOUND"));
+}
+
+/*
+ * A new punt is format 2 and keeps format 1's "msg" and "host", empty:
+ * a format-1 binary opens them before its version check, and without
+ * them would refuse with MDB_NOTFOUND instead of "newer" (h-index2 §5).
+ */
+static void
+test_create_format2(void **state)
+{
+	struct fx	*f = *state;
+	MDB_env		*env;
+	MDB_txn		*txn;
+	MDB_dbi		 meta, host;
+	MDB_stat	 ms;
+	MDB_val		 key, val;
+
+	(void)put_simple(f->st, "alice");
+	store_close(f->st);
+	f->st = NULL;
+	env = raw_env(f, &txn, &meta, "meta");
+	key.mv_size = strlen("version");
+	key.mv_data = "version";
+	assert_int_equal(mdb_get(txn, meta, &key, &val), 0);
+	assert_int_equal(rec_get_le32(val.mv_data), 2);
+	key.mv_size = strlen("next_hid");
+	key.mv_data = "next_hid";
+	assert_int_equal(mdb_get(txn, meta, &key, &val), 0);
+	assert_int_equal(val.mv_size, 4);
+	assert_int_equal(rec_get_le32(val.mv_data), 2);
+	assert_int_equal(mdb_stat(txn, raw_dbi(txn, "msg"), &ms), 0);
+	assert_int_equal(ms.ms_entries, 0);
+	assert_int_equal(mdb_dbi_open(txn, "host", MDB_DUPSORT | MDB_DUPFIXED,
+	    &host), 0);
+	assert_int_equal(mdb_stat(txn, host, &ms), 0);
+	assert_int_equal(ms.ms_entries, 0);
+	assert_int_equal(mdb_stat(txn, raw_dbi(txn, "rec"), &ms), 0);
+	assert_int_equal(ms.ms_entries, 1);
+	assert_int_equal(mdb_stat(txn, raw_dbi(txn, "id"), &ms), 0);
+	assert_int_equal(ms.ms_entries, 1);
+	assert_int_equal(mdb_stat(txn, raw_dbi(txn, "hosts"), &ms), 0);
+	assert_int_equal(ms.ms_entries, 1);
+	mdb_txn_abort(txn);
+	mdb_env_close(env);
+}
+
+/* Give a, b, c the arrivals ta, tb, tc (records and keys). */
+static void
+set_arrivals(struct fx *f, const uint64_t *ids, const uint64_t *t, size_t n)
+{
+	unsigned char	 k[REC_HKEY_LEN];
+	MDB_env		*env;
+	MDB_txn		*txn;
+	MDB_dbi		 rec;
+	size_t		 i;
+
+	env = raw_env(f, &txn, &rec, "rec");
+	for (i = 0; i < n; i++) {
+		raw_key(txn, ids[i], k);
+		raw_rekey(txn, ids[i], rec_key_hid(k), t[i], true);
+	}
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+/*
+ * A listing comes out in arrival order, then id (store.h), not in id
+ * order: the maildrop's merge order, so its sort gets sorted input.
+ */
+static void
+test_list_order(void **state)
+{
+	struct fx		*f = *state;
+	const char		*ab[2] = { "alice", "bob" }, *b[1] = { "bob" };
+	struct store_entry	*e;
+	struct store_fsck	 k;
+	uint64_t		 ids[4], t[4] = { 300, 100, 100, 50 };
+	size_t			 n;
+
+	ids[0] = put_text(f->st, HOST, "", ab, 2, "A: 1\n", NULL);
+	ids[1] = put_text(f->st, HOST, "", b, 1, "A: 2\n", NULL);
+	ids[2] = put_simple(f->st, "alice");
+	ids[3] = put_text(f->st, "jim.example.net", "", b, 1, "A: 4\n", NULL);
+	store_close(f->st);
+	set_arrivals(f, ids, t, 4);
+	assert_non_null(f->st = open_punt(f, 3600));
+	assert_int_equal(store_list(f->st, HOST, NULL, &e, &n, NULL), 0);
+	assert_int_equal(n, 3);
+	assert_true(e[0].id == ids[1] && e[1].id == ids[2] &&
+	    e[2].id == ids[0]);
+	assert_true(e[0].arrival_us == 100 && e[2].arrival_us == 300);
+	free(e);
+	/* The user filter in the same scan: bob's two, in arrival order. */
+	assert_int_equal(store_list(f->st, HOST, "bob", &e, &n, NULL), 0);
+	assert_int_equal(n, 2);
+	assert_true(e[0].id == ids[1] && e[1].id == ids[0]);
+	free(e);
+	assert_int_equal(store_list(f->st, "jim.example.net", NULL, &e, &n,
+	    NULL), 0);
+	assert_int_equal(n, 1);
+	assert_true(e[0].id == ids[3]);
+	free(e);
+	assert_int_equal(store_list(f->st, "nobody.example.net", NULL, &e, &n,
+	    NULL), 0);
+	assert_int_equal(n, 0);
+	assert_int_equal(store_fsck(f->st, false, &k, NULL, NULL), 0);
 }
 
 static int
@@ -1030,38 +1184,56 @@ count_any_host(const char *host, uint64_t msgs, void *arg)
 	return 0;
 }
 
+/*
+ * Format-2 index faults (h-index2.md §3.13): an id entry missing, a
+ * stray id entry, an undecodable record, a record under another host's
+ * key.  fsck finds the four, repair fixes them, a second fsck is clean.
+ */
 static void
 test_fsck_index(void **state)
 {
 	struct fx		*f = *state;
 	struct store_fsck	 k;
 	struct store_entry	*e;
+	struct store_msg	 m;
 	size_t			 n;
-	uint64_t		 a, b, total = 0;
+	uint64_t		 a, b, c, total = 0;
 
 	a = put_simple(f->st, "alice");
 	b = put_simple(f->st, "alice");
+	c = put_text(f->st, "jim.example.net", "", (const char *[]){ "x" }, 1,
+	    "A: b\n", NULL);
 	/* LMDB: never two handles on one env in a process; close ours. */
 	store_close(f->st);
-	damage_index(f, a);
+	damage_index(f, a, b, 2);	/* jim's host id */
 	assert_non_null(f->st = open_punt(f, 3600));
+	/* a is listed (its key) but not found by id; b is in jim's range. */
+	assert_int_equal(store_msg_get(f->st, a, &m), STORE_GONE);
 	assert_int_equal(store_list(f->st, HOST, NULL, &e, &n, NULL), 0);
 	assert_int_equal(n, 1);
-	assert_true(e[0].id == b);
+	assert_true(e[0].id == a);
 	free(e);
 
 	assert_int_equal(store_fsck(f->st, false, &k, NULL, NULL), 1);
-	assert_int_equal(k.bad_records, 3);
+	assert_int_equal(k.bad_records, 4);
 	assert_int_equal(k.repaired, 0);
 	assert_int_equal(store_fsck(f->st, true, &k, NULL, NULL), 0);
-	assert_int_equal(k.bad_records, 3);
-	assert_int_equal(k.repaired, 3);
+	assert_int_equal(k.bad_records, 4);
+	assert_int_equal(k.repaired, 4);
 	assert_int_equal(store_list(f->st, HOST, NULL, &e, &n, NULL), 0);
 	assert_int_equal(n, 2);
 	assert_true(e[0].id == a && e[1].id == b);
 	free(e);
+	assert_int_equal(store_list(f->st, "jim.example.net", NULL, &e, &n,
+	    NULL), 0);
+	assert_int_equal(n, 1);
+	assert_true(e[0].id == c);
+	free(e);
+	assert_int_equal(store_msg_get(f->st, a, &m), STORE_OK);
+	store_msg_free(&m);
+	assert_int_equal(store_msg_get(f->st, 0x99, &m), STORE_GONE);
 	assert_int_equal(store_hosts(f->st, count_any_host, &total), 0);
-	assert_int_equal(total, 2);
+	assert_int_equal(total, 3);
 	assert_int_equal(store_fsck(f->st, false, &k, NULL, NULL), 0);
 	assert_int_equal(k.bad_records, 0);
 }
@@ -1214,10 +1386,14 @@ main(void)
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_newer_punt_format, setup,
 		    teardown),
-		cmocka_unit_test_setup_teardown(test_format2_shape_refused,
+		cmocka_unit_test_setup_teardown(test_format1_refused,
 		    setup, teardown),
-		cmocka_unit_test_setup_teardown(
-		    test_format2_without_old_dbs_unclear, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upgrade_marker_refused,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_create_format2, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_list_order, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_put_tempfail, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_bad_envelope, setup,
