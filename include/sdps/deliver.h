@@ -60,4 +60,16 @@ enum store_res deliver_store_file(struct puntset *ps, int first,
 	    uint64_t body_octets, int *idx, uint64_t *id, bool last,
 	    enum store_via *via, char *why, size_t whylen);
 
+/*
+ * Every host's copy of one message (items[i].env, one per host) in one
+ * commit on punt first, the file's own (store_put_file_batch: links for
+ * all but the last, which takes src_path); a copy that fails there tries
+ * the other punts alone, as deliver_store_file with first -1.  Sets
+ * items[i].res (and id, via, commit, batch) and idx[i], the punt.
+ */
+void	deliver_store_files(struct puntset *ps, int first,
+	    struct store_item *items, int *idx, size_t n, const char *src_path,
+	    int src_fd, uint64_t wire_len, uint64_t body_octets, char *why,
+	    size_t whylen);
+
 #endif

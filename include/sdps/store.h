@@ -194,6 +194,47 @@ enum store_res store_put_file(struct store *st,
 	    enum store_via *via, char *err, size_t errlen);
 
 /*
+ * ---- Group commit: several messages, one index commit. ----
+ *
+ * store_put_batch: store n messages whose wire-format data is already
+ * durable (written and fsynced) in items[i].path on st's filesystem.
+ * Each is renamed into spool/ under a fresh id inside one LMDB write
+ * transaction (the id is allocated there too: a crash before the commit
+ * leaves an orphan under an id never committed, which fsck removes or a
+ * later rename replaces), every spool directory touched is fsynced once,
+ * then one commit.  Messages other processes are storing on the same
+ * punt at the same moment join that transaction (PUNT/index/commitq).
+ * items[i].res is STORE_OK only after the commit that holds it (id,
+ * commit = that commit's LMDB txn id, batch = the messages in it), else
+ * STORE_TEMPFAIL or STORE_PERMFAIL (a bad envelope), and then the path
+ * may be gone.  Returns STORE_OK when every item is stored, else the
+ * first failure (err says why).  store_put and store_put_file are this
+ * for one message.
+ *
+ * store_put_file_batch: store_put_file for n envelopes of the same data
+ * (one message for several hosts on one punt), in one commit: the paths
+ * are made here (link or copy of src_path; with last the final item
+ * takes src_path itself) and each item's via says how.
+ */
+struct store_item {
+	const struct store_envelope *env;	/* in */
+	const char	*path;			/* in (store_put_batch) */
+	uint64_t	 wire_len, body_octets;	/* in */
+	enum store_res	 res;			/* out */
+	uint64_t	 id;			/* out, with STORE_OK */
+	uint64_t	 commit;		/* out, with STORE_OK */
+	unsigned	 batch;			/* out, with STORE_OK */
+	enum store_via	 via;			/* out (store_put_file_batch) */
+};
+
+enum store_res store_put_batch(struct store *st, struct store_item *items,
+	    size_t n, char *err, size_t errlen);
+enum store_res store_put_file_batch(struct store *st,
+	    struct store_item *items, size_t n, const char *src_path,
+	    int src_fd, uint64_t wire_len, uint64_t body_octets, bool last,
+	    char *err, size_t errlen);
+
+/*
  * Maildrop listing for host, or only the messages with a recipient equal
  * to user (case-insensitive) when user is not NULL.  POP_DELETED messages
  * are left out.  *out is a malloc'd array in arrival order, then id

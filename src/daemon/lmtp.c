@@ -420,45 +420,61 @@ read_data(struct lmtp *l, struct l_data *d)
 
 /*
  * Store the message (fsynced in d's tmp file) once per host; host->res
- * says how it went.  The first host tries the file's own punt first, so
- * a single-host message is renamed into place, never copied; every
- * other host gets its own random punt order (deliver.c).  The last host
- * may take the file's name, the others link or copy it.
+ * says how it went.  Every host's copy goes to the file's own punt in one
+ * commit (the last copy takes the file's name by rename, the others are
+ * links), and commits of concurrent sessions on that punt join it
+ * (store_put_batch); a copy that fails there tries the other punts in a
+ * random order of its own (deliver.c).
  */
 static void
 lmtp_store(struct lmtp *l, const struct l_data *d)
 {
 	const struct config	*cf = l->w->cf;
-	struct store_envelope	 env;
+	struct store_envelope	*env;
+	struct store_item	*it;
 	struct l_host		*h;
 	char			 why[1024];
+	int			*idx;
 	size_t			 i;
-	enum store_via		 via;
 	static const char *const via_name[] = { "copy", "link", "rename" };
 
+	for (i = 0; i < l->nhosts; i++)
+		l->hosts[i].res = STORE_TEMPFAIL;
+	if (d->fd == -1)
+		return;
+	env = calloc(l->nhosts, sizeof(*env));
+	it = calloc(l->nhosts, sizeof(*it));
+	idx = calloc(l->nhosts, sizeof(*idx));
+	if (env == NULL || it == NULL || idx == NULL) {
+		log_warn("sid=%016" PRIx64 " event=lmtp-tempfail", l->sid);
+		goto out;
+	}
 	for (i = 0; i < l->nhosts; i++) {
 		h = &l->hosts[i];
-		h->res = STORE_TEMPFAIL;
-		if (d->fd == -1)
-			continue;
-		env.host = h->name;
-		env.sender = l->sender;
-		env.rcpts = (const char *const *)h->users;
-		env.nrcpts = h->nusers;
-		why[0] = '\0';
-		via = STORE_VIA_COPY;
-		h->res = deliver_store_file(l->w->punts,
-		    i == 0 ? d->punt : -1, &env, d->path, d->fd,
-		    d->w.drained, d->w.body_octets, &h->punt, &h->id,
-		    i + 1 == l->nhosts, &via, why, sizeof(why));
+		env[i].host = h->name;
+		env[i].sender = l->sender;
+		env[i].rcpts = (const char *const *)h->users;
+		env[i].nrcpts = h->nusers;
+		it[i].env = &env[i];
+	}
+	why[0] = '\0';
+	deliver_store_files(l->w->punts, d->punt, it, idx, l->nhosts, d->path,
+	    d->fd, d->w.drained, d->w.body_octets, why, sizeof(why));
+	for (i = 0; i < l->nhosts; i++) {
+		h = &l->hosts[i];
+		h->res = it[i].res;
+		h->punt = idx[i];
+		h->id = it[i].id;
 		if (h->res == STORE_OK) {
 			l->msgs++;
 			atomic_fetch_add(&l->w->sb->hdr->total_lmtp_msgs, 1);
 			log_info("sid=%016" PRIx64 " peer=%s event=lmtp-stored "
 			    "host=%s punt=%s id=%" PRIu64 " rcpts=%zu "
-			    "octets=%" PRIu64 " via=%s", l->sid, l->peer,
-			    h->name, cf->punts[h->punt].name, h->id,
-			    h->nusers, d->w.body_octets, via_name[via]);
+			    "octets=%" PRIu64 " via=%s commit=%" PRIu64
+			    " batch=%u", l->sid, l->peer, h->name,
+			    cf->punts[h->punt].name, h->id, h->nusers,
+			    d->w.body_octets, via_name[it[i].via],
+			    it[i].commit, it[i].batch);
 			fault_point("lmtp.host.stored");
 		} else
 			log_warnx("sid=%016" PRIx64 " peer=%s "
@@ -466,6 +482,10 @@ lmtp_store(struct lmtp *l, const struct l_data *d)
 			    l->peer, h->name, why[0] != '\0' ? why :
 			    "no punt available");
 	}
+ out:
+	free(env);
+	free(it);
+	free(idx);
 }
 
 /*

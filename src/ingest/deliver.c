@@ -144,3 +144,38 @@ deliver_store_file(struct puntset *ps, int first,
 	}
 	return STORE_TEMPFAIL;
 }
+
+void
+deliver_store_files(struct puntset *ps, int first, struct store_item *items,
+    int *idx, size_t n, const char *src_path, int src_fd, uint64_t wire_len,
+    uint64_t body_octets, char *why, size_t whylen)
+{
+	struct store	*st;
+	char		 err[256];
+	size_t		 i, left = n;
+
+	for (i = 0; i < n; i++) {
+		items[i].res = STORE_TEMPFAIL;
+		idx[i] = first;
+	}
+	/* One commit for all: the copies share the file's punt. */
+	if (first >= 0 && (st = local_get(ps, first, why, whylen)) != NULL) {
+		err[0] = '\0';
+		if (store_put_file_batch(st, items, n, src_path, src_fd,
+		    wire_len, body_octets, true, err, sizeof(err)) != STORE_OK)
+			why_fail(why, whylen, store_name(st), STORE_TEMPFAIL,
+			    err);
+		for (i = 0; i < n; i++)
+			if (items[i].res == STORE_OK)
+				left--;
+	}
+	for (i = 0; i < n; i++) {
+		if (items[i].res == STORE_OK)
+			continue;
+		items[i].res = deliver_store_file(ps, -1, items[i].env,
+		    src_path, src_fd, wire_len, body_octets, &idx[i],
+		    &items[i].id, --left == 0, &items[i].via, why, whylen);
+		items[i].commit = 0;
+		items[i].batch = 1;
+	}
+}

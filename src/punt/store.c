@@ -822,6 +822,7 @@ store_close(struct store *st)
 {
 	if (st == NULL)
 		return;
+	lstore_cq_close(st);
 	mdb_env_close(st->env);
 	free(st);
 }

@@ -65,6 +65,7 @@ struct store {
 	ino_t		 ino;
 	uint64_t	 lease_us;
 	unsigned	 tmp_seq;
+	struct lstore_cq *cq;		/* commit queue, mapped on first use */
 };
 
 /* lstore_rec_get: what the index holds under an id. */
@@ -137,5 +138,46 @@ int	lstore_meta_get_u64(struct store *st, MDB_txn *txn, const char *k,
 	    uint64_t *out);
 int	lstore_meta_put(MDB_txn *txn, MDB_dbi dbi, const char *k,
 	    const void *v, size_t len);
+
+/*
+ * ---- Group commit (store_put.c, store_commitq.c) ----
+ * One message of a batch: its record, its durable file, and either the
+ * caller's item or a commit-queue slot another process filled.
+ */
+struct lstore_bitem {
+	struct rec	 r;
+	const char	*path;		/* on st's filesystem, fsynced */
+	uint64_t	 id;
+	enum store_res	 res;
+	int		 slot;		/* commit-queue slot, or -1 */
+	uint32_t	 gen;
+	struct store_item *item;	/* the caller's, or NULL */
+};
+
+enum lstore_cq_state { LSTORE_CQ_PENDING, LSTORE_CQ_OK, LSTORE_CQ_FAIL };
+
+#define LSTORE_CQ_SLOTS	64	/* the most one commit takes from the queue */
+
+/* Queue r (file path) for whoever commits next: slot, or -1 (not
+ * queued: no queue, full, too big; the caller commits it itself). */
+int	lstore_cq_put(struct store *st, const struct rec *r, const char *path,
+	    uint32_t *gen);
+/* Under the write lock: settle taken slots whose taker is gone. */
+int	lstore_cq_sweep(struct store *st, MDB_txn *txn);
+/* Under the write lock: take up to max pending slots into out. */
+size_t	lstore_cq_take(struct store *st, struct lstore_bitem *out,
+	    size_t max);
+void	lstore_cq_set_id(struct store *st, const struct lstore_bitem *b,
+	    uint64_t id);
+void	lstore_cq_stamp(struct store *st, const struct lstore_bitem *b,
+	    uint64_t commit, unsigned batch);
+void	lstore_cq_done(struct store *st, const struct lstore_bitem *b);
+/* The owner's view of its slot; free it once settled. */
+enum lstore_cq_state lstore_cq_state(struct store *st, int slot,
+	    uint32_t gen, uint64_t *id, uint64_t *commit, unsigned *batch);
+void	lstore_cq_free(struct store *st, int slot, uint32_t gen);
+/* Take a still-pending slot back (true), or false if it was taken. */
+bool	lstore_cq_unqueue(struct store *st, int slot, uint32_t gen);
+void	lstore_cq_close(struct store *st);
 
 #endif

@@ -643,12 +643,15 @@ def test_copy_across_filesystems(request):
         shutil.rmtree(other, ignore_errors=True)
 
 
-def test_worker_killed_between_hosts_keeps_the_committed_copy(
+def test_worker_killed_after_the_shared_commit_keeps_every_copy(
         request, monkeypatch):
-    """Killed after the first host's copy is committed (before any reply):
-    that copy is durable and whole (it shares its inode with the tmp file
-    it was linked from; fsck --repair removes only the tmp name), the
-    second host has nothing, and the MTA, which got no reply, retries."""
+    """Killed after the commit that holds both hosts' copies (one message,
+    two hosts, one commit on the file's punt: store_put_file_batch), before
+    any reply: both copies are durable and whole (the first shares its
+    inode with the file it was linked from; fsck --repair removes only
+    tmp names), and the MTA, which got no reply, retries: a duplicate,
+    never a loss.  (Before group commit each host had its own commit and
+    this kill left only the first host's copy.)"""
     monkeypatch.setenv("SDPS_FAULT", "lmtp.host.stored")
     d = lmtp_daemon()
     monkeypatch.delenv("SDPS_FAULT")
@@ -665,13 +668,16 @@ def test_worker_killed_between_hosts_keeps_the_committed_copy(
             c.line()
         c.close()
         msgs = d.messages()
-        assert [(m["host"], m["rcpts"]) for m in msgs] == [(HOST, ["q"])]
+        assert sorted((m["host"], m["rcpts"]) for m in msgs) == [
+            (HOST, ["q"]), (OTHER, ["r"])]
+        assert len({m["punt"] for m in msgs}) == 1
         d.stop()
         r = d.ctl("fsck", "--repair")
         assert r.rc == 0, r
         for p in d.spool.punt_paths.values():
             assert os.listdir(os.path.join(p, "tmp")) == []
-        with open(d.spool_file(msgs[0]["punt"], msgs[0]["id"]), "rb") as f:
-            assert f.read() == body
+        for m in msgs:
+            with open(d.spool_file(m["punt"], m["id"]), "rb") as f:
+                assert f.read() == body
     finally:
         D._finish(request, d)

@@ -101,8 +101,6 @@ def crash_message(i, rnd):
 PUT_POINTS = [
     ("store.put.tmp_written", False),
     ("store.put.fsynced", False),
-    ("store.put.id_before_commit", False),
-    ("store.put.id_committed", False),
     ("store.put.renamed", False),
     ("store.put.dir_fsynced", False),
     ("store.put.before_commit", False),

@@ -50,8 +50,6 @@ static const struct {
 } put_points[] = {
 	{ "store.put.tmp_written",	false, 1, 0 },
 	{ "store.put.fsynced",		false, 1, 0 },
-	{ "store.put.id_before_commit",	false, 1, 0 },
-	{ "store.put.id_committed",	false, 1, 0 },
 	{ "store.put.renamed",		false, 0, 1 },
 	{ "store.put.dir_fsynced",	false, 0, 1 },
 	{ "store.put.before_commit",	false, 0, 1 },
