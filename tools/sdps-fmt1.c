@@ -6,7 +6,10 @@
  * spool/XX/<16 hex>.  For tests/integration/test_upgrade.py, which then
  * upgrades it with sdps-ctl punt upgrade.
  *
- * usage: sdps-fmt1 make DIR NAME N	N varied messages (ids 1..N)
+ * usage: sdps-fmt1 make DIR NAME N [NOW_US]
+ *					N varied messages (ids 1..N); live
+ *					claims at NOW_US (default now), so
+ *					two punts can be made identical
  *	  sdps-fmt1 newer DIR ID	make record ID of record version 9
  *	  sdps-fmt1 unhost DIR ID	remove ID's host entry (an index fault)
  *	  sdps-fmt1 hold DIR		keep the environment open (a reader
@@ -96,11 +99,13 @@ make_file(const char *dir, uint64_t id, size_t *body)
 	snprintf(path, sizeof(path), "%s/spool/%02x/%016llx", dir,
 	    (unsigned)(id & 0xff), (unsigned long long)id);
 	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0660)) == -1 ||
-	    write(fd, buf, len) != (ssize_t)len || fsync(fd) == -1 ||
+	    write(fd, buf, len) != (ssize_t)len ||
 	    close(fd) == -1)
 		err(1, "%s", path);
 	return len;
 }
+
+static uint64_t now_us;
 
 static void
 make_one(const char *dir, MDB_txn *txn, const MDB_dbi *dbi, uint64_t id)
@@ -109,7 +114,7 @@ make_one(const char *dir, MDB_txn *txn, const MDB_dbi *dbi, uint64_t id)
 	char		 sender[64];
 	struct rec	 r;
 	size_t		 body, len, i;
-	uint64_t	 now = (uint64_t)time(NULL) * 1000000;
+	uint64_t	 now = now_us;
 
 	memset(&r, 0, sizeof(r));
 	r.host = hosts[id % 3];
@@ -252,7 +257,9 @@ hold(const char *dir)
 int
 main(int argc, char **argv)
 {
-	if (argc == 5 && strcmp(argv[1], "make") == 0)
+	now_us = argc == 6 ? strtoull(argv[5], NULL, 10) :
+	    (uint64_t)time(NULL) * 1000000;
+	if ((argc == 5 || argc == 6) && strcmp(argv[1], "make") == 0)
 		make(argv[2], argv[3], strtoull(argv[4], NULL, 10));
 	else if (argc == 4 && strcmp(argv[1], "newer") == 0)
 		edit(argv[2], strtoull(argv[3], NULL, 10), 1);
@@ -261,7 +268,7 @@ main(int argc, char **argv)
 	else if (argc == 3 && strcmp(argv[1], "hold") == 0)
 		hold(argv[2]);
 	else {
-		fprintf(stderr, "usage: sdps-fmt1 make DIR NAME N | "
+		fprintf(stderr, "usage: sdps-fmt1 make DIR NAME N [NOW_US] | "
 		    "newer DIR ID | unhost DIR ID | hold DIR\n");
 		return 64;
 	}
