@@ -9,7 +9,9 @@
  * usage: sdps-fmt1 make DIR NAME N [NOW_US]
  *					N varied messages (ids 1..N); live
  *					claims at NOW_US (default now), so
- *					two punts can be made identical
+ *					two punts can be made identical;
+ *					a 6th argument "nofiles": no spool
+ *					files (timing the index only)
  *	  sdps-fmt1 newer DIR ID	make record ID of record version 9
  *	  sdps-fmt1 unhost DIR ID	remove ID's host entry (an index fault)
  *	  sdps-fmt1 hold DIR		keep the environment open (a reader
@@ -56,7 +58,7 @@ env_open(const char *dir, MDB_env **env, MDB_txn **txn, MDB_dbi *dbi)
 	snprintf(ix, sizeof(ix), "%s/index", dir);
 	ck(mdb_env_create(env), "env_create");
 	ck(mdb_env_set_maxdbs(*env, 8), "maxdbs");
-	ck(mdb_env_set_mapsize(*env, 64ULL << 20), "mapsize");
+	ck(mdb_env_set_mapsize(*env, 4ULL << 30), "mapsize");
 	ck(mdb_env_open(*env, ix, 0, 0660), "env_open");
 	ck(mdb_txn_begin(*env, NULL, 0, txn), "txn");
 	ck(mdb_dbi_open(*txn, "meta", MDB_CREATE, &dbi[0]), "meta");
@@ -106,6 +108,7 @@ make_file(const char *dir, uint64_t id, size_t *body)
 }
 
 static uint64_t now_us;
+static int nofiles;	/* timing only: records without spool files */
 
 static void
 make_one(const char *dir, MDB_txn *txn, const MDB_dbi *dbi, uint64_t id)
@@ -159,7 +162,10 @@ make_one(const char *dir, MDB_txn *txn, const MDB_dbi *dbi, uint64_t id)
 		break;
 	}
 	r.agent_len = strlen(r.agent);
-	r.stored_octets = make_file(dir, id, &body);
+	if (nofiles)
+		r.stored_octets = body = 100 + id % 5000;
+	else
+		r.stored_octets = make_file(dir, id, &body);
 	r.octets = body + strlen("Return-Path: <") + r.sender_len +
 	    strlen(">\r\n");
 	if ((buf = rec_encode(&r, &len)) == NULL)
@@ -257,9 +263,10 @@ hold(const char *dir)
 int
 main(int argc, char **argv)
 {
-	now_us = argc == 6 ? strtoull(argv[5], NULL, 10) :
+	nofiles = argc == 7 && strcmp(argv[6], "nofiles") == 0;
+	now_us = argc >= 6 ? strtoull(argv[5], NULL, 10) :
 	    (uint64_t)time(NULL) * 1000000;
-	if ((argc == 5 || argc == 6) && strcmp(argv[1], "make") == 0)
+	if (argc >= 5 && argc <= 7 && strcmp(argv[1], "make") == 0)
 		make(argv[2], argv[3], strtoull(argv[4], NULL, 10));
 	else if (argc == 4 && strcmp(argv[1], "newer") == 0)
 		edit(argv[2], strtoull(argv[3], NULL, 10), 1);
@@ -268,7 +275,7 @@ main(int argc, char **argv)
 	else if (argc == 3 && strcmp(argv[1], "hold") == 0)
 		hold(argv[2]);
 	else {
-		fprintf(stderr, "usage: sdps-fmt1 make DIR NAME N [NOW_US] | "
+		fprintf(stderr, "usage: sdps-fmt1 make DIR NAME N [NOW_US [nofiles]] | "
 		    "newer DIR ID | unhost DIR ID | hold DIR\n");
 		return 64;
 	}
