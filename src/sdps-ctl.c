@@ -23,7 +23,8 @@
 /* Options a command may take; O_* bits in struct cmd. */
 enum {
 	O_JSON = 0x01, O_HOST = 0x02, O_PUNT = 0x04, O_AGENT = 0x08,
-	O_SLOT = 0x10, O_OLDER = 0x20, O_DRYRUN = 0x40, O_REPAIR = 0x80
+	O_SLOT = 0x10, O_OLDER = 0x20, O_DRYRUN = 0x40, O_REPAIR = 0x80,
+	O_ABORT = 0x100, O_BATCH = 0x200
 };
 
 static const struct {
@@ -39,6 +40,8 @@ static const struct {
 	{ O_OLDER,	"older-than",	"days" },
 	{ O_DRYRUN,	"dry-run",	NULL },
 	{ O_REPAIR,	"repair",	NULL },
+	{ O_ABORT,	"abort",	NULL },
+	{ O_BATCH,	"batch",	"records" },
 };
 
 struct cmd {
@@ -70,6 +73,8 @@ static const struct cmd cmds[] = {
 	{ "expire", "", 0, 0, O_OLDER | O_DRYRUN | O_JSON, 0, ctl_expire },
 	{ "fsck", "", 0, 0, O_REPAIR, 0, ctl_fsck },
 	{ "punt create", "[<punt>...]", 0, -1, 0, 0, ctl_punt_create },
+	{ "punt upgrade", "<punt>...", 1, -1, O_ABORT | O_BATCH, 0,
+	    ctl_punt_upgrade },
 };
 
 static void
@@ -150,6 +155,8 @@ parse_opts(int argc, char **argv, struct ctl *c, const char **conf,
 		{ "older-than",	required_argument, NULL, 'O' },
 		{ "dry-run",	no_argument,	   NULL, 'D' },
 		{ "repair",	no_argument,	   NULL, 'R' },
+		{ "abort",	no_argument,	   NULL, 'X' },
+		{ "batch",	required_argument, NULL, 'B' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ "version",	no_argument,	   NULL, 'V' },
 		{ NULL,		0,		   NULL, 0 }
@@ -201,6 +208,17 @@ parse_opts(int argc, char **argv, struct ctl *c, const char **conf,
 		case 'R':
 			c->repair = true;
 			*seen |= O_REPAIR;
+			break;
+		case 'X':
+			c->abort_upgrade = true;
+			*seen |= O_ABORT;
+			break;
+		case 'B':
+			if (util_parse_u64(optarg, 1000000, &v) == -1 || v == 0)
+				return usage_fail("--batch: a number of records "
+				    "from 1 to 1000000: %s", optarg);
+			c->batch = (unsigned)v;
+			*seen |= O_BATCH;
 			break;
 		case 'h':
 			usage(stdout);

@@ -27,6 +27,8 @@ struct ctl {
 	int	 older_than_days; /* --older-than, -1 when absent */
 	bool	 dry_run;	/* --dry-run */
 	bool	 repair;	/* --repair */
+	bool	 abort_upgrade;	/* --abort */
+	unsigned batch;		/* --batch, 0 when absent */
 };
 
 /* Write s as a JSON string literal (quotes and escapes) to f. */
@@ -49,6 +51,7 @@ int	ctl_smtp_done(struct ctl *c);		/* smtp done PUNT:ID */
 int	ctl_smtp_release(struct ctl *c);	/* smtp release PUNT:ID */
 int	ctl_fsck(struct ctl *c);		/* fsck [--repair] */
 int	ctl_punt_create(struct ctl *c);		/* punt create [NAME...] */
+int	ctl_punt_upgrade(struct ctl *c);	/* punt upgrade PUNT... [--abort] */
 
 /* ctl_daemon.c */
 int	ctl_sessions(struct ctl *c);		/* sessions */

@@ -318,4 +318,40 @@ int	store_stat(struct store *st, struct store_stat *out);
 int	store_fsck(struct store *st, bool repair, struct store_fsck *out,
 	    store_report_fn *report, void *arg);
 
+/*
+ * ---- Upgrade of a format-1 punt to index format 2 (sdps-ctl punt
+ * upgrade; docs/notes/h-index2.md §6).  Crash-safe: the old databases
+ * are not written before the one commit that switches, so a kill at any
+ * point leaves the punt all format 1 or all format 2 (a half-done upgrade
+ * is refused by store_open and finished, or rolled back with abort, by
+ * the next call).  Refuses, changing nothing: another process has the
+ * punt's environment open, a record of a newer record version, an index
+ * fault (fsck --repair first), too little map.  Returns 0 (what happened
+ * in *out) or -1 with err.
+ */
+enum store_upgrade_done {
+	STORE_UPGRADED,		/* format 1 (or a half-done upgrade) -> 2 */
+	STORE_UPGRADE_NOOP,	/* already format 2, nothing changed */
+	STORE_UPGRADE_ABORTED,	/* abort: format 1 again */
+	STORE_UPGRADE_NOABORT	/* abort asked on format 1: nothing to do */
+};
+
+struct store_upgrade_opts {
+	uint64_t map_size;	/* octets, 0: the default */
+	size_t	 batch;		/* records per commit, 0: 8192 */
+	bool	 abort;		/* roll a half-done upgrade back */
+};
+
+struct store_upgrade_res {
+	enum store_upgrade_done done;
+	uint64_t records;	/* records in the punt */
+	uint64_t copied;	/* copied by this call */
+	uint64_t batches;	/* batch commits of this call */
+	bool	 resumed;	/* a half-done upgrade was continued */
+};
+
+int	store_upgrade(const char *path, const char *name,
+	    const struct store_upgrade_opts *opts, struct store_upgrade_res *out,
+	    char *err, size_t errlen);
+
 #endif
