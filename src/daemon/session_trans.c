@@ -436,8 +436,12 @@ cmd_retr(struct session *s, struct conn_args *a)
 	if (rc == -1)
 		return CMD_IOFAIL;
 	conn_ml_end(s->c);
-	conn_cork(s->c, false);
-	if (conn_werr(s->c) != CONN_OK)
+	/*
+	 * The cork stays on while the client's next command is already
+	 * here: a pipelined batch of RETRs costs one TCP_CORK pair, not one
+	 * per message.  conn takes it off before it waits for input.
+	 */
+	if (conn_flush(s->c) == -1 || conn_werr(s->c) != CONN_OK)
 		return CMD_IOFAIL;
 	/* Handed to the kernel in full: RD (docs/design.md §4.4). */
 	m->read_now = true;

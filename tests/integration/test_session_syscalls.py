@@ -4,7 +4,9 @@ workers around one session, never timed:
 
 - a punt's health (stat, stat, access) is checked at login and when a
   body cannot be opened, not before every RETR;
-- the "ident[pid]" log prefix does not ask getpid(2) per line.
+- the "ident[pid]" log prefix does not ask getpid(2) per line;
+- a pipelined batch of RETRs shares one TCP_CORK on/off pair, and a
+  client that waits for each reply still gets every body whole.
 
 Skipped where strace is missing or not allowed."""
 
@@ -106,3 +108,25 @@ def test_log_prefix_does_not_ask_pid_per_line(mail):
     c = count_syscalls(mail, fetch_all)
     # connect, login and logout lines: 3 getpid before the fix
     assert c.get("getpid", 0) <= 1, c
+
+
+def fetch_pipelined(d):
+    with d.login() as p:
+        p.send_raw("".join("RETR %d\r\n" % i
+                           for i in range(1, N_RETR + 1)) + "QUIT\r\n")
+        for i in range(N_RETR):
+            assert p.line().startswith("+OK")
+            body = p.multi_body()
+            assert any(b"m%d" % i in ln for ln in body), body[:12]
+        assert p.line().startswith("+OK")
+        assert p.closed()
+
+
+def test_pipelined_retrs_share_one_cork(mail):
+    c = count_syscalls(mail, fetch_pipelined)
+    # before: a TCP_CORK on and off around every body (2 x N_RETR)
+    assert c.get("setsockopt", 0) <= 4, c
+    # and one RETR at a time still ends with the body pushed out
+    # (fetch_all waits for each terminator before the next command)
+    c = count_syscalls(mail, fetch_all)
+    assert c.get("setsockopt", 0) <= 2 * N_RETR + 2, c
