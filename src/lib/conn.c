@@ -171,10 +171,18 @@ conn_setup(int fd, size_t line_max, unsigned idle_timeout_s,
 	int		 fl, proto;
 	socklen_t	 sl = sizeof(proto);
 
-	if ((c = calloc(1, sizeof(*c))) == NULL) {
-		log_warn("conn: calloc");
+	/*
+	 * Not calloc: zeroing the 16 KB write buffer would dirty every page
+	 * of it in each worker, and an idle session writes a few lines
+	 * (issue 12, idle memory).  Only the fields around it are cleared;
+	 * wbuf[0, wlen) is all that is ever read.
+	 */
+	if ((c = malloc(sizeof(*c))) == NULL) {
+		log_warn("conn: malloc");
 		return NULL;
 	}
+	memset(c, 0, offsetof(struct conn, wbuf));
+	memset(&c->wlen, 0, sizeof(*c) - offsetof(struct conn, wlen));
 	c->fd = fd;
 	c->tp = &plain_transport;
 	c->line_max = line_max < 3 ? 3 : line_max;
