@@ -340,6 +340,13 @@ fill(struct conn *c)
 	if (conn_flush(c) == -1)
 		return c->werr;
 	/*
+	 * No whole command is buffered, so the client may be waiting for
+	 * our replies: a cork (conn_cork) ends here.  Pipelined commands
+	 * that came in one read never get here between them and share it.
+	 */
+	if (c->corked)
+		conn_cork(c, false);
+	/*
 	 * The idle timer runs from the first wait for this line, after our
 	 * replies went out, and is not re-armed by input that does not end
 	 * the line (issue 8: one octet every few seconds kept a worker).
@@ -372,9 +379,6 @@ fill(struct conn *c)
 		if (errno == EINTR)
 			continue;
 		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			/* A cork never outlives a wait for the client. */
-			if (c->corked)
-				conn_cork(c, false);
 			if ((r = conn_wait_until(c, conn_want(c, POLLIN),
 			    deadline)) != CONN_OK)
 				return r;
