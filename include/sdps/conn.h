@@ -153,7 +153,9 @@ int	conn_flush(struct conn *c);
 /*
  * Hold back partial TCP segments (TCP_CORK) while a reply is assembled
  * from the buffer and a file; turning it off flushes the buffer first.
- * A no-op on sockets that are not TCP.
+ * A no-op on sockets that are not TCP.  A cork left on is taken off
+ * before conn waits for input (conn_read_line), so replies to pipelined
+ * commands share it.
  */
 void	conn_cork(struct conn *c, bool on);
 

@@ -372,6 +372,9 @@ fill(struct conn *c)
 		if (errno == EINTR)
 			continue;
 		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			/* A cork never outlives a wait for the client. */
+			if (c->corked)
+				conn_cork(c, false);
 			if ((r = conn_wait_until(c, conn_want(c, POLLIN),
 			    deadline)) != CONN_OK)
 				return r;
