@@ -153,7 +153,9 @@ int	conn_flush(struct conn *c);
 /*
  * Hold back partial TCP segments (TCP_CORK) while a reply is assembled
  * from the buffer and a file; turning it off flushes the buffer first.
- * A no-op on sockets that are not TCP.
+ * A no-op on sockets that are not TCP.  A cork left on is taken off
+ * when conn_read_line must read more input (no whole line buffered), so
+ * replies to commands that came pipelined in one read share it.
  */
 void	conn_cork(struct conn *c, bool on);
 

@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -303,6 +304,28 @@ worker_accept(struct session_env *w, int lfd, bool lmtp, char *peer,
 	return fd;
 }
 
+/*
+ * Issue 12 (idle memory): a worker holds one session, so whatever its
+ * heap keeps after a session is paid again by every idle worker.  Fixed
+ * thresholds (mallopt turns glibc's sliding ones off, which a freed big
+ * block had raised past argon2id's 128 KB index buffer and a large
+ * listing, leaving them on the heap for good): blocks of
+ * WORKER_MMAP_MIN and more are mapped and unmapped at free, and free
+ * memory above WORKER_TRIM_MIN at the top of the heap goes back at once.
+ * After each session malloc_trim also returns the free pages inside the
+ * heap (MADV_DONTNEED), so a worker goes back to what its next session
+ * needs.
+ */
+#define WORKER_MMAP_MIN		(64 * 1024)
+#define WORKER_TRIM_MIN		(64 * 1024)
+
+static void
+worker_malloc_init(void)
+{
+	(void)mallopt(M_MMAP_THRESHOLD, WORKER_MMAP_MIN);
+	(void)mallopt(M_TRIM_THRESHOLD, WORKER_TRIM_MIN);
+}
+
 /* The slot was begun by worker_accept. */
 static void
 worker_serve(struct session_env *w, int fd, bool lmtp, const char *peer)
@@ -317,6 +340,7 @@ worker_serve(struct session_env *w, int fd, bool lmtp, const char *peer)
 	}
 	close(fd);
 	worker_kill_session = 0;
+	(void)malloc_trim(0);
 	worker_slot_idle(w, true);
 }
 
@@ -449,6 +473,7 @@ worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
 	bool			 lmtp;
 
 	worker_signals();
+	worker_malloc_init();
 	snprintf(proc, sizeof(proc), "worker %d", slot_idx);
 	log_setproc(proc);
 	master = sb->hdr->master_pid;

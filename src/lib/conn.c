@@ -171,10 +171,18 @@ conn_setup(int fd, size_t line_max, unsigned idle_timeout_s,
 	int		 fl, proto;
 	socklen_t	 sl = sizeof(proto);
 
-	if ((c = calloc(1, sizeof(*c))) == NULL) {
-		log_warn("conn: calloc");
+	/*
+	 * Not calloc: zeroing the 16 KB write buffer would dirty every page
+	 * of it in each worker, and an idle session writes a few lines
+	 * (issue 12, idle memory).  Only the fields around it are cleared;
+	 * wbuf[0, wlen) is all that is ever read.
+	 */
+	if ((c = malloc(sizeof(*c))) == NULL) {
+		log_warn("conn: malloc");
 		return NULL;
 	}
+	memset(c, 0, offsetof(struct conn, wbuf));
+	memset(&c->wlen, 0, sizeof(*c) - offsetof(struct conn, wlen));
 	c->fd = fd;
 	c->tp = &plain_transport;
 	c->line_max = line_max < 3 ? 3 : line_max;
@@ -331,6 +339,13 @@ fill(struct conn *c)
 	}
 	if (conn_flush(c) == -1)
 		return c->werr;
+	/*
+	 * No whole command is buffered, so the client may be waiting for
+	 * our replies: a cork (conn_cork) ends here.  Pipelined commands
+	 * that came in one read never get here between them and share it.
+	 */
+	if (c->corked)
+		conn_cork(c, false);
 	/*
 	 * The idle timer runs from the first wait for this line, after our
 	 * replies went out, and is not re-armed by input that does not end

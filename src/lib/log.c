@@ -3,6 +3,7 @@
  * daemon, stderr lines "ident[pid]: proc: msg" in the foreground.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,32 @@ static const char	*log_ident = "sdps";
 static const char	*log_proc;
 static bool		 log_foreground = true;
 static bool		 log_verbose;
+static pid_t		 log_pid;	/* 0: not known in this process */
+
+/*
+ * The pid of the "ident[pid]" prefix, asked once per process and not once
+ * per line (3 getpid(2) a POP3 session).  A fork child forgets it (the
+ * atfork handler), so a worker never logs its master's pid.
+ */
+static void
+log_pid_forget(void)
+{
+	log_pid = 0;
+}
+
+static pid_t
+log_getpid(void)
+{
+	static bool	 registered;
+
+	if (!registered) {
+		(void)pthread_atfork(NULL, NULL, log_pid_forget);
+		registered = true;
+	}
+	if (log_pid == 0)
+		log_pid = getpid();
+	return log_pid;
+}
 
 void
 log_init(const char *ident, bool foreground, int facility, bool verbose)
@@ -49,7 +76,7 @@ log_vwrite(int pri, const char *fmt, va_list ap, const char *errstr)
 	if (log_foreground) {
 		/* One write(2) per line keeps lines whole across processes. */
 		n = snprintf(line, sizeof(line), "%s[%ld]: %s%s%s%s%s\n",
-		    log_ident, (long)getpid(),
+		    log_ident, (long)log_getpid(),
 		    log_proc != NULL ? log_proc : "",
 		    log_proc != NULL ? ": " : "", msg,
 		    errstr != NULL ? ": " : "", errstr != NULL ? errstr : "");
