@@ -81,7 +81,7 @@ void	rec_id_key(uint64_t id, unsigned char *k);
 uint64_t rec_key_id(const unsigned char *k);
 
 /*
- * Index format 2 (docs/notes/h-index2.md), what the store reads and
+ * Index format 2 (docs/design.md §5.2), what the store reads and
  * writes (the msg/host keying above is format 1's, read only by the
  * upgrade):
  * records clustered by host in arrival order.  "rec" key = host id u32,

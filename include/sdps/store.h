@@ -320,7 +320,7 @@ int	store_fsck(struct store *st, bool repair, struct store_fsck *out,
 
 /*
  * ---- Upgrade of a format-1 punt to index format 2 (sdps-ctl punt
- * upgrade; docs/notes/h-index2.md §6).  Crash-safe: the old databases
+ * upgrade; docs/design.md §18.4).  Crash-safe: the old databases
  * are not written before the one commit that switches, so a kill at any
  * point leaves the punt all format 1 or all format 2 (a half-done upgrade
  * is refused by store_open and finished, or rolled back with abort, by

@@ -1,7 +1,7 @@
 /*
  * ctl_upgrade: sdps-ctl punt upgrade PUNT... [--abort] [--batch N], the
  * migration of a format-1 punt to index format 2 (store_upgrade,
- * docs/notes/h-index2.md §6).  Its own file: ctl_store.c is at the size
+ * docs/design.md §18.4).  Its own file: ctl_store.c is at the size
  * limit.  The punts are upgraded one at a time, by path, never through
  * the puntset: store_open refuses a format-1 punt.
  */

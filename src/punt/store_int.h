@@ -29,7 +29,7 @@
 #define STORE_NAME_MAX		64
 
 /*
- * The punt's LMDB databases (docs/notes/h-index2.md §2).  Format 2 uses
+ * The punt's LMDB databases (docs/design.md §5.2).  Format 2 uses
  * meta, rec, id and hosts; msg and host are format 1's, kept (empty) in
  * a format-2 punt so that a format-1 binary still reaches its version
  * check and refuses clearly (§5).  The upgrade (store_upgrade.c) and the

@@ -156,7 +156,7 @@ put_file_rec(const struct store_envelope *env, uint64_t wire_len,
 }
 
 /*
- * ---- Group commit (docs/notes/h-gcommit.md) ----
+ * ---- Group commit (docs/design.md §18.5) ----
  *
  * Every store ends here: files already durable in tmp/ get their ids,
  * their spool names and their records in one write transaction, whose

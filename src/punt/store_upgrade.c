@@ -1,6 +1,6 @@
 /*
  * store_upgrade: a format-1 punt to index format 2, crash-safe
- * (docs/notes/h-index2.md §6).  The steps, each its own write
+ * (docs/design.md §18.4).  The steps, each its own write
  * transaction: mark (version 2 + the "upgrade" marker, so every binary
  * refuses the punt), copy in batches (each batch's records and the
  * frontier that says they are done in one commit), verify + switch (one

@@ -1,4 +1,4 @@
-"""Group commit (issue 12 item 5, docs/notes/h-gcommit.md): LMTP
+"""Group commit (issue 12 item 5, docs/design.md §18.5): LMTP
 deliveries of separate sessions (separate worker processes) that are in
 flight together share one LMDB commit, and a kill anywhere in that shared
 commit never loses a message that got 250.

@@ -1,5 +1,5 @@
 """The syscalls a POP3 session costs do not grow with what it does not need
-(issue 12 item 3, docs/notes/h-pollpath.md).  Counted with strace on the
+(issue 12 item 3, docs/design.md §18.2).  Counted with strace on the
 workers around one session, never timed:
 
 - a punt's health (stat, stat, access) is checked at login and when a

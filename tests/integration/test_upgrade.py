@@ -1,5 +1,5 @@
 """sdps-ctl punt upgrade: a format-1 punt to index format 2
-(docs/notes/h-index2.md §6, docs/notes/h-upgrade.md).
+(docs/design.md §18.4).
 
 The format-1 punt is written by tools/sdps-fmt1 (raw LMDB and rec_encode,
 the layout the format-1 binary wrote): three hosts, one to three

@@ -1,5 +1,5 @@
 """Idle workers are not woken by a connection another worker takes
-(issue 12 item 3; docs/notes/h-perf-profile.md, fix #1: the idle wait is
+(issue 12 item 3; docs/design.md §18.2, fix 1: the idle wait is
 an epoll set with EPOLLEXCLUSIVE, src/daemon/worker.c).
 
 With poll(2) on the shared listening socket every idle worker woke for

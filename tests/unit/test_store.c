@@ -945,7 +945,7 @@ slurp(const char *path, size_t *len)
 
 /*
  * Turn f's format-2 index (one record) back into format 1 as a format-1
- * binary wrote it (docs/notes/h-index2.md §2): version 1, the record
+ * binary wrote it (docs/design.md §5.2): version 1, the record
  * in "msg" under its id and in "host", "rec"/"id"/"hosts" deleted.
  */
 static void
