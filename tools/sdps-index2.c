@@ -1,10 +1,10 @@
 /*
- * sdps-index2: the measurement behind index format 2 (docs/notes/
- * h-index2.md).  Builds a punt-sized LMDB in today's layout (format 1:
+ * sdps-index2: the measurement behind index format 2 (docs/design.md
+ * §18.3).  Builds a punt-sized LMDB in today's layout (format 1:
  * "msg" id -> record, "host" dupsort host -> ids), upgrades it in place
  * to format 2 ("rec" host id|arrival|id -> record, "id" id -> host id|
  * arrival, "hosts" name -> host id) in batches of -B records per commit,
- * the way `sdps-ctl punt upgrade` would, then times maildrop listings in
+ * the way `sdps-ctl punt upgrade` does, then times maildrop listings in
  * both layouts from the same environment with a warm cache:
  *   (a) format 1: the host's dupsort ids, one msg lookup per id;
  *   (b) format 2: one cursor range scan over the host's records.

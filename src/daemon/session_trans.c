@@ -137,7 +137,7 @@ cmd_list(struct session *s, struct conn_args *a)
 	/*
 	 * Corked, and uncorked at the end: a long listing's last partial
 	 * segment would otherwise wait for the client's delayed ACK under
-	 * Nagle (40 ms for a 50,000-message LIST, h-store2.md).
+	 * Nagle (40 ms for a 50,000-message LIST, docs/design.md §18.3).
 	 */
 	conn_cork(s->c, true);
 	session_ok(s, "%zu messages (%" PRIu64 " octets)", count, octets);

@@ -162,7 +162,8 @@ lstore_rec_key(struct store *st, MDB_txn *txn, uint64_t id, unsigned char *k)
 	return GET_OK;
 }
 
-/* Format 2 (h-index2.md §3.3): "id" gives the "rec" key, "rec" the record. */
+/* Format 2 (docs/design.md §5.2): "id" gives the "rec" key, "rec" the
+ * record. */
 enum lstore_get
 lstore_rec_get(struct store *st, MDB_txn *txn, uint64_t id, MDB_val *v,
     struct rec *r)
@@ -305,7 +306,7 @@ lstore_id_put(struct store *st, MDB_txn *txn, const unsigned char *k,
 }
 
 /*
- * A new record (h-index2.md §3.5): host id, "rec" and "id" entries, each
+ * A new record (docs/design.md §5.2): host id, "rec" and "id" entries, each
  * refusing to overwrite.  The one place that knows which databases a new
  * message touches (commit_record's caller stays format-blind).
  */
@@ -588,7 +589,7 @@ create_index(MDB_txn *txn, const char *path, const char *name, char *err,
 	/*
 	 * Format 2's databases, and format 1's msg and host empty beside
 	 * them: a format-1 binary opens those before it reads the version,
-	 * and so refuses with "newer" instead of MDB_NOTFOUND (h-index2 §5).
+	 * and so refuses with "newer" instead of MDB_NOTFOUND (docs/design.md §5.2).
 	 */
 	if ((rc = mdb_dbi_open(txn, LSTORE_DB_REC, MDB_CREATE, &other)) != 0 ||
 	    (rc = mdb_dbi_open(txn, LSTORE_DB_ID, MDB_CREATE, &other)) != 0 ||
@@ -687,7 +688,7 @@ open_paths(struct store *st, const char *path, char *dir, size_t dirlen,
 /*
  * The format version rule (include/sdps/record.h), read-only: format 2
  * without an upgrade marker is served; format 1 and a punt in the middle
- * of its upgrade are refused with what to run (h-index2.md §3.1).
+ * of its upgrade are refused with what to run (docs/design.md §5.2).
  */
 static int
 open_format(struct store *st, MDB_txn *txn, const char *path, char *err,

@@ -31,7 +31,7 @@
 
 /* fsck: index first (one snapshot), then files against the index. */
 
-/* Index faults of format 2 (h-index2.md §3.13). */
+/* Index faults of format 2 (docs/design.md §5.7). */
 enum fix_kind {
 	FIX_BADREC,	/* undecodable record: delete it and its id entry */
 	FIX_NOID,	/* id entry missing or not the key's: put it */

@@ -116,7 +116,7 @@ int	lstore_rec_put(struct store *st, MDB_txn *txn, uint64_t id,
 	    const struct rec *r, unsigned flags);
 /*
  * Rewrite id's existing record under its key (host and arrival never
- * change, h-index2.md §2); flags are mdb_put's.  A new record goes by
+ * change, docs/design.md §5.2); flags are mdb_put's.  A new record goes by
  * lstore_rec_insert.
  */
 /*

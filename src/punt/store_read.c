@@ -69,7 +69,7 @@ arena_env(char **a, size_t *len, size_t *cap, const struct rec *r,
 }
 
 /*
- * Format 2 (h-index2.md §3.8): every "rec" entry of host id hid (all of
+ * Format 2 (docs/design.md §5.2): every "rec" entry of host id hid (all of
  * them if hid is 0) in key order, arrival then id, handed to fn with its
  * key (REC_HKEY_LEN octets, checked) and value.  fn returns 0 to go on,
  * 1 to stop, -1 on error.  0, or -1 (logged).

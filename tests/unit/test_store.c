@@ -1073,7 +1073,8 @@ test_upgrade_marker_refused(void **state)
 /*
  * A new punt is format 2 and keeps format 1's "msg" and "host", empty:
  * a format-1 binary opens them before its version check, and without
- * them would refuse with MDB_NOTFOUND instead of "newer" (h-index2 §5).
+ * them would refuse with MDB_NOTFOUND instead of "newer"
+ * (docs/design.md §5.2).
  */
 static void
 test_create_format2(void **state)
@@ -1185,7 +1186,7 @@ count_any_host(const char *host, uint64_t msgs, void *arg)
 }
 
 /*
- * Format-2 index faults (h-index2.md §3.13): an id entry missing, a
+ * Format-2 index faults (docs/design.md §5.7): an id entry missing, a
  * stray id entry, an undecodable record, a record under another host's
  * key.  fsck finds the four, repair fixes them, a second fsck is clean.
  */
