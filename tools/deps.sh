@@ -4,7 +4,7 @@
 PKGS="gcc clang make pkg-config liblmdb-dev lmdb-utils libsodium-dev
 libinih-dev libssl-dev openssl libcmocka-dev libclang-rt-14-dev python3 python3-pytest
 fetchmail mpop getmail6 curl swaks python3-aiosmtpd valgrind procps
-iproute2 postfix man-db groff-base"
+iproute2 nftables postfix man-db groff-base"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' ||

@@ -20,7 +20,15 @@
 
 struct config_punt {
 	char	 name[CONFIG_NAME_MAX + 1];
-	char	 path[PATH_MAX];
+	char	 path[PATH_MAX];	/* a local punt's directory, or "" */
+	/* A remote punt (issue 11, docs/punt-protocol.md): the punt
+	 * server's address and the TLS client files; address "" = local. */
+	char	 address[CONFIG_ADDR_MAX];	/* host:port or [v6]:port */
+	char	 ca[PATH_MAX];		/* PEM CA the punt's cert must chain to */
+	char	 cert[PATH_MAX];	/* this front end's client certificate */
+	char	 key[PATH_MAX];		/* and its private key */
+	char	 server_name[256];	/* name or IP the punt's cert must
+					 * carry; default: address's host */
 };
 
 /*
@@ -33,7 +41,8 @@ struct config_punt {
  */
 enum config_proto {
 	CONFIG_PROTO_POP3,
-	CONFIG_PROTO_LMTP
+	CONFIG_PROTO_LMTP,
+	CONFIG_PROTO_PUNT	/* punt_listen: the punt protocol, implicit TLS */
 };
 
 enum config_tls {
@@ -79,10 +88,11 @@ struct config_listener {
 	char			 addr[CONFIG_ADDR_MAX];	/* or a unix path */
 	enum config_proto	 proto;
 	enum config_tls		 tls;
+	char			 punt[CONFIG_NAME_MAX + 1]; /* PUNT: served */
 };
 
-/* Per protocol (CONFIG_LISTEN_MAX each), so two of them in all. */
-#define CONFIG_LISTENERS_MAX	(2 * CONFIG_LISTEN_MAX)
+/* Per protocol (CONFIG_LISTEN_MAX each): POP3, LMTP and punt. */
+#define CONFIG_LISTENERS_MAX	(3 * CONFIG_LISTEN_MAX)
 
 enum config_hash_cost {
 	CONFIG_HASH_MIN,		/* tests only: libsodium's minimum */
@@ -131,6 +141,17 @@ struct config {
 
 	/* [tls] */
 	struct config_tls_set tls;
+
+	/* [punt_server] (issue 11): who may use this machine's punts */
+	char	 ps_ca[PATH_MAX];	/* PEM CA the front ends' certs chain to */
+	char	 ps_allow[1024];	/* front-end identities, space separated */
+	unsigned ps_idle_timeout_s;	/* a quiet link (and its lock) ends */
+
+	/* [link] (issue 11): a front end's links to its remote punts */
+	unsigned link_timeout_s;	/* per command; TCP_USER_TIMEOUT */
+	unsigned link_connect_timeout_ms; /* connect + TLS + greeting, all
+					 * punts in parallel, one deadline */
+	unsigned link_down_s;		/* a punt that failed is skipped */
 
 	/* [auth] */
 	char	 auth_path[PATH_MAX];

@@ -10,9 +10,10 @@
  * store.h's: open in the process that uses the punt, after fork().
  *
  * What the interface deliberately does not cover: fsck, punt create,
- * admin walks and the LMTP tmp-file streaming need the local directory,
- * so they reach it through punt_local_store(), which a remote punt
- * answers with NULL.
+ * admin walks and the LMTP tmp-file streaming into a punt's own tmp/
+ * need the local directory, so they reach it through punt_local_store(),
+ * which a remote punt (punt_remote.c, docs/punt-protocol.md) answers
+ * with NULL.
  */
 #ifndef SDPS_PUNT_H
 #define SDPS_PUNT_H
@@ -82,6 +83,12 @@ struct punt_ops {
 	enum store_res (*put)(void *impl, const struct store_envelope *env,
 		    const void *wire, size_t wire_len, uint64_t body_octets,
 		    uint64_t *id, char *err, size_t errlen);
+	/* put, from a file holding the wire data at offset 0 (LMTP's
+	 * streamed DATA, sent through a remote punt's link). */
+	enum store_res (*put_file)(void *impl,
+		    const struct store_envelope *env, int fd, uint64_t wire_len,
+		    uint64_t body_octets, uint64_t *id, char *err,
+		    size_t errlen);
 	enum store_res (*stat)(void *impl, struct store_stat *out);
 	struct store *(*local_store)(void *impl);
 };
@@ -145,6 +152,9 @@ enum store_res punt_done(struct punt *p, uint64_t id);
 enum store_res punt_put(struct punt *p, const struct store_envelope *env,
 	    const void *wire, size_t wire_len, uint64_t body_octets,
 	    uint64_t *id, char *err, size_t errlen);
+enum store_res punt_put_file(struct punt *p, const struct store_envelope *env,
+	    int fd, uint64_t wire_len, uint64_t body_octets, uint64_t *id,
+	    char *err, size_t errlen);
 enum store_res punt_stat(struct punt *p, struct store_stat *out);
 
 /* The local store under p, or NULL for a punt that is not local. */

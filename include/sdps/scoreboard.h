@@ -24,8 +24,9 @@
 #include "sdps/util.h"
 
 #define SB_MAGIC	0x53445053u	/* "SDPS" */
-/* 2: auth throttle fields, sb_slot.pool (issue 8); 3: sb_slot.tls (issue 10) */
-#define SB_VERSION	3
+/* 2: auth throttle fields, sb_slot.pool (issue 8); 3: sb_slot.tls (issue 10);
+ * 4: SB_LINK and the remote punts' link state (issue 11) */
+#define SB_VERSION	4
 #define SB_PEER_MAX	64
 #define SB_MAILDROP_MAX	(UTIL_ADDR_MAX + 1)
 #define SB_CMD_MAX	16
@@ -39,6 +40,7 @@ enum sb_state {
 	SB_TRANS,	/* POP3 TRANSACTION */
 	SB_UPDATE,	/* POP3 UPDATE (removing) */
 	SB_LMTP,	/* serving an LMTP client */
+	SB_LINK,	/* serving a front end's punt link (punt_listen) */
 	SB_EXITING
 };
 
@@ -88,6 +90,13 @@ struct sb_punt_health {
 	/* Any worker: 1 reachable, 0 not, at checked_us. */
 	_Atomic uint32_t ok;
 	_Atomic uint64_t checked_us;
+	/* Remote punts (issue 11), any worker: the link is not tried
+	 * again before down_until_us (util_now_us; 0 = not down), so
+	 * logins do not wait for a dead punt;
+	 * rtt_us is the last measured round trip (0 = none yet). */
+	_Atomic uint32_t remote;
+	_Atomic uint64_t down_until_us;
+	_Atomic uint64_t rtt_us;
 };
 
 struct sb_header {

@@ -89,6 +89,7 @@ ctl_in_session(const struct sb_slot *s)
 	case SB_TRANS:
 	case SB_UPDATE:
 	case SB_LMTP:
+	case SB_LINK:
 		return true;
 	case SB_FREE:
 	case SB_STARTING:

@@ -639,6 +639,7 @@ sb_state_name(uint32_t state)
 		[SB_TRANS] = "trans",
 		[SB_UPDATE] = "update",
 		[SB_LMTP] = "lmtp",
+		[SB_LINK] = "link",
 		[SB_EXITING] = "exiting",
 	};
 

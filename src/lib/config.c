@@ -19,10 +19,12 @@
 
 #include "sdps/config.h"
 #include "sdps/util.h"
+#include "config_int.h"
 
 #define MIB	(1024ULL * 1024)
 
-enum sect { S_NONE, S_SERVER, S_TLS, S_AUTH, S_STORE, S_EXPIRE, S_PUNT };
+enum sect { S_NONE, S_SERVER, S_TLS, S_AUTH, S_STORE, S_EXPIRE, S_PSERVER,
+    S_LINK, S_PUNT };
 
 enum ktype {
 	K_UINT,		/* unsigned, within [min, max] */
@@ -33,11 +35,13 @@ enum ktype {
 	K_CMD,		/* command line starting with an absolute path, or "" */
 	K_LISTEN,	/* repeatable address */
 	K_LMTP,		/* repeatable address or unix socket path */
+	K_PUNTL,	/* repeatable "address punt-name" */
 	K_COST,		/* hash cost name */
 	K_MODE,		/* octal permission bits, at most max */
 	K_GROUP,	/* group name or "" (field of 64) */
 	K_CLEAR,	/* allow_cleartext: loopback, yes or no */
 	K_STR,		/* printable text, shorter than max */
+	K_WORDS,	/* printable words and spaces, shorter than max */
 	K_PROTO,	/* TLS protocol floor name */
 	K_BOOL		/* yes or no */
 };
@@ -58,6 +62,7 @@ struct key {
 static const struct key keys[] = {
 	{ S_SERVER, "listen",		K_LISTEN, 0, 0, 0 },
 	{ S_SERVER, "lmtp_listen",	K_LMTP,	0, 0, 0 },
+	{ S_SERVER, "punt_listen",	K_PUNTL, 0, 0, 0 },
 	{ S_SERVER, "user",		K_USER,	CF(user), 0, 0 },
 	{ S_SERVER, "run_dir",		K_PATH,	CF(run_dir), 0, 0 },
 	{ S_SERVER, "min_spare",	K_UINT,	CF(min_spare), 0, 100000 },
@@ -121,6 +126,16 @@ static const struct key keys[] = {
 	{ S_TLS, "ticket_lifetime",	K_UINT,
 	    TF(ticket_lifetime_s), 0, 604800 },
 	{ S_TLS, "ktls",		K_BOOL,	TF(ktls), 0, 0 },
+	/* Issue 11: remote punts (docs/punt-protocol.md). */
+	{ S_PSERVER, "ca",		K_PATH,	CF(ps_ca), 0, 0 },
+	{ S_PSERVER, "allow",		K_WORDS, CF(ps_allow), 0,
+	    sizeof(((struct config *)0)->ps_allow) },
+	{ S_PSERVER, "idle_timeout",	K_UINT,
+	    CF(ps_idle_timeout_s), 1, 86400 },
+	{ S_LINK, "timeout",		K_UINT,	CF(link_timeout_s), 1, 600 },
+	{ S_LINK, "connect_timeout_ms",	K_UINT,
+	    CF(link_connect_timeout_ms), 10, 600000 },
+	{ S_LINK, "down_time",		K_UINT,	CF(link_down_s), 0, 3600 },
 	{ S_AUTH, "path",		K_PATH,	CF(auth_path), 0, 0 },
 	{ S_AUTH, "map_size_mb",	K_MB,	CF(auth_map_size), 1, 1048576 },
 	{ S_AUTH, "hash_cost",		K_COST,	CF(hash_cost), 0, 0 },
@@ -144,7 +159,7 @@ struct parse {
 	enum sect	 sect;
 	int		 punt;		/* index in cf->punts when S_PUNT */
 	int		 punt_line[CONFIG_PUNT_MAX];
-	bool		 punt_has_path[CONFIG_PUNT_MAX];
+	unsigned	 punt_keys[CONFIG_PUNT_MAX];	/* config_punt_key */
 	int		 key_line[NITEMS(keys)];	/* 0 = not seen */
 	int		 listen_line[CONFIG_LISTENERS_MAX]; /* by listener */
 	int		 err_line;	/* first error, -1 = none */
@@ -164,65 +179,8 @@ perr(struct parse *p, int line, const char *fmt, ...)
 	va_end(ap);
 }
 
-void
-config_defaults(struct config *cf)
-{
-	memset(cf, 0, sizeof(*cf));
-	strcpy(cf->listeners[0].addr, "127.0.0.1:1110");
-	cf->listeners[0].proto = CONFIG_PROTO_POP3;
-	cf->listeners[0].tls = CONFIG_TLS_NONE;
-	cf->nlisteners = 1;
-	strcpy(cf->user, "sdps");
-	strcpy(cf->run_dir, "/run/sdps");
-	cf->min_spare = 4;
-	cf->max_spare = 16;
-	cf->max_workers = 256;
-	cf->max_sessions_per_worker = 1000;
-	cf->idle_timeout_s = 600;
-	cf->send_timeout_s = 60;
-	cf->auth_fail_delay_ms = 1000;
-	cf->auth_max_failures = 3;
-	cf->auth_max_parallel = 2;
-	cf->auth_cache_ttl_s = 300;
-	cf->auth_cache_entries = 4096;
-	cf->auth_source_budget = 10;
-	cf->auth_host_budget = 30;
-	cf->auth_budget_window_s = 600;
-	cf->auth_fail_delay_max_ms = 15000;
-	cf->auth_throttle_entries = 16384;
-	cf->login_delay_s = 0;
-	cf->max_bad_commands = 20;
-	cf->shutdown_grace_s = 30;
-	cf->lmtp_socket_mode = 0660;	/* groups stay "" */
-	cf->max_conn_per_ip = 10;
-	cf->auth_timeout_s = 60;
-	cf->lmtp_workers = 8;
-	cf->allow_cleartext = CONFIG_CLEARTEXT_LOOPBACK;
-	strcpy(cf->tls.min_protocol, "TLSv1.2");
-	/* The Mozilla "intermediate" profile (ssl-config.mozilla.org). */
-	strcpy(cf->tls.ciphers, "ECDHE-ECDSA-AES128-GCM-SHA256:"
-	    "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
-	    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:"
-	    "ECDHE-RSA-CHACHA20-POLY1305");
-	strcpy(cf->tls.ciphersuites, "TLS_AES_128_GCM_SHA256:"
-	    "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256");
-	strcpy(cf->tls.groups, "X25519:prime256v1:secp384r1");
-	cf->tls.handshake_timeout_s = 10;
-	cf->tls.ticket_lifetime_s = 3600;
-	cf->tls.ktls = true;
-	strcpy(cf->auth_path, "/var/lib/sdps/auth");
-	cf->auth_map_size = 64 * MIB;
-	cf->hash_cost = CONFIG_HASH_INTERACTIVE;
-	cf->store_map_size = 1024 * MIB;
-	cf->claim_lease_s = 3600;
-	cf->max_message_octets = 52428800;
-	cf->expire_days = 30;
-	strcpy(cf->sendmail, "/usr/sbin/sendmail -oi -f <>");
-	strcpy(cf->outbox, "/var/spool/sdps/outbox");
-}
-
-static bool
-is_punt_name(const char *s, size_t len)
+bool
+config_is_punt_name(const char *s, size_t len)
 {
 	size_t	 i;
 
@@ -244,8 +202,8 @@ has_ctl(const char *s)
 	return false;
 }
 
-static bool
-is_abs_path(const char *s, size_t max)
+bool
+config_is_abs_path(const char *s, size_t max)
 {
 	return s[0] == '/' && strlen(s) < max && !has_ctl(s);
 }
@@ -268,8 +226,8 @@ word_index(const char *list, const char *value)
 
 #define TLS_MODES	"none|starttls|implicit"	/* enum config_tls */
 /* "a.b.c.d:port", "[v6]:port" or "*:port"; the port is 1..65535. */
-static bool
-is_inet_addr(const char *s)
+bool
+config_is_inet_addr(const char *s)
 {
 	char		 host[INET6_ADDRSTRLEN];
 	const char	*colon, *h;
@@ -415,6 +373,30 @@ set_number(struct parse *p, const struct key *k, char *field,
 		*(uint64_t *)(void *)field = v * MIB;
 }
 
+/* punt_listen = ADDR NAME: implicit TLS always; NAME checked in check(). */
+static void
+set_punt_listener(struct parse *p, const char *value)
+{
+	size_t		 len = strcspn(value, " \t");
+	const char	*name = value + len + strspn(value + len, " \t");
+	char		 addr[CONFIG_ADDR_MAX];
+
+	snprintf(addr, sizeof(addr), "%.*s", (int)len, value);
+	if (len >= sizeof(addr) || !config_is_inet_addr(addr) ||
+	    !config_is_punt_name(name, strlen(name))) {
+		perr(p, p->lineno, "punt_listen: expected \"host:port "
+		    "PUNT\" (a [punt PUNT] with a path), got \"%s\"", value);
+		return;
+	}
+	if (config_nlisteners(p->cf, CONFIG_PROTO_PUNT) == CONFIG_LISTEN_MAX) {
+		perr(p, p->lineno, "punt_listen: more than %d addresses",
+		    CONFIG_LISTEN_MAX);
+		return;
+	}
+	add_listener(p, addr, CONFIG_PROTO_PUNT, CONFIG_TLS_IMPLICIT);
+	strcpy(p->cf->listeners[p->cf->nlisteners - 1].punt, name);
+}
+
 /* K_LISTEN (POP3) and K_LMTP: one more listener of that protocol. */
 static void
 set_listener(struct parse *p, const struct key *k, const char *value)
@@ -424,10 +406,11 @@ set_listener(struct parse *p, const struct key *k, const char *value)
 	enum config_tls	 tls;
 	int		 line = p->lineno;
 
-	if (split_listen(p, k->name, value, addr, &tls) == -1)
+	if (k->type != K_PUNTL &&
+	    split_listen(p, k->name, value, addr, &tls) == -1)
 		return;
 	if (k->type == K_LISTEN) {
-		if (!is_inet_addr(addr)) {
+		if (!config_is_inet_addr(addr)) {
 			perr(p, line, "listen: bad address \"%s\" (want "
 			    "a.b.c.d:port, [v6]:port or *:port)", addr);
 			return;
@@ -444,13 +427,17 @@ set_listener(struct parse *p, const struct key *k, const char *value)
 		add_listener(p, addr, CONFIG_PROTO_POP3, tls);
 		return;
 	}
+	if (k->type == K_PUNTL) {
+		set_punt_listener(p, value);
+		return;
+	}
 	if (tls != CONFIG_TLS_NONE) {
 		perr(p, line, "lmtp_listen: LMTP is plain only (tls=none)");
 		return;
 	}
-	if (addr[0] == '/' ? !is_abs_path(addr,
+	if (addr[0] == '/' ? !config_is_abs_path(addr,
 	    sizeof(((struct sockaddr_un *)0)->sun_path)) :
-	    !is_inet_addr(addr)) {
+	    !config_is_inet_addr(addr)) {
 		perr(p, line, "lmtp_listen: bad address \"%s\" (want "
 		    "host:port or an absolute socket path)", addr);
 		return;
@@ -509,7 +496,7 @@ set_key(struct parse *p, const struct key *k, const char *value)
 		set_number(p, k, field, value);
 		return;
 	case K_PATH:
-		if (!is_abs_path(value, PATH_MAX)) {
+		if (!config_is_abs_path(value, PATH_MAX)) {
 			perr(p, line, "%s: expected an absolute path, got "
 			    "\"%s\"", k->name, value);
 			return;
@@ -551,7 +538,7 @@ set_key(struct parse *p, const struct key *k, const char *value)
 	case K_CMD:
 		if (strcmp(value, "\"\"") == 0)
 			value = "";
-		if (value[0] != '\0' && !is_abs_path(value, PATH_MAX)) {
+		if (value[0] != '\0' && !config_is_abs_path(value, PATH_MAX)) {
 			perr(p, line, "%s: expected a command with an "
 			    "absolute path, or nothing", k->name);
 			return;
@@ -560,6 +547,7 @@ set_key(struct parse *p, const struct key *k, const char *value)
 		return;
 	case K_LISTEN:
 	case K_LMTP:
+	case K_PUNTL:
 		set_listener(p, k, value);
 		return;
 	case K_STR:
@@ -569,6 +557,14 @@ set_key(struct parse *p, const struct key *k, const char *value)
 			perr(p, line, "%s: expected a list without spaces, "
 			    "1..%llu octets", k->name,
 			    (unsigned long long)k->max - 1);
+			return;
+		}
+		strcpy(field, value);
+		return;
+	case K_WORDS:
+		if (strlen(value) >= k->max || has_ctl(value)) {
+			perr(p, line, "%s: expected words, 0..%llu octets",
+			    k->name, (unsigned long long)k->max - 1);
 			return;
 		}
 		strcpy(field, value);
@@ -584,7 +580,8 @@ set_key(struct parse *p, const struct key *k, const char *value)
 
 /* By enum sect: the [name] of each section ("punt NAME" for S_PUNT). */
 static const char *const sect_names[] = {
-	"", "server", "tls", "auth", "store", "expire", "punt"
+	"", "server", "tls", "auth", "store", "expire", "punt_server", "link",
+	"punt"
 };
 
 static int
@@ -603,23 +600,11 @@ handler(void *arg, const char *section, const char *name, const char *value)
 	}
 	if (p->sect == S_PUNT) {
 		pt = &p->cf->punts[p->punt];
-		if (strcmp(name, "path") != 0) {
-			perr(p, p->lineno, "[punt %s]: unknown key \"%s\"",
-			    pt->name, name);
+		if (config_punt_key(pt, &p->punt_keys[p->punt], name, value,
+		    p->reason, sizeof(p->reason)) == -1) {
+			p->err_line = p->lineno;
 			return 0;
 		}
-		if (p->punt_has_path[p->punt]) {
-			perr(p, p->lineno, "[punt %s]: duplicate key \"path\"",
-			    pt->name);
-			return 0;
-		}
-		if (!is_abs_path(value, sizeof(pt->path))) {
-			perr(p, p->lineno, "[punt %s]: path: expected an "
-			    "absolute path, got \"%s\"", pt->name, value);
-			return 0;
-		}
-		strcpy(pt->path, value);
-		p->punt_has_path[p->punt] = true;
 		return 1;
 	}
 	for (i = 0; i < NITEMS(keys); i++) {
@@ -663,14 +648,14 @@ section(struct parse *p, const char *s)
 		perr(p, p->lineno, "junk after section header");
 		return;
 	}
-	for (p->sect = S_EXPIRE; p->sect > S_NONE; p->sect--)
+	for (p->sect = S_LINK; p->sect > S_NONE; p->sect--)
 		if (strlen(sect_names[p->sect]) == len &&
 		    strncmp(s + 1, sect_names[p->sect], len) == 0)
 			break;
 	if (p->sect == S_NONE && len > 5 && strncmp(s + 1, "punt ", 5) == 0) {
 		name = s + 6;
 		len -= 5;
-		if (!is_punt_name(name, len)) {
+		if (!config_is_punt_name(name, len)) {
 			perr(p, p->lineno, "bad punt name \"%.*s\" (want "
 			    "[a-z0-9_-], 1..%d)", (int)len, name,
 			    CONFIG_NAME_MAX);
@@ -784,13 +769,27 @@ check_tls(struct parse *p)
 		if (cf->listeners[i].tls == CONFIG_TLS_NONE ||
 		    t->cert[0] != '\0')
 			continue;
-		perr(p, p->listen_line[i], "listen: %s %s needs [tls] cert "
-		    "and key", cf->listeners[i].addr,
+		perr(p, p->listen_line[i], "%s: %s %s needs [tls] cert "
+		    "and key", cf->listeners[i].proto == CONFIG_PROTO_PUNT ?
+		    "punt_listen" : "listen", cf->listeners[i].addr,
 		    cf->listeners[i].tls == CONFIG_TLS_STARTTLS ?
 		    "tls=starttls" : "tls=implicit");
 		return -1;
 	}
 	return 0;
+}
+
+/* Listener i (from config_punt_listeners) is not servable: say why. */
+static int
+check_punt_listeners(struct parse *p)
+{
+	int	 i;
+
+	if ((i = config_punt_listeners(p->cf, p->reason,
+	    sizeof(p->reason))) == -1)
+		return 0;
+	p->err_line = p->listen_line[i];
+	return -1;
 }
 
 static int
@@ -800,13 +799,14 @@ check(struct parse *p)
 	int		 i, j, line;
 
 	for (i = 0; i < cf->npunts; i++) {
-		if (!p->punt_has_path[i]) {
-			perr(p, p->punt_line[i], "[punt %s]: path is required",
-			    cf->punts[i].name);
+		if (config_punt_check(cf, i, p->punt_keys[i], p->reason,
+		    sizeof(p->reason)) == -1) {
+			p->err_line = p->punt_line[i];
 			return -1;
 		}
 		for (j = 0; j < i; j++)
-			if (strcmp(cf->punts[i].path, cf->punts[j].path) == 0) {
+			if (cf->punts[i].path[0] != '\0' &&
+			    strcmp(cf->punts[i].path, cf->punts[j].path) == 0) {
 				perr(p, p->punt_line[i], "[punt %s]: same path "
 				    "as punt %s", cf->punts[i].name,
 				    cf->punts[j].name);
@@ -817,7 +817,7 @@ check(struct parse *p)
 		perr(p, 0, "no [punt NAME] section: at least one is required");
 		return -1;
 	}
-	if (check_tls(p) == -1)
+	if (check_punt_listeners(p) == -1 || check_tls(p) == -1)
 		return -1;
 	if (cf->min_spare > cf->max_spare) {
 		line = later(key_line(p, S_SERVER, "min_spare"),

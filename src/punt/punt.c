@@ -179,6 +179,21 @@ punt_put(struct punt *p, const struct store_envelope *env, const void *wire,
 }
 
 enum store_res
+punt_put_file(struct punt *p, const struct store_envelope *env, int fd,
+    uint64_t wire_len, uint64_t body_octets, uint64_t *id, char *err,
+    size_t errlen)
+{
+	/* The local punt takes files through store_put_file (deliver.c),
+	 * which can link the streamed tmp file instead of copying it. */
+	if (p->ops->put_file == NULL) {
+		snprintf(err, errlen, "punt %s: no put_file", p->name);
+		return STORE_TEMPFAIL;
+	}
+	return p->ops->put_file(p->impl, env, fd, wire_len, body_octets, id,
+	    err, errlen);
+}
+
+enum store_res
 punt_stat(struct punt *p, struct store_stat *out)
 {
 	return p->ops->stat(p->impl, out);

@@ -1153,11 +1153,11 @@ test_no_punt(void **state)
 #define B64_WRONG_PW	"AGZyZWQuZXhhbXBsZS5uZXQAd3Jvbmc="
 
 static const struct config_listener L_NONE = {
-	"127.0.0.1:110", CONFIG_PROTO_POP3, CONFIG_TLS_NONE };
+	"127.0.0.1:110", CONFIG_PROTO_POP3, CONFIG_TLS_NONE, "" };
 static const struct config_listener L_STLS = {
-	"127.0.0.1:110", CONFIG_PROTO_POP3, CONFIG_TLS_STARTTLS };
+	"127.0.0.1:110", CONFIG_PROTO_POP3, CONFIG_TLS_STARTTLS, "" };
 static const struct config_listener L_IMPL = {
-	"127.0.0.1:995", CONFIG_PROTO_POP3, CONFIG_TLS_IMPLICIT };
+	"127.0.0.1:995", CONFIG_PROTO_POP3, CONFIG_TLS_IMPLICIT, "" };
 static char dummy_tls;
 
 /* The CAPA tags of the table that s is offered, comma-separated. */
