@@ -75,6 +75,40 @@ struct conn *conn_connect(const char *target, unsigned connect_timeout_s,
 	    size_t line_max, unsigned idle_timeout_s, unsigned send_timeout_s,
 	    volatile sig_atomic_t *kill);
 
+/*
+ * The client side without waiting (issue 11, the punt links): start a
+ * non-blocking connect(2) to the first address of "host:port" that a
+ * socket can be made for, and finish it later, so a caller can start
+ * several and wait for all under one deadline.  conn_connect_start:
+ * NULL with err set.  conn_connect_finish: CONN_OK once connected,
+ * CONN_TIMEOUT after timeout_ms, CONN_ERR (err set), CONN_KILLED.
+ */
+struct conn *conn_connect_start(const char *target, size_t line_max,
+	    unsigned idle_timeout_s, unsigned send_timeout_s,
+	    volatile sig_atomic_t *kill, char *err, size_t errlen);
+enum conn_res conn_connect_finish(struct conn *c, unsigned timeout_ms,
+	    char *err, size_t errlen);
+
+/* The socket (socket options, a no-wait poll). */
+int	conn_fd(const struct conn *c);
+
+/*
+ * Raw input, for counted data after a line (the punt protocol's BODY):
+ * up to len octets, buffered ones first, else one read waiting at most
+ * idle_timeout_s and the conn_set_deadline_ms deadline.  CONN_OK with
+ * *got > 0, or why not (CONN_EOF at the end of the stream).
+ */
+enum conn_res conn_read_some(struct conn *c, void *buf, size_t len,
+	    size_t *got);
+
+/*
+ * Without waiting: is there input (or the stream's end)?  CONN_OK if
+ * octets are buffered or arrived, CONN_TIMEOUT if none, CONN_EOF or
+ * CONN_ERR if the peer is gone.  A TLS record that carries no data (a
+ * session ticket) is consumed and counts as none.
+ */
+enum conn_res conn_input_probe(struct conn *c);
+
 /* Free c (the read buffer is wiped first: it held a PASS line).  NULL ok. */
 void	conn_free(struct conn *c);
 
@@ -214,6 +248,17 @@ struct tls_server;
  */
 enum conn_res conn_tls_accept(struct conn *c, struct tls_server *t,
 	    unsigned timeout_ms);
+
+struct tls_client;
+
+/*
+ * Start TLS as the client on a connected c (tls_client.h: TLS 1.3, the
+ * peer's certificate checked against the context's ca and server name)
+ * within timeout_ms.  CONN_OK, or as conn_tls_accept, with the reason
+ * (a certificate that failed verification, ...) in err.
+ */
+enum conn_res conn_tls_connect(struct conn *c, struct tls_client *t,
+	    unsigned timeout_ms, char *err, size_t errlen);
 
 /* True once conn_tls_accept has succeeded on c. */
 bool	conn_tls_active(const struct conn *c);

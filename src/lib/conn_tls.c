@@ -28,6 +28,7 @@
 #include "sdps/conn.h"
 #include "sdps/log.h"
 #include "sdps/tls.h"
+#include "sdps/tls_client.h"
 
 #include "conn_int.h"
 
@@ -343,6 +344,68 @@ conn_tls_accept(struct conn *c, struct tls_server *t, unsigned timeout_ms)
 			return r;
 	}
 	c->ktls = BIO_get_ktls_send(SSL_get_wbio(c->ssl)) != 0;
+	return CONN_OK;
+}
+
+/*
+ * The client half (issue 11: a front end's link to a punt).  No
+ * cleartext came before (implicit TLS), so nothing is discarded; the
+ * verification (CA, server name) is the context's (tls_client.c), and a
+ * failure names the certificate's reason.
+ */
+enum conn_res
+conn_tls_connect(struct conn *c, struct tls_client *t, unsigned timeout_ms,
+    char *err, size_t errlen)
+{
+	int64_t		 deadline;
+	enum conn_res	 r;
+	long		 vr;
+	int		 rc, one = 1;
+
+	if (c->ssl != NULL) {
+		snprintf(err, errlen, "TLS is already active");
+		return CONN_ERR;
+	}
+	if ((c->ssl = tls_client_ssl(t)) == NULL) {
+		snprintf(err, errlen, "tls: no SSL");
+		return CONN_ERR;
+	}
+	c->tp = &tls_transport;
+	if (SSL_set_fd(c->ssl, c->fd) != 1) {
+		c->tls_dead = true;
+		snprintf(err, errlen, "tls: SSL_set_fd failed");
+		return CONN_ERR;
+	}
+	/* Commands and replies are small records back to back. */
+	if (c->tcp)
+		(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one,
+		    sizeof(one));
+	deadline = conn_now_ms() + (int64_t)timeout_ms;
+	for (;;) {
+		if (conn_killed(c))
+			return CONN_KILLED;
+		if (conn_now_ms() >= deadline) {
+			snprintf(err, errlen, "tls handshake: timeout");
+			return CONN_TIMEOUT;
+		}
+		ERR_clear_error();
+		errno = 0;
+		if ((rc = SSL_connect(c->ssl)) == 1)
+			break;
+		if ((vr = SSL_get_verify_result(c->ssl)) != X509_V_OK) {
+			c->tls_dead = true;
+			snprintf(err, errlen, "tls: the punt's certificate "
+			    "(want %s): %s", tls_client_server_name(t),
+			    X509_verify_cert_error_string(vr));
+			ERR_clear_error();
+			return CONN_ERR;
+		}
+		if ((r = accept_wait(c, rc, deadline)) != CONN_OK) {
+			snprintf(err, errlen, "tls handshake: %s",
+			    conn_res_name(r));
+			return r;
+		}
+	}
 	return CONN_OK;
 }
 
