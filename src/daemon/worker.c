@@ -453,6 +453,9 @@ worker_open(struct session_env *w)
 		worker_exit(w, WORKER_EX_SICK);
 	}
 	puntset_on_health(w->punts, worker_punt_health, w);
+	/* Remote punts share their down memory and rtt in the scoreboard. */
+	puntset_on_remote(w->punts, w->sb->hdr->punts,
+	    (int)w->sb->hdr->npunts, w->kill_session);
 	for (i = 0; i < w->cf->npunts; i++)
 		(void)puntset_get(w->punts, i);
 	worker_reader_check(w);

@@ -72,7 +72,8 @@ r_fail(struct remote *r, const char *what)
 {
 	log_warnx("punt %s: %s: %s", r->cp->name, what,
 	    r->l != NULL ? link_error(r->l) : "no link");
-	if (r->h != NULL) {
+	/* A session killed by the operator says nothing about the punt. */
+	if (r->h != NULL && (r->kill == NULL || *r->kill == 0)) {
 		atomic_store(&r->h->down_until_us, util_now_us() +
 		    (uint64_t)r->cf->link_down_s * 1000000);
 		atomic_store(&r->h->ok, 0);
@@ -771,6 +772,12 @@ punt_remote_open(const struct config *cf, const struct config_punt *cp,
 	}
 	if ((r = calloc(1, sizeof(*r))) == NULL) {
 		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	/* The context now, while this process can read the key (a
+	 * one-shot program at start; sdpsd's master built it already). */
+	if (tls_client_get(cp, err, errlen) == NULL) {
+		free(r);
 		return NULL;
 	}
 	r->cf = cf;
