@@ -159,6 +159,8 @@ read_line(struct link *l, char **line, size_t *len)
 		return lfail(l, "reply line too long");
 	case CONN_NUL:
 		return lfail(l, "NUL in a reply");
+	case CONN_EOF:
+		return lfail(l, "the punt closed the link");
 	default:
 		return lfail(l, "%s", conn_res_name(r));
 	}
@@ -472,7 +474,8 @@ link_data_read(struct link *l, void *buf, size_t len)
 	if (arm(l) == -1)
 		return -1;
 	if ((r = conn_read_some(l->c, buf, len, &got)) != CONN_OK)
-		return lfail(l, "data: %s", conn_res_name(r));
+		return lfail(l, "data: %s", r == CONN_EOF ?
+		    "the punt closed the link" : conn_res_name(r));
 	l->data_left -= got;
 	return (ssize_t)got;
 }

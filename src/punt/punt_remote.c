@@ -253,7 +253,8 @@ r_lock(void *impl, const char *host, const char *user, struct punt_lock *lk)
 	r->select_sent = false;
 	if ((res = r_res(r, link_reply(r->l, &text), "SELECT")) !=
 	    STORE_OK) {
-		link_set_deadline(r->l, 0);
+		if (r->l != NULL)	/* else r_fail freed it */
+			link_set_deadline(r->l, 0);
 		return res == STORE_BUSY ? STORE_BUSY : STORE_TEMPFAIL;
 	}
 	r->selected = true;
