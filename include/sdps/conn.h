@@ -260,6 +260,14 @@ struct tls_client;
 enum conn_res conn_tls_connect(struct conn *c, struct tls_client *t,
 	    unsigned timeout_ms, char *err, size_t errlen);
 
+/*
+ * One step of that handshake without waiting, for a caller that drives
+ * several in one poll loop: 1 done, 0 not yet (poll c's fd for *events,
+ * then step again), -1 failed (err says why).
+ */
+int	conn_tls_connect_step(struct conn *c, struct tls_client *t,
+	    short *events, char *err, size_t errlen);
+
 /* True once conn_tls_accept has succeeded on c. */
 bool	conn_tls_active(const struct conn *c);
 

@@ -17,6 +17,7 @@
 #include <netinet/tcp.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -34,7 +35,9 @@
 #define KEEP_INTVL_S	5
 #define KEEP_CNT	3
 
-enum link_state { L_CONNECTING, L_READY, L_FAILED };
+/* CONNECTING: TCP in flight; CONNECTED: TLS handshake in flight; TLS:
+ * handshake done and CAPA sent, greeting not yet read; READY. */
+enum link_state { L_CONNECTING, L_CONNECTED, L_TLS, L_READY, L_FAILED };
 
 struct link {
 	struct conn	*c;
@@ -42,6 +45,7 @@ struct link {
 	struct tls_client *tls;
 	unsigned	 timeout_ms, connect_timeout_ms;
 	enum link_state	 st;
+	volatile sig_atomic_t *kill_flag;	/* may be NULL */
 	uint64_t	 uid, rtt_us;
 	uint64_t	 deadline_us;	/* 0: the per-command timeout only */
 	uint64_t	 data_left;	/* counted octets still owed */
@@ -70,6 +74,13 @@ lfail(struct link *l, const char *fmt, ...)
 	return -1;
 }
 
+/* Commands may go (READY, or the greeting still to read). */
+static bool
+live(const struct link *l)
+{
+	return l->st == L_READY || l->st == L_TLS;
+}
+
 /* Arm conn's overall deadline from the caller's; -1 if it has passed. */
 static int
 arm(struct link *l)
@@ -80,20 +91,22 @@ arm(struct link *l)
 		conn_set_deadline_ms(l->c, 0);
 		return 0;
 	}
-	if ((now = util_now_us()) >= l->deadline_us)
-		return lfail(l, "deadline passed");
-	conn_set_deadline_ms(l->c, (l->deadline_us - now + 999) / 1000);
+	now = util_now_us();
+	/* Past it: 1 ms, so replies already here are still read. */
+	conn_set_deadline_ms(l->c, now >= l->deadline_us ? 1 :
+	    (l->deadline_us - now + 999) / 1000);
 	return 0;
 }
 
-/* Milliseconds left of deadline_us (at least 1), 0 if passed. */
+/* Milliseconds left of deadline_us; 1 once it has passed (what is
+ * already here is still taken, nothing is waited for). */
 static unsigned
 left_ms(uint64_t deadline_us)
 {
 	uint64_t	 now = util_now_us();
 
 	if (now >= deadline_us)
-		return 0;
+		return 1;
 	return (unsigned)((deadline_us - now + 999) / 1000);
 }
 
@@ -129,6 +142,7 @@ link_start(const struct link_opts *o, char *err, size_t errlen)
 	}
 	snprintf(l->name, sizeof(l->name), "%s", o->punt->name);
 	l->tls = o->tls;
+	l->kill_flag = o->kill;
 	l->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 30000;
 	l->connect_timeout_ms = o->connect_timeout_ms > 0 ?
 	    o->connect_timeout_ms : 5000;
@@ -192,9 +206,10 @@ greeting(struct link *l)
 	return 0;
 }
 
-/* CAPA: SDPS-PUNT must be our version. */
+/* CAPA's reply (sent when the handshake ended): SDPS-PUNT must be our
+ * version. */
 static int
-capa(struct link *l)
+capa_read(struct link *l)
 {
 	char		*text, *line, *v;
 	size_t		 len;
@@ -202,7 +217,7 @@ capa(struct link *l)
 	bool		 seen = false;
 	int		 rc;
 
-	if (link_cmd(l, &text, "CAPA") != STORE_OK)
+	if (link_reply(l, &text) != STORE_OK)
 		return lfail(l, "CAPA refused");
 	while ((rc = link_ml_line(l, &line, &len)) == 1) {
 		if (strncasecmp(line, "SDPS-PUNT ", 10) != 0)
@@ -219,42 +234,157 @@ capa(struct link *l)
 	return 0;
 }
 
+/* TCP connected: the SO_ERROR verdict.  0 or -1 (failed). */
+static int
+tcp_result(struct link *l)
+{
+	int		 e = 0;
+	socklen_t	 sl = sizeof(e);
+
+	if (getsockopt(conn_fd(l->c), SOL_SOCKET, SO_ERROR, &e, &sl) == -1)
+		e = errno;
+	if (e != 0)
+		return lfail(l, "%s: connect: %s", conn_peer(l->c),
+		    strerror(e));
+	l->st = L_CONNECTED;
+	return 0;
+}
+
+/* One handshake step; CAPA goes the moment it is done, so its round
+ * trip overlaps the greeting's.  0 (or still going, *ev) or -1. */
+static int
+tls_step(struct link *l, short *ev)
+{
+	int	 rc;
+
+	if ((rc = conn_tls_connect_step(l->c, l->tls, ev, l->err,
+	    sizeof(l->err))) == -1) {
+		l->st = L_FAILED;
+		return -1;
+	}
+	if (rc == 1) {
+		l->st = L_TLS;
+		if (link_send(l, "CAPA") == -1 || link_flush(l) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+/* Drive the TCP connects and TLS handshakes of v in one poll loop. */
+static void
+drive(struct link **v, int n, uint64_t connect_deadline_us,
+    uint64_t deadline_us)
+{
+	struct pollfd	 pfd[CONFIG_PUNT_MAX];
+	struct link	*pl[CONFIG_PUNT_MAX];
+	uint64_t	 now, until;
+	short		 ev;
+	int		 i, np, ms;
+
+	for (;;) {
+		now = util_now_us();
+		until = 0;
+		np = 0;
+		for (i = 0; i < n && np < CONFIG_PUNT_MAX; i++) {
+			struct link *l = v[i];
+
+			if (l == NULL)
+				continue;
+			if (l->st == L_CONNECTING && now >= connect_deadline_us)
+				lfail(l, "%s: connect: timeout",
+				    conn_peer(l->c));
+			else if (l->st == L_CONNECTED && now >= deadline_us)
+				lfail(l, "tls handshake: timeout");
+			if (l->st == L_CONNECTING) {
+				pfd[np].events = POLLOUT;
+				if (until == 0 || connect_deadline_us < until)
+					until = connect_deadline_us;
+			} else if (l->st == L_CONNECTED) {
+				ev = POLLIN;
+				if (tls_step(l, &ev) == -1 ||
+				    l->st != L_CONNECTED)
+					continue;
+				pfd[np].events = ev;
+				if (until == 0 || deadline_us < until)
+					until = deadline_us;
+			} else
+				continue;
+			pfd[np].fd = conn_fd(l->c);
+			pfd[np].revents = 0;
+			pl[np++] = l;
+		}
+		if (np == 0)
+			return;
+		if (pl[0]->kill_flag != NULL && *pl[0]->kill_flag != 0) {
+			for (i = 0; i < np; i++)
+				lfail(pl[i], "killed");
+			return;
+		}
+		ms = until > now ? (int)((until - now + 999) / 1000) : 0;
+		if (ms > 250)
+			ms = 250;	/* the kill flag is looked at between */
+		if (poll(pfd, (nfds_t)np, ms) == -1 && errno != EINTR) {
+			for (i = 0; i < np; i++)
+				lfail(pl[i], "poll: %s", strerror(errno));
+			return;
+		}
+		for (i = 0; i < np; i++)
+			if (pfd[i].revents != 0 && pl[i]->st == L_CONNECTING)
+				(void)tcp_result(pl[i]);
+	}
+}
+
+int
+link_finish_all(struct link **v, int n, uint64_t connect_deadline_us,
+    uint64_t deadline_us)
+{
+	uint64_t	 saved;
+	int		 i, ready = 0;
+
+	drive(v, n, connect_deadline_us, deadline_us);
+	for (i = 0; i < n; i++) {
+		struct link *l = v[i];
+
+		if (l == NULL || l->st != L_TLS) {
+			ready += l != NULL && l->st == L_READY;
+			continue;
+		}
+		saved = l->deadline_us;
+		l->deadline_us = deadline_us;
+		if (greeting(l) == 0 && capa_read(l) == 0) {
+			l->st = L_READY;
+			ready++;
+		}
+		l->deadline_us = saved;
+	}
+	return ready;
+}
+
+int
+link_connect_wait(struct link *l, uint64_t deadline_us, char *err,
+    size_t errlen)
+{
+	if (l->st == L_CONNECTING) {
+		if (conn_connect_finish(l->c, left_ms(deadline_us), l->err,
+		    sizeof(l->err)) == CONN_OK)
+			l->st = L_CONNECTED;
+		else
+			l->st = L_FAILED;
+	}
+	if (l->st == L_FAILED) {
+		snprintf(err, errlen, "%s", l->err);
+		return -1;
+	}
+	return 0;
+}
+
 int
 link_finish(struct link *l, uint64_t deadline_us, char *err, size_t errlen)
 {
-	uint64_t	 saved = l->deadline_us;
-	unsigned	 ms;
-	enum conn_res	 r;
-
 	if (l->st == L_READY)
 		return 0;
-	if (l->st == L_FAILED)
-		goto fail;
-	if ((ms = left_ms(deadline_us)) == 0) {
-		lfail(l, "connect: timeout");
-		goto fail;
-	}
-	if ((r = conn_connect_finish(l->c, ms, l->err, sizeof(l->err))) !=
-	    CONN_OK) {
-		l->st = L_FAILED;
-		goto fail;
-	}
-	if ((ms = left_ms(deadline_us)) == 0) {
-		lfail(l, "tls handshake: timeout");
-		goto fail;
-	}
-	if ((r = conn_tls_connect(l->c, l->tls, ms, l->err,
-	    sizeof(l->err))) != CONN_OK) {
-		l->st = L_FAILED;
-		goto fail;
-	}
-	l->deadline_us = deadline_us;
-	l->st = L_READY;
-	if (greeting(l) == -1 || capa(l) == -1)
-		goto fail;
-	l->deadline_us = saved;
-	return 0;
-fail:
+	if (link_finish_all(&l, 1, deadline_us, deadline_us) == 1)
+		return 0;
 	snprintf(err, errlen, "%s", l->err);
 	return -1;
 }
@@ -331,7 +461,7 @@ vsend(struct link *l, const char *fmt, va_list ap)
 	char	 buf[LINK_LINE_MAX + 1];
 	int	 n;
 
-	if (l->st != L_READY)
+	if (!live(l))
 		return -1;
 	n = vsnprintf(buf, sizeof(buf), fmt, ap);
 	if (n < 0 || (size_t)n + 2 > LINK_LINE_MAX) {
@@ -361,7 +491,7 @@ link_send(struct link *l, const char *fmt, ...)
 int
 link_flush(struct link *l)
 {
-	if (l->st != L_READY)
+	if (!live(l))
 		return -1;
 	if (conn_flush(l->c) == -1)
 		return lfail(l, "send: %s", conn_res_name(conn_werr(l->c)));
@@ -394,7 +524,7 @@ link_reply(struct link *l, char **text)
 	size_t		 len;
 
 	*text = empty;
-	if (l->st != L_READY || l->in_ml || l->data_left > 0)
+	if (!live(l) || l->in_ml || l->data_left > 0)
 		return STORE_TEMPFAIL;
 	if (l->outstanding == 0) {
 		lfail(l, "reply read with no command");
@@ -437,7 +567,7 @@ link_cmd(struct link *l, char **text, const char *fmt, ...)
 int
 link_ml_line(struct link *l, char **line, size_t *len)
 {
-	if (l->st != L_READY)
+	if (!live(l))
 		return -1;
 	l->in_ml = true;
 	if (read_line(l, line, len) == -1)

@@ -47,6 +47,26 @@ struct remote {
 	char			  user[UTIL_USER_MAX + 1];
 };
 
+/*
+ * The remote punts begun for the login under way whose links are still
+ * to be made: the first lock finishes them all at once (link_finish_all),
+ * so their handshakes overlap.  A worker serves one session at a time.
+ */
+static struct remote	*pending[CONFIG_PUNT_MAX];
+static int		 npending;
+
+static void
+pending_drop(struct remote *r)
+{
+	int	 i;
+
+	for (i = 0; i < npending; i++)
+		if (pending[i] == r) {
+			pending[i] = pending[--npending];
+			return;
+		}
+}
+
 static bool
 sb_down(const struct remote *r)
 {
@@ -170,6 +190,7 @@ r_close(void *impl)
 {
 	struct remote	*r = impl;
 
+	pending_drop(r);
 	link_free(r->l);
 	free(r);
 }
@@ -202,6 +223,20 @@ r_uidl(void *impl, uint64_t id, char *buf)
 	    (unsigned long long)id);
 }
 
+/* SELECT with XLIST pipelined behind it. */
+static int
+r_select(struct remote *r)
+{
+	if (link_send(r->l, "SELECT %s%s%s", r->host, r->user[0] != '\0' ?
+	    " " : "", r->user) == -1 || link_send(r->l, "XLIST") == -1 ||
+	    link_flush(r->l) == -1) {
+		r_fail(r, "SELECT");
+		return -1;
+	}
+	r->select_sent = r->xlist_sent = true;
+	return 0;
+}
+
 static int
 r_begin(void *impl, const char *host, const char *user, uint64_t deadline_us)
 {
@@ -217,18 +252,48 @@ r_begin(void *impl, const char *host, const char *user, uint64_t deadline_us)
 	if (r_start(r) == -1)
 		return -1;
 	r->begun = true;
-	/* A live link: SELECT goes now, so its round trip overlaps the
-	 * other punts'. */
-	if (link_ok(r->l)) {
-		if (link_send(r->l, "SELECT %s%s%s", r->host,
-		    r->user[0] != '\0' ? " " : "", r->user) == -1 ||
-		    link_flush(r->l) == -1) {
-			r_fail(r, "SELECT");
-			return -1;
-		}
-		r->select_sent = true;
+	if (!link_ok(r->l) && npending < CONFIG_PUNT_MAX) {
+		pending_drop(r);
+		pending[npending++] = r;
 	}
+	/* A live link: SELECT and XLIST go now, so their round trips
+	 * overlap the other punts', and a reply that is already here when
+	 * a slower punt has used up the deadline is still read. */
+	if (link_ok(r->l) && r_select(r) == -1)
+		return -1;
 	return 1;
+}
+
+/* Every pending link (r's among them) made in one go; each failure is
+ * its own punt's. */
+static void
+finish_pending(struct remote *r)
+{
+	struct link	*v[CONFIG_PUNT_MAX];
+	struct remote	*w[CONFIG_PUNT_MAX];
+	int		 i, n = 0;
+
+	for (i = 0; i < npending; i++)
+		if (pending[i]->l != NULL && !link_ok(pending[i]->l)) {
+			w[n] = pending[i];
+			v[n++] = pending[i]->l;
+		}
+	npending = 0;
+	if (n == 0)
+		return;
+	(void)link_finish_all(v, n, r->deadline_us, r->reply_deadline_us);
+	for (i = 0; i < n; i++) {
+		if (!link_ok(w[i]->l)) {
+			r_fail(w[i], "link");
+			continue;
+		}
+		w[i]->uid = link_uid(w[i]->l);
+		sb_up(w[i]);
+		/* SELECT and XLIST now: their replies are waited for in
+		 * that punt's own lock, under the same deadline. */
+		if (w[i] != r && w[i]->begun && !w[i]->select_sent)
+			(void)r_select(w[i]);
+	}
 }
 
 static enum store_res
@@ -236,6 +301,7 @@ r_lock(void *impl, const char *host, const char *user, struct punt_lock *lk)
 {
 	struct remote	*r = impl;
 	enum store_res	 res;
+	char		 err[256];
 	char		*text;
 
 	if (r->failed)
@@ -244,25 +310,37 @@ r_lock(void *impl, const char *host, const char *user, struct punt_lock *lk)
 	    (uint64_t)r->cf->link_connect_timeout_ms * 1000) == -1)
 		return STORE_TEMPFAIL;
 	r->begun = false;
-	if (r_finish(r, r->deadline_us) == -1)
+	/* The connect by the login's connect deadline; the handshake and
+	 * the replies by the later one (link.h, link_connect_wait). */
+	if (!link_ok(r->l))
+		finish_pending(r);
+	if (r->failed)
 		return STORE_TEMPFAIL;
+	if (!link_ok(r->l)) {
+		if (link_connect_wait(r->l, r->deadline_us, err,
+		    sizeof(err)) == -1)
+			return r_fail(r, "connect");
+		if (r_finish(r, r->reply_deadline_us) == -1)
+			return STORE_TEMPFAIL;
+	}
 	link_set_deadline(r->l, r->reply_deadline_us);
-	if (!r->select_sent && link_send(r->l, "SELECT %s%s%s", r->host,
-	    r->user[0] != '\0' ? " " : "", r->user) == -1)
-		return r_fail(r, "SELECT");
+	if (!r->select_sent && r_select(r) == -1)
+		return STORE_TEMPFAIL;
 	r->select_sent = false;
 	if ((res = r_res(r, link_reply(r->l, &text), "SELECT")) !=
 	    STORE_OK) {
-		if (r->l != NULL)	/* else r_fail freed it */
-			link_set_deadline(r->l, 0);
+		/* Not selected, and XLIST's refusal is still on its way: a
+		 * fresh link next time beats reading a reply out of order.
+		 * Not a failure of the punt (no down memory). */
+		if (r->l != NULL) {
+			link_free(r->l);
+			r->l = NULL;
+		}
+		r->xlist_sent = false;
 		return res == STORE_BUSY ? STORE_BUSY : STORE_TEMPFAIL;
 	}
 	r->selected = true;
 	lk->impl = r;
-	/* XLIST now: its round trip overlaps the other punts' SELECT. */
-	if (link_send(r->l, "XLIST") == -1 || link_flush(r->l) == -1)
-		return r_fail(r, "XLIST");
-	r->xlist_sent = true;
 	return STORE_OK;
 }
 
