@@ -109,6 +109,15 @@ enum conn_res conn_read_some(struct conn *c, void *buf, size_t len,
  */
 enum conn_res conn_input_probe(struct conn *c);
 
+/*
+ * One read without waiting, appended to the buffered input (a caller
+ * driving several connections from its own poll loop; conn_line_pending
+ * then says whether a whole line is here).  CONN_OK if octets came,
+ * CONN_TIMEOUT if none, CONN_TOO_LONG if the buffer is full, CONN_EOF,
+ * CONN_ERR.
+ */
+enum conn_res conn_read_nowait(struct conn *c);
+
 /* Free c (the read buffer is wiped first: it held a PASS line).  NULL ok. */
 void	conn_free(struct conn *c);
 

@@ -71,12 +71,15 @@ int	link_connect_wait(struct link *l, uint64_t deadline_us, char *err,
  * connects by connect_deadline_us and their TLS handshakes by
  * deadline_us, all in one poll loop, then each one's greeting and CAPA
  * (CAPA is sent the moment a handshake ends, so those round trips
- * overlap too).  A link that fails is failed (link_error says why) and
- * costs the others nothing; NULL entries and links already finished are
- * passed over.  Returns how many are ready.
+ * overlap too).  fn (may be NULL) is told of each link the moment it is
+ * ready, with args[i] (the parallel login sends SELECT then, while the
+ * others are still being made).  A link that fails is failed
+ * (link_error says why) and costs the others nothing; NULL entries and
+ * links already finished are passed over.  Returns how many are ready.
  */
+typedef void link_ready_fn(struct link *l, void *arg);
 int	link_finish_all(struct link **v, int n, uint64_t connect_deadline_us,
-	    uint64_t deadline_us);
+	    uint64_t deadline_us, link_ready_fn *fn, void **args);
 
 /* link_start + link_finish with the connect timeout (sdps-ctl). */
 struct link *link_open(const struct link_opts *o, char *err, size_t errlen);

@@ -446,6 +446,41 @@ conn_input_probe(struct conn *c)
 	}
 }
 
+enum conn_res
+conn_read_nowait(struct conn *c)
+{
+	ssize_t	 n;
+
+	if (c->reof)
+		return CONN_EOF;
+	if (c->rpos > 0) {
+		memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+		c->rlen -= c->rpos;
+		c->rpos = 0;
+	}
+	if (c->rlen == c->rcap)
+		return CONN_TOO_LONG;
+	for (;;) {
+		if ((n = c->tp->recv(c, c->rbuf + c->rlen, c->rcap - c->rlen))
+		    > 0) {
+			c->rlen += (size_t)n;
+			return CONN_OK;
+		}
+		if (n == 0) {
+			c->reof = true;
+			return CONN_EOF;
+		}
+		if (errno == EINTR)
+			continue;
+		c->want = 0;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return CONN_TIMEOUT;
+		c->reof = true;
+		return errno == ECONNRESET || errno == ENOTCONN ? CONN_EOF :
+		    CONN_ERR;
+	}
+}
+
 bool
 conn_line_pending(const struct conn *c)
 {

@@ -52,6 +52,9 @@ struct link {
 	unsigned	 outstanding;	/* replies owed (sent, not read) */
 	bool		 in_ml;		/* inside a multi-line reply */
 	uint64_t	 sent_us;	/* when the oldest outstanding went */
+	int		 greet;		/* L_TLS: 0 greeting, 1 CAPA's +OK,
+					 * 2 CAPA's lines */
+	uint64_t	 capa_ver;	/* SDPS-PUNT seen in CAPA, or 0 */
 	char		 err[256];
 };
 
@@ -182,16 +185,13 @@ read_line(struct link *l, char **line, size_t *len)
 
 /* "+OK sdps-punt NAME UID": 0, or -1 (failed). */
 static int
-greeting(struct link *l)
+greeting_parse(struct link *l, char *line)
 {
-	char		*line, *w[4], *sp;
-	size_t		 len;
+	char		*w[4], *sp, *save = NULL;
 	int		 n = 0;
 
-	if (read_line(l, &line, &len) == -1)
-		return -1;
-	for (sp = strtok(line, " "); sp != NULL && n < 4;
-	    sp = strtok(NULL, " "))
+	for (sp = strtok_r(line, " ", &save); sp != NULL && n < 4;
+	    sp = strtok_r(NULL, " ", &save))
 		w[n++] = sp;
 	if (n < 4 || strcmp(w[0], "+OK") != 0 ||
 	    strcmp(w[1], "sdps-punt") != 0)
@@ -206,31 +206,69 @@ greeting(struct link *l)
 	return 0;
 }
 
-/* CAPA's reply (sent when the handshake ended): SDPS-PUNT must be our
- * version. */
+/*
+ * One line of the greeting and the CAPA reply (CAPA went when the
+ * handshake ended).  0, or -1 (failed).  READY after CAPA's "." with
+ * our version.
+ */
 static int
-capa_read(struct link *l)
+greet_line(struct link *l, char *line, size_t len)
 {
-	char		*text, *line, *v;
-	size_t		 len;
-	uint64_t	 ver = 0;
-	bool		 seen = false;
-	int		 rc;
-
-	if (link_reply(l, &text) != STORE_OK)
-		return lfail(l, "CAPA refused");
-	while ((rc = link_ml_line(l, &line, &len)) == 1) {
-		if (strncasecmp(line, "SDPS-PUNT ", 10) != 0)
-			continue;
-		v = line + 10;
-		seen = util_parse_u64(v, UINT64_MAX, &ver) == 0;
+	switch (l->greet) {
+	case 0:
+		if (greeting_parse(l, line) == -1)
+			return -1;
+		l->greet = 1;
+		return 0;
+	case 1:
+		if (strncmp(line, "+OK", 3) != 0)
+			return lfail(l, "CAPA refused");
+		l->rtt_us = util_now_us() - l->sent_us;
+		l->outstanding--;
+		l->greet = 2;
+		return 0;
+	default:
+		if (len == 1 && line[0] == '.') {
+			if (l->capa_ver != LINK_PROTO_VERSION)
+				return lfail(l, "punt protocol version %s, "
+				    "this front end speaks %d", l->capa_ver ?
+				    "unknown" : "missing", LINK_PROTO_VERSION);
+			l->st = L_READY;
+			return 0;
+		}
+		if (line[0] == '.')
+			line++;
+		if (strncasecmp(line, "SDPS-PUNT ", 10) == 0 &&
+		    util_parse_u64(line + 10, UINT64_MAX, &l->capa_ver) == -1)
+			l->capa_ver = UINT64_MAX;
+		return 0;
 	}
-	if (rc == -1)
-		return -1;
-	if (!seen || ver != LINK_PROTO_VERSION)
-		return lfail(l, "punt protocol version %s, this front end "
-		    "speaks %d", seen ? "unknown" : "missing",
-		    LINK_PROTO_VERSION);
+}
+
+/* Whatever of the greeting and CAPA has come, without waiting.  0 (READY
+ * or still to come: poll for input) or -1. */
+static int
+greet_step(struct link *l)
+{
+	enum conn_res	 r;
+	char		*line;
+	size_t		 len;
+
+	while (l->st == L_TLS) {
+		if (!conn_line_pending(l->c)) {
+			if ((r = conn_read_nowait(l->c)) == CONN_TIMEOUT)
+				return 0;
+			if (r != CONN_OK)
+				return lfail(l, "greeting: %s", r == CONN_EOF ?
+				    "the punt closed the link" :
+				    conn_res_name(r));
+			continue;
+		}
+		if ((r = conn_read_line(l->c, &line, &len)) != CONN_OK)
+			return lfail(l, "greeting: %s", conn_res_name(r));
+		if (greet_line(l, line, len) == -1)
+			return -1;
+	}
 	return 0;
 }
 
@@ -270,10 +308,11 @@ tls_step(struct link *l, short *ev)
 	return 0;
 }
 
-/* Drive the TCP connects and TLS handshakes of v in one poll loop. */
+/* Drive the TCP connects, TLS handshakes, greetings and CAPAs of v in
+ * one poll loop; fn(l, args[i]) is told of each link as it gets ready. */
 static void
 drive(struct link **v, int n, uint64_t connect_deadline_us,
-    uint64_t deadline_us)
+    uint64_t deadline_us, link_ready_fn *fn, void **args)
 {
 	struct pollfd	 pfd[CONFIG_PUNT_MAX];
 	struct link	*pl[CONFIG_PUNT_MAX];
@@ -295,16 +334,35 @@ drive(struct link **v, int n, uint64_t connect_deadline_us,
 				    conn_peer(l->c));
 			else if (l->st == L_CONNECTED && now >= deadline_us)
 				lfail(l, "tls handshake: timeout");
+			else if (l->st == L_TLS && now >= deadline_us)
+				lfail(l, "greeting: timeout");
 			if (l->st == L_CONNECTING) {
 				pfd[np].events = POLLOUT;
 				if (until == 0 || connect_deadline_us < until)
 					until = connect_deadline_us;
 			} else if (l->st == L_CONNECTED) {
 				ev = POLLIN;
-				if (tls_step(l, &ev) == -1 ||
-				    l->st != L_CONNECTED)
+				if (tls_step(l, &ev) == -1)
 					continue;
-				pfd[np].events = ev;
+				if (l->st == L_TLS && greet_step(l) == -1)
+					continue;
+				if (l->st == L_READY) {
+					if (fn != NULL)
+						fn(l, args[i]);
+					continue;
+				}
+				pfd[np].events = l->st == L_TLS ? POLLIN : ev;
+				if (until == 0 || deadline_us < until)
+					until = deadline_us;
+			} else if (l->st == L_TLS) {
+				if (greet_step(l) == -1)
+					continue;
+				if (l->st == L_READY) {
+					if (fn != NULL)
+						fn(l, args[i]);
+					continue;
+				}
+				pfd[np].events = POLLIN;
 				if (until == 0 || deadline_us < until)
 					until = deadline_us;
 			} else
@@ -336,27 +394,13 @@ drive(struct link **v, int n, uint64_t connect_deadline_us,
 
 int
 link_finish_all(struct link **v, int n, uint64_t connect_deadline_us,
-    uint64_t deadline_us)
+    uint64_t deadline_us, link_ready_fn *fn, void **args)
 {
-	uint64_t	 saved;
-	int		 i, ready = 0;
+	int	 i, ready = 0;
 
-	drive(v, n, connect_deadline_us, deadline_us);
-	for (i = 0; i < n; i++) {
-		struct link *l = v[i];
-
-		if (l == NULL || l->st != L_TLS) {
-			ready += l != NULL && l->st == L_READY;
-			continue;
-		}
-		saved = l->deadline_us;
-		l->deadline_us = deadline_us;
-		if (greeting(l) == 0 && capa_read(l) == 0) {
-			l->st = L_READY;
-			ready++;
-		}
-		l->deadline_us = saved;
-	}
+	drive(v, n, connect_deadline_us, deadline_us, fn, args);
+	for (i = 0; i < n; i++)
+		ready += v[i] != NULL && v[i]->st == L_READY;
 	return ready;
 }
 
@@ -383,7 +427,7 @@ link_finish(struct link *l, uint64_t deadline_us, char *err, size_t errlen)
 {
 	if (l->st == L_READY)
 		return 0;
-	if (link_finish_all(&l, 1, deadline_us, deadline_us) == 1)
+	if (link_finish_all(&l, 1, deadline_us, deadline_us, NULL, NULL) == 1)
 		return 0;
 	snprintf(err, errlen, "%s", l->err);
 	return -1;

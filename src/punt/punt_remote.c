@@ -264,6 +264,21 @@ r_begin(void *impl, const char *host, const char *user, uint64_t deadline_us)
 	return 1;
 }
 
+/* A pending link is ready: SELECT and XLIST go at once, while the other
+ * links are still being made; their replies are waited for in that
+ * punt's own lock, under the same deadline. */
+static void
+pending_ready(struct link *l, void *arg)
+{
+	struct remote	*w = arg;
+
+	(void)l;
+	w->uid = link_uid(w->l);
+	sb_up(w);
+	if (w->begun && !w->select_sent)
+		(void)r_select(w);
+}
+
 /* Every pending link (r's among them) made in one go; each failure is
  * its own punt's. */
 static void
@@ -281,19 +296,11 @@ finish_pending(struct remote *r)
 	npending = 0;
 	if (n == 0)
 		return;
-	(void)link_finish_all(v, n, r->deadline_us, r->reply_deadline_us);
-	for (i = 0; i < n; i++) {
-		if (!link_ok(w[i]->l)) {
+	(void)link_finish_all(v, n, r->deadline_us, r->reply_deadline_us,
+	    pending_ready, (void **)w);
+	for (i = 0; i < n; i++)
+		if (w[i]->l != NULL && !link_ok(w[i]->l))
 			r_fail(w[i], "link");
-			continue;
-		}
-		w[i]->uid = link_uid(w[i]->l);
-		sb_up(w[i]);
-		/* SELECT and XLIST now: their replies are waited for in
-		 * that punt's own lock, under the same deadline. */
-		if (w[i] != r && w[i]->begun && !w[i]->select_sent)
-			(void)r_select(w[i]);
-	}
 }
 
 static enum store_res
