@@ -499,7 +499,7 @@ link_set_deadline(struct link *l, uint64_t deadline_us)
 	l->deadline_us = deadline_us;
 }
 
-static int
+static int __attribute__((format(printf, 2, 0)))
 vsend(struct link *l, const char *fmt, va_list ap)
 {
 	char	 buf[LINK_LINE_MAX + 1];
