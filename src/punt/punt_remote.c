@@ -348,6 +348,8 @@ r_lock(void *impl, const char *host, const char *user, struct punt_lock *lk)
 	}
 	r->selected = true;
 	lk->impl = r;
+	if (r->h != NULL)	/* sdps-ctl status: the last round trip */
+		atomic_store(&r->h->rtt_us, link_rtt_us(r->l));
 	return STORE_OK;
 }
 
