@@ -135,9 +135,21 @@ struct punt *punt_local_open(const char *path, const char *name,
 struct sb_punt_health;
 struct config;
 struct config_punt;
+
+/* The POP3 client a login is for, sent to a remote punt as XCLIENT for
+ * its log (docs/punt-protocol.md); addr "" = none. */
+struct punt_client {
+	char		 addr[64];
+	unsigned	 port;
+	uint64_t	 sid;
+};
+
+/* client (may be NULL) is read at each login, so its owner (the
+ * puntset) updates it in place. */
 struct punt *punt_remote_open(const struct config *cf,
 	    const struct config_punt *cp, struct sb_punt_health *health,
-	    volatile sig_atomic_t *kill, char *err, size_t errlen);
+	    volatile sig_atomic_t *kill, const struct punt_client *client,
+	    char *err, size_t errlen);
 
 const char *punt_name(const struct punt *p);
 const char *punt_kind(const struct punt *p);

@@ -74,6 +74,11 @@ struct sb_punt_health;
 void	puntset_on_remote(struct puntset *ps, struct sb_punt_health *rows,
 	    int nrows, volatile sig_atomic_t *kill);
 
+/* The client of the login about to open a maildrop (XCLIENT at the
+ * remote punts); addr NULL or "" clears it. */
+void	puntset_client(struct puntset *ps, const char *addr, unsigned port,
+	    uint64_t sid);
+
 /* The parallel login's one deadline: now + [link] connect_timeout_ms. */
 uint64_t puntset_login_deadline_us(const struct puntset *ps);
 

@@ -36,11 +36,13 @@ struct remote {
 	const struct config_punt *cp;
 	struct sb_punt_health	 *h;	/* may be NULL */
 	volatile sig_atomic_t	 *kill;
+	const struct punt_client *client;	/* may be NULL */
 	struct link		 *l;
 	uint64_t		  uid;	/* from the last greeting */
 	bool			  failed;	/* this session: stays down */
 	bool			  begun;	/* begin ran, lock not yet */
 	bool			  select_sent, selected, xlist_sent;
+	bool			  xclient_sent;
 	uint64_t		  deadline_us;	/* the login's connect part */
 	uint64_t		  reply_deadline_us;
 	char			  host[UTIL_HOST_MAX + 1];
@@ -223,10 +225,20 @@ r_uidl(void *impl, uint64_t id, char *buf)
 	    (unsigned long long)id);
 }
 
-/* SELECT with XLIST pipelined behind it. */
+/* SELECT with XLIST pipelined behind it, and XCLIENT before it when
+ * the login's client is known (for the punt's log lines). */
 static int
 r_select(struct remote *r)
 {
+	r->xclient_sent = false;
+	if (r->client != NULL && r->client->addr[0] != '\0') {
+		if (link_send(r->l, "XCLIENT ADDR=%s PORT=%u SID=%016" PRIx64,
+		    r->client->addr, r->client->port, r->client->sid) == -1) {
+			r_fail(r, "XCLIENT");
+			return -1;
+		}
+		r->xclient_sent = true;
+	}
 	if (link_send(r->l, "SELECT %s%s%s", r->host, r->user[0] != '\0' ?
 	    " " : "", r->user) == -1 || link_send(r->l, "XLIST") == -1 ||
 	    link_flush(r->l) == -1) {
@@ -334,6 +346,13 @@ r_lock(void *impl, const char *host, const char *user, struct punt_lock *lk)
 	if (!r->select_sent && r_select(r) == -1)
 		return STORE_TEMPFAIL;
 	r->select_sent = false;
+	/* XCLIENT's answer matters only if the link failed. */
+	if (r->xclient_sent) {
+		r->xclient_sent = false;
+		(void)link_reply(r->l, &text);
+		if (!link_ok(r->l))
+			return r_fail(r, "XCLIENT");
+	}
 	if ((res = r_res(r, link_reply(r->l, &text), "SELECT")) !=
 	    STORE_OK) {
 		/* Not selected, and XLIST's refusal is still on its way: a
@@ -848,8 +867,8 @@ static const struct punt_ops remote_ops = {
 
 struct punt *
 punt_remote_open(const struct config *cf, const struct config_punt *cp,
-    struct sb_punt_health *health, volatile sig_atomic_t *kill, char *err,
-    size_t errlen)
+    struct sb_punt_health *health, volatile sig_atomic_t *kill,
+    const struct punt_client *client, char *err, size_t errlen)
 {
 	struct remote	*r;
 	struct punt	*p;
@@ -872,6 +891,7 @@ punt_remote_open(const struct config *cf, const struct config_punt *cp,
 	r->cp = cp;
 	r->h = health;
 	r->kill = kill;
+	r->client = client;
 	if (r->h != NULL)
 		atomic_store(&r->h->remote, 1);
 	if ((p = punt_new(&remote_ops, r, cp->name)) == NULL)

@@ -27,6 +27,7 @@ struct puntset {
 	struct sb_punt_health	*rows;		/* scoreboard, or NULL */
 	int			 nrows;
 	volatile sig_atomic_t	*kill;
+	struct punt_client	 client;	/* XCLIENT (remote punts) */
 	struct ps_punt		 v[CONFIG_PUNT_MAX];
 };
 
@@ -68,6 +69,16 @@ puntset_on_remote(struct puntset *ps, struct sb_punt_health *rows,
 	ps->rows = rows;
 	ps->nrows = nrows;
 	ps->kill = kill;
+}
+
+void
+puntset_client(struct puntset *ps, const char *addr, unsigned port,
+    uint64_t sid)
+{
+	snprintf(ps->client.addr, sizeof(ps->client.addr), "%s",
+	    addr != NULL ? addr : "");
+	ps->client.port = port;
+	ps->client.sid = sid;
 }
 
 uint64_t
@@ -115,7 +126,7 @@ ps_open(struct puntset *ps, int i)
 
 	if (cp->address[0] != '\0')
 		e->p = punt_remote_open(ps->cf, cp, ps_row(ps, i), ps->kill,
-		    e->err, sizeof(e->err));
+		    &ps->client, e->err, sizeof(e->err));
 	else
 		e->p = punt_local_open(cp->path, cp->name, ps->cf->run_dir,
 		    ps->cf->store_map_size, ps->cf->claim_lease_s, e->err,
