@@ -792,6 +792,8 @@ puntsrv_run(struct session_env *w, int fd, const char *peer,
 			    conn_res_name(conn_werr(ps->c));
 		break;
 	}
+	/* The last answer (a refusal that ends the link) goes out. */
+	(void)conn_flush(ps->c);
 	ps_unselect(ps, how);
 	ps_log(ps, "event=link-close how=%s bodies=%" PRIu64 " tops=%" PRIu64
 	    " delivered=%" PRIu64 " removed=%" PRIu64, how, ps->n_body,

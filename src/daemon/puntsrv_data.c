@@ -244,6 +244,8 @@ ps_cmd_deliver(struct psrv *ps, int argc, char **argv)
 	if (deliver_read(ps, fd, n, &k, &werr) == -1) {
 		(void)unlink(path);
 		close(fd);
+		ps_log(ps, "event=deliver-aborted host=%s octets=%" PRIu64
+		    " how=%s", e->host, n, ps->drop_why);
 		return -1;
 	}
 	if (werr != 0 || k.bad || k.cr || k.dot || !k.bol ||
