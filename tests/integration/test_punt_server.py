@@ -194,6 +194,8 @@ def test_greeting_and_capa(psd, certs):
 
 
 def test_refused_certificates(psd, certs):
+    # The check below can fail: an allowed front end is greeted.
+    assert not refused(psd, ctx_for(certs, certs.fe1))
     # Not signed by the CA: fails the handshake, never greeted.
     assert refused(psd, ctx_for(certs, certs.rogue))
     psd.wait_log(r"event=link-refused.*CN=rogue DNS=fe1\.example\.net")
@@ -605,3 +607,20 @@ def test_pop3_still_served(psd, certs):
     p = psd.login_when_free(HOST, "pw1")
     assert p.stat()[0] == 1
     p.quit()
+
+
+def test_scoreboard_link_state(psd, certs):
+    """A worker serving a link is in state "link", with the selected
+    maildrop (sdps-ctl sessions)."""
+    with link(psd, certs) as ln:
+        ln.ok("SELECT %s fred" % HOST)
+        got = psd.wait_sessions(
+            lambda ss: [x for x in ss if x.get("state") == "link" and
+                        x.get("maildrop") == "fred@" + HOST],
+            what="a link session with its maildrop")
+        assert got
+        ln.ok("UNSELECT")
+        psd.wait_sessions(
+            lambda ss: [x for x in ss if x.get("state") == "link" and
+                        not x.get("maildrop")],
+            what="the link unselected")
