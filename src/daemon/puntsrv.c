@@ -500,33 +500,67 @@ cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/*
+ * The pending ids (sorted, each once) that are in the selected maildrop
+ * now: a front end's wrong id (another punt's, another host's) must
+ * never remove someone else's mail.  Into ps->dele; how many, or -1.
+ */
+static ssize_t
+ps_pending(struct psrv *ps)
+{
+	struct store_entry	*e = NULL;
+	uint64_t		*have;
+	size_t			 n = 0, i, k = 0;
+
+	if (ps->ndele == 0)
+		return 0;
+	if (punt_list(ps->p, ps->host, ps->user[0] != '\0' ? ps->user : NULL,
+	    &e, &n, NULL) != STORE_OK)
+		return -1;
+	if ((have = calloc(n + 1, sizeof(*have))) == NULL) {
+		free(e);
+		return -1;
+	}
+	for (i = 0; i < n; i++)
+		have[i] = e[i].id;
+	free(e);
+	qsort(have, n, sizeof(*have), cmp_u64);
+	qsort(ps->dele, ps->ndele, sizeof(ps->dele[0]), cmp_u64);
+	for (i = 0; i < ps->ndele; i++) {
+		if (k > 0 && ps->dele[k - 1] == ps->dele[i])
+			continue;
+		if (bsearch(&ps->dele[i], have, n, sizeof(*have),
+		    cmp_u64) != NULL)
+			ps->dele[k++] = ps->dele[i];
+	}
+	free(have);
+	return (ssize_t)k;
+}
+
 static int
 cmd_update(struct psrv *ps, int argc, char **argv)
 {
 	enum store_res	 r = STORE_OK;
-	size_t		 i, n = 0;
+	ssize_t		 n;
+	size_t		 asked = ps->ndele;
 
 	(void)argc;
 	(void)argv;
-	/* A DELE repeated counts once. */
-	if (ps->ndele > 0) {
-		qsort(ps->dele, ps->ndele, sizeof(ps->dele[0]), cmp_u64);
-		for (i = 0; i < ps->ndele; i++)
-			if (n == 0 || ps->dele[n - 1] != ps->dele[i])
-				ps->dele[n++] = ps->dele[i];
+	if ((n = ps_pending(ps)) == -1)
+		r = STORE_TEMPFAIL;
+	else if (n > 0)
 		/* The claim rules apply in store_remove (design.md §4). */
-		r = punt_remove(ps->p, ps->dele, n, ps->user[0] != '\0' ?
-		    ps->user : NULL);
-	}
-	ps_log(ps, "event=link-update pending=%zu res=%s", n,
-	    r == STORE_OK ? "ok" : "tempfail");
+		r = punt_remove(ps->p, ps->dele, (size_t)n,
+		    ps->user[0] != '\0' ? ps->user : NULL);
+	ps_log(ps, "event=link-update pending=%zu removed=%zd res=%s", asked,
+	    r == STORE_OK ? n : 0, r == STORE_OK ? "ok" : "tempfail");
 	if (r == STORE_OK)
-		ps->n_removed += n;
+		ps->n_removed += (uint64_t)n;
 	ps_unselect(ps, "update");
 	if (r != STORE_OK)
 		return ps_reply(ps, "-ERR [SYS/TEMP] nothing removed, try "
 		    "later");
-	return ps_reply(ps, "+OK %zu removed", n);
+	return ps_reply(ps, "+OK %zd removed", n);
 }
 
 static int

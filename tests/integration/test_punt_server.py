@@ -420,9 +420,12 @@ def test_body_top_rd(psd, certs):
 
 def test_dele_update_and_quit(psd, certs):
     clear(psd, certs)
+    clear(psd, certs, OTHER)
     for s in ("a", "b", "c"):
         psd.deliver_ok(harness.simple_message(s), ["fred@" + HOST])
+    psd.deliver_ok(harness.simple_message(), ["x@" + OTHER])
     ids = sorted(messages(psd))
+    (oid, _), = messages(psd, OTHER).items()
     with link(psd, certs) as ln:
         ln.ok("SELECT " + HOST)
         ln.ok("DELE %d %d" % (ids[0], ids[1]))
@@ -437,10 +440,13 @@ def test_dele_update_and_quit(psd, certs):
         ln.ok("SELECT " + HOST)
         ln.ok("DELE %d %d" % (ids[0], ids[1]))
         ln.ok("DELE %d" % ids[0])
+        # Another maildrop's id, and one that does not exist: ignored.
+        ln.ok("DELE %d 999999" % oid)
         assert ln.cmd("XLIST").startswith("+OK")
         ln.multi_body()
         assert ln.ok("UPDATE") == "+OK 2 removed"
         assert sorted(messages(psd)) == ids[2:]
+        assert list(messages(psd, OTHER)) == [oid]
         # UPDATE released the lock: the link is no longer selected.
         assert ln.cmd("XLIST").startswith("-ERR [PROTO]")
 
@@ -453,6 +459,12 @@ def test_user_update_removes_only_that_user(psd, certs):
         ln.ok("SELECT %s fred" % HOST)
         ln.ok("DELE %d" % mid)
         assert ln.ok("UPDATE") == "+OK 1 removed"
+    assert messages(psd)[mid]["rcpts"] == ["bob"]
+    # fred's session can no longer remove it (not in fred's maildrop).
+    with link(psd, certs) as ln:
+        ln.ok("SELECT %s fred" % HOST)
+        ln.ok("DELE %d" % mid)
+        assert ln.ok("UPDATE") == "+OK 0 removed"
     assert messages(psd)[mid]["rcpts"] == ["bob"]
 
 
