@@ -64,8 +64,9 @@ ps_log(struct psrv *ps, const char *fmt, ...)
 	va_start(ap, fmt);
 	(void)vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	log_info("sid=%016" PRIx64 " peer=%s fe=\"%s\" client=%s csid=%s %s",
-	    ps->sid, ps->peer, ps->fe, ps->caddr, ps->csid, buf);
+	log_info("sid=%016" PRIx64 " peer=%s fe=\"%s\" client=%s cport=%s "
+	    "csid=%s %s", ps->sid, ps->peer, ps->fe, ps->caddr, ps->cport,
+	    ps->csid, buf);
 }
 
 int
@@ -784,7 +785,13 @@ puntsrv_run(struct session_env *w, int fd, const char *peer,
 	snprintf(ps->csid, sizeof(ps->csid), "-");
 	ps->sid = w->slot != NULL && w->slot->session_id != 0 ?
 	    w->slot->session_id : sb_session_id(w->sb);
-	ps_keepalive(fd, cf->link_timeout_s);
+	/*
+	 * TCP_USER_TIMEOUT: the time the punt already gives a peer that
+	 * does not read (send_timeout), not the front end's short command
+	 * deadline: a front end relaying a body to a slow POP3 client may
+	 * leave the link's window shut for a while, and must not lose it.
+	 */
+	ps_keepalive(fd, cf->send_timeout_s);
 	/* The idle deadline: a quiet link ends, and its lock with it. */
 	if ((ps->c = conn_new(fd, LINK_LINE_MAX, cf->ps_idle_timeout_s,
 	    cf->send_timeout_s, w->kill_session)) == NULL) {
