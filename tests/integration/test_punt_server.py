@@ -11,6 +11,7 @@ free), never a sleep that decides a verdict.
 
 import os
 import re
+import signal
 import socket
 import ssl
 
@@ -652,3 +653,45 @@ def test_scoreboard_link_state(psd, certs):
             lambda ss: [x for x in ss if x.get("state") == "link" and
                         not x.get("maildrop")],
             what="the link unselected")
+
+
+def test_worker_killed_frees_lock(psd, certs):
+    """The lock is the worker's: SIGKILL of the process serving a link
+    frees it (the kernel drops the lock with the process)."""
+    a = link(psd, certs)
+    b = link(psd, certs)
+    try:
+        a.ok("SELECT " + HOST)
+        assert b.cmd("SELECT " + HOST).startswith("-ERR [IN-USE]")
+        pid = psd.worker_for(a.sock, port=psd.punt_port)
+        os.kill(pid, signal.SIGKILL)
+        assert a.closed()
+
+        def free():
+            r = b.cmd("SELECT " + HOST)
+            assert r == "+OK locked" or r.startswith("-ERR [IN-USE]"), r
+            return r == "+OK locked"
+        wait_for(free, what="the lock of a killed worker freed")
+        b.ok("UNSELECT")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_reload_changes_allow_list(certs):
+    """SIGHUP: new workers take the new [punt_server] allow."""
+    d = _daemon(certs)
+    try:
+        assert refused(d, ctx_for(certs, certs.fe2))
+        assert not refused(d, ctx_for(certs, certs.fe1))
+        d.rewrite_config(overrides={"punt_server":
+                                    {"allow": "fe2.example.net"}})
+        d.signal(signal.SIGHUP)
+        # Old workers leave between sessions; retry until a new one
+        # answers (bounded).
+        wait_for(lambda: not refused(d, ctx_for(certs, certs.fe2)),
+                 what="fe2 allowed after the reload")
+        wait_for(lambda: refused(d, ctx_for(certs, certs.fe1)),
+                 what="fe1 refused after the reload")
+    finally:
+        d.cleanup()
