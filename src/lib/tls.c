@@ -87,7 +87,6 @@ struct tls_server {
 	char			 desc[400];
 	/* A punt listener's (tls_punt_server_new): the front ends that may
 	 * connect, and why the last handshake's client was refused. */
-	bool			 punt;
 	char			 allow[1024];
 	char			 refusal[512];
 };
@@ -654,10 +653,8 @@ tls_server_describe(const struct tls_server *t, char *buf, size_t len)
 
 /* ---- the punt server (issue 11, docs/punt-protocol.md §1) ---- */
 
-/* Sessions resumed by ticket would skip the client certificate check:
- * there are none, and the context says whose it is. */
+/* No resumption (it would skip the client certificate check). */
 #define PUNT_SID_CTX	"sdps-punt"
-#define PUNT_VERIFY_DEPTH 4
 
 /* The DNS subjectAltNames of x into names[] (pointers into the
  * returned stack, which the caller frees); how many.  A name holding a
@@ -693,8 +690,6 @@ leaf_cn(X509 *x, char *buf, size_t len)
 	int	 n;
 
 	buf[0] = '\0';
-	if (x == NULL)
-		return;
 	n = X509_NAME_get_text_by_NID(X509_get_subject_name(x),
 	    NID_commonName, buf, (int)len);
 	if (n < 0 || strlen(buf) != (size_t)n)
@@ -793,9 +788,8 @@ punt_verify_cb(int ok, X509_STORE_CTX *xs)
 
 	ssl = X509_STORE_CTX_get_ex_data(xs,
 	    SSL_get_ex_data_X509_STORE_CTX_idx());
-	if (ssl != NULL)
-		t = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
-	if (t == NULL)
+	if (ssl == NULL ||
+	    (t = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl))) == NULL)
 		return 0;
 	if (!ok) {
 		if (t->refusal[0] == '\0') {
@@ -850,7 +844,6 @@ tls_punt_server_new(const struct config *cf, const struct tls_pem *pem,
 		snprintf(err, errlen, "%s:0: %s", cf->file, strerror(errno));
 		return NULL;
 	}
-	t->punt = true;
 	snprintf(t->allow, sizeof(t->allow), "%s", cf->ps_allow);
 	snprintf(t->desc, sizeof(t->desc), "-");
 	ERR_clear_error();
@@ -885,7 +878,7 @@ tls_punt_server_new(const struct config *cf, const struct tls_pem *pem,
 	SSL_CTX_set_app_data(t->ctx, t);
 	SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER |
 	    SSL_VERIFY_FAIL_IF_NO_PEER_CERT, punt_verify_cb);
-	SSL_CTX_set_verify_depth(t->ctx, PUNT_VERIFY_DEPTH);
+	SSL_CTX_set_verify_depth(t->ctx, 4);
 	describe_leaf(t);
 	return t;
 }
@@ -893,7 +886,7 @@ tls_punt_server_new(const struct config *cf, const struct tls_pem *pem,
 const char *
 tls_punt_refusal(const struct tls_server *t)
 {
-	return t != NULL ? t->refusal : "";
+	return t->refusal;
 }
 
 void
