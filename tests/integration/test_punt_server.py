@@ -71,13 +71,14 @@ def certs(tmp_path_factory):
     return c
 
 
-def _daemon(certs, idle=None):
+def _daemon(certs, idle=None, server=None):
     port = free_port()
     ps = {"ca": certs.ca, "allow": "fe1.example.net fe3.example.net"}
     if idle is not None:
         ps["idle_timeout"] = idle
-    d = Daemon(npunts=1,
-               server={"punt_listen": "127.0.0.1:%d %s" % (port, PUNT)},
+    srv = {"punt_listen": "127.0.0.1:%d %s" % (port, PUNT)}
+    srv.update(server or {})
+    d = Daemon(npunts=1, server=srv,
                overrides={"tls": {"cert": certs.cert, "key": certs.key},
                           "punt_server": ps,
                           "store": {"max_message_size": MAX_OCTETS}},
@@ -694,4 +695,24 @@ def test_reload_changes_allow_list(certs):
         wait_for(lambda: refused(d, ctx_for(certs, certs.fe1)),
                  what="fe1 refused after the reload")
     finally:
+        d.cleanup()
+
+
+def test_links_not_capped_per_address(certs):
+    """max_conn_per_ip is for POP3 clients: a front end opens one link
+    per worker from one address."""
+    d = _daemon(certs, server={"max_conn_per_ip": 1})
+    links = []
+    try:
+        for _ in range(3):
+            links.append(link(d, certs))
+            assert links[-1].greeting.startswith("+OK sdps-punt")
+        p = d.connect()         # one POP3 client: within the cap
+        q = Pop3("127.0.0.1", d.port)
+        assert q.greeting.startswith("-ERR [SYS/TEMP] too many")
+        q.close()
+        p.close()
+    finally:
+        for ln in links:
+            ln.close()
         d.cleanup()
