@@ -228,6 +228,20 @@ void	conn_tls_describe(const struct conn *c, char *buf, size_t len);
  * ::ffff:127/104): the cleartext policy's exception. */
 bool	conn_peer_loopback(const struct conn *c);
 
+/* Issue 11 (the punt server): the TLS peer's certificate identity,
+ * "CN=x DNS=a,b" (tls_peer_identity), or "-" without TLS. */
+void	conn_tls_peer(const struct conn *c, char *buf, size_t len);
+
+/*
+ * Issue 11 (the punt server's DELIVER): counted raw octets after a
+ * command line.  Up to len octets into buf, the ones already buffered
+ * first, else from one read, waiting at most idle_timeout_s (each call
+ * anew) and never past conn_set_deadline_ms.  CONN_OK with *got > 0, or
+ * the CONN_EOF/TIMEOUT/KILLED/ERR that ends the session.
+ */
+enum conn_res conn_read_data(struct conn *c, void *buf, size_t len,
+	    size_t *got);
+
 /* "timeout", "eof", ... for logs. */
 const char *conn_res_name(enum conn_res r);
 

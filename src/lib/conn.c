@@ -451,6 +451,28 @@ conn_read_line(struct conn *c, char **line, size_t *len)
 	}
 }
 
+enum conn_res
+conn_read_data(struct conn *c, void *buf, size_t len, size_t *got)
+{
+	size_t		 avail;
+	enum conn_res	 r;
+
+	*got = 0;
+	if (len == 0)
+		return CONN_OK;
+	/* Each wait gets the idle timeout afresh (fill arms it). */
+	c->line_deadline_ms = 0;
+	while ((avail = c->rlen - c->rpos) == 0)
+		if ((r = fill(c)) != CONN_OK)
+			return r;
+	if (avail > len)
+		avail = len;
+	memcpy(buf, c->rbuf + c->rpos, avail);
+	c->rpos += avail;
+	*got = avail;
+	return CONN_OK;
+}
+
 bool
 conn_line_pending(const struct conn *c)
 {
