@@ -93,15 +93,6 @@ enum conn_res conn_connect_finish(struct conn *c, unsigned timeout_ms,
 int	conn_fd(const struct conn *c);
 
 /*
- * Raw input, for counted data after a line (the punt protocol's BODY):
- * up to len octets, buffered ones first, else one read waiting at most
- * idle_timeout_s and the conn_set_deadline_ms deadline.  CONN_OK with
- * *got > 0, or why not (CONN_EOF at the end of the stream).
- */
-enum conn_res conn_read_some(struct conn *c, void *buf, size_t len,
-	    size_t *got);
-
-/*
  * Without waiting: is there input (or the stream's end)?  CONN_OK if
  * octets are buffered or arrived, CONN_TIMEOUT if none, CONN_EOF or
  * CONN_ERR if the peer is gone.  A TLS record that carries no data (a
@@ -289,6 +280,20 @@ void	conn_tls_describe(const struct conn *c, char *buf, size_t len);
 /* True if the peer of c's socket is a loopback address (127/8, ::1, or
  * ::ffff:127/104): the cleartext policy's exception. */
 bool	conn_peer_loopback(const struct conn *c);
+
+/* Issue 11 (the punt server): the TLS peer's certificate identity,
+ * "CN=x DNS=a,b" (tls_peer_identity), or "-" without TLS. */
+void	conn_tls_peer(const struct conn *c, char *buf, size_t len);
+
+/*
+ * Issue 11 (the punt server's DELIVER): counted raw octets after a
+ * command line.  Up to len octets into buf, the ones already buffered
+ * first, else from one read, waiting at most idle_timeout_s (each call
+ * anew) and never past conn_set_deadline_ms.  CONN_OK with *got > 0, or
+ * the CONN_EOF/TIMEOUT/KILLED/ERR that ends the session.
+ */
+enum conn_res conn_read_data(struct conn *c, void *buf, size_t len,
+	    size_t *got);
 
 /* "timeout", "eof", ... for logs. */
 const char *conn_res_name(enum conn_res r);

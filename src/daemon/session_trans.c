@@ -23,6 +23,7 @@
 #include "sdps/slot.h"
 #include "sdps/store.h"
 #include "sdps/util.h"
+#include "sdps/wire.h"
 #include "session_int.h"
 
 #define TOP_CHUNK	65536
@@ -370,54 +371,12 @@ dummy_build(struct session *s, const struct s_msg *m, size_t *len)
 	return buf;
 }
 
-/*
- * TOP's cut of a message: the header block, the blank line, then body
- * lines while any are left.  top_feed returns how many octets of the
- * chunk to send; t->done is set once the cut is complete.
- */
-struct top_cut {
-	uint64_t	 body_left;
-	bool		 in_header;
-	bool		 line_empty;
-	bool		 done;
-};
-
-static void
-top_init(struct top_cut *t, uint64_t lines)
-{
-	t->body_left = lines;
-	t->in_header = true;
-	t->line_empty = true;
-	t->done = false;
-}
-
-static size_t
-top_feed(struct top_cut *t, const char *p, size_t len)
-{
-	size_t	 i;
-
-	for (i = 0; i < len && !t->done; i++) {
-		if (p[i] == '\n') {
-			if (t->in_header) {
-				if (t->line_empty) {
-					t->in_header = false;
-					t->done = t->body_left == 0;
-				}
-			} else if (--t->body_left == 0)
-				t->done = true;
-			t->line_empty = true;
-		} else if (p[i] != '\r')
-			t->line_empty = false;
-	}
-	return i;
-}
-
 /* Send the dummy for m, whole (RETR) or cut (TOP, lines >= 0). */
 static enum cmd_res
 send_dummy(struct session *s, const struct s_msg *m, bool top,
     uint64_t lines)
 {
-	struct top_cut	 t;
+	struct wire_top	 t;
 	char		*buf;
 	size_t		 len;
 
@@ -426,8 +385,8 @@ send_dummy(struct session *s, const struct s_msg *m, bool top,
 		return CMD_SRVFAIL;
 	}
 	if (top) {
-		top_init(&t, lines);
-		len = top_feed(&t, buf, len);
+		wire_top_init(&t, lines);
+		len = wire_top_feed(&t, buf, len);
 		session_ok(s, "top of message follows");
 	} else
 		session_ok(s, "%zu octets", len);
@@ -494,7 +453,7 @@ cmd_retr(struct session *s, struct conn_args *a)
 enum cmd_res
 cmd_top(struct session *s, struct conn_args *a)
 {
-	struct top_cut	 t;
+	struct wire_top	 t;
 	struct punt_body b;
 	struct s_msg	*m;
 	char		*buf;
@@ -536,7 +495,7 @@ cmd_top(struct session *s, struct conn_args *a)
 	}
 	session_ok(s, "top of message follows");
 	conn_printf(s->c, "Return-Path: <%s>\r\n", msg_sender(s, m));
-	top_init(&t, lines);
+	wire_top_init(&t, lines);
 	while (!t.done) {
 		if ((n = read(fd, buf, TOP_CHUNK)) == -1) {
 			if (errno == EINTR)
@@ -549,7 +508,7 @@ cmd_top(struct session *s, struct conn_args *a)
 		}
 		if (n == 0)
 			break;
-		out = top_feed(&t, buf, (size_t)n);
+		out = wire_top_feed(&t, buf, (size_t)n);
 		if (out > 0) {
 			last = buf[out - 1];
 			if (conn_write(s->c, buf, out) == -1)

@@ -362,58 +362,25 @@ conn_read_line(struct conn *c, char **line, size_t *len)
 }
 
 enum conn_res
-conn_read_some(struct conn *c, void *buf, size_t len, size_t *got)
+conn_read_data(struct conn *c, void *buf, size_t len, size_t *got)
 {
-	ssize_t		 n;
-	int64_t		 deadline;
+	size_t		 avail;
 	enum conn_res	 r;
 
 	*got = 0;
 	if (len == 0)
 		return CONN_OK;
-	if (c->rpos < c->rlen) {
-		n = (ssize_t)(c->rlen - c->rpos < len ? c->rlen - c->rpos :
-		    len);
-		memcpy(buf, c->rbuf + c->rpos, (size_t)n);
-		c->rpos += (size_t)n;
-		*got = (size_t)n;
-		return CONN_OK;
-	}
-	if (c->reof)
-		return CONN_EOF;
-	if (conn_flush(c) == -1)
-		return c->werr;
-	c->line_deadline_ms = c->idle_timeout_s > 0 ? conn_now_ms() +
-	    (int64_t)c->idle_timeout_s * 1000 : 0;
-	for (;;) {
-		if (conn_killed(c))
-			return CONN_KILLED;
-		if ((deadline = read_deadline(c)) > 0 &&
-		    conn_now_ms() >= deadline)
-			return CONN_TIMEOUT;
-		if ((n = c->tp->recv(c, buf, len)) > 0) {
-			*got = (size_t)n;
-			return CONN_OK;
-		}
-		if (n == 0) {
-			c->reof = true;
-			return CONN_EOF;
-		}
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			if ((r = conn_wait_until(c, conn_want(c, POLLIN),
-			    deadline)) != CONN_OK)
-				return r;
-			continue;
-		}
-		if (errno == ECONNRESET || errno == ENOTCONN) {
-			c->reof = true;
-			return CONN_EOF;
-		}
-		log_warn("conn: read");
-		return CONN_ERR;
-	}
+	/* Each wait gets the idle timeout afresh (fill arms it). */
+	c->line_deadline_ms = 0;
+	while ((avail = c->rlen - c->rpos) == 0)
+		if ((r = fill(c)) != CONN_OK)
+			return r;
+	if (avail > len)
+		avail = len;
+	memcpy(buf, c->rbuf + c->rpos, avail);
+	c->rpos += avail;
+	*got = avail;
+	return CONN_OK;
 }
 
 enum conn_res

@@ -484,3 +484,15 @@ conn_peer_loopback(const struct conn *c)
 		return false;
 	}
 }
+
+/* Issue 11: the client certificate's identity (tls.h), for the punt
+ * server's log lines; "-" without TLS. */
+void
+conn_tls_peer(const struct conn *c, char *buf, size_t len)
+{
+	if (!conn_tls_active(c)) {
+		snprintf(buf, len, "-");
+		return;
+	}
+	tls_peer_identity(c->ssl, buf, len);
+}

@@ -30,6 +30,7 @@
 #include "sdps/link.h"
 #include "sdps/log.h"
 #include "sdps/util.h"
+#include "sdps/xtext.h"
 
 #define KEEP_IDLE_S	10
 #define KEEP_INTVL_S	5
@@ -647,7 +648,7 @@ link_data_read(struct link *l, void *buf, size_t len)
 		len = (size_t)l->data_left;
 	if (arm(l) == -1)
 		return -1;
-	if ((r = conn_read_some(l->c, buf, len, &got)) != CONN_OK)
+	if ((r = conn_read_data(l->c, buf, len, &got)) != CONN_OK)
 		return lfail(l, "data: %s", r == CONN_EOF ?
 		    "the punt closed the link" : conn_res_name(r));
 	l->data_left -= got;
@@ -691,65 +692,15 @@ link_send_file(struct link *l, int fd, uint64_t len)
 	return 0;
 }
 
-/* RFC 3461 §4: xtext.  (The punt server's xtext.c is the same rule; the
- * lead folds the two at the merge.) */
+/* xtext: the one implementation is xtext.c's (both ends of the link). */
 int
 link_xtext_encode(const char *s, char *buf, size_t len)
 {
-	static const char hex[] = "0123456789ABCDEF";
-	size_t		 o = 0;
-	unsigned char	 ch;
-
-	for (; *s != '\0'; s++) {
-		ch = (unsigned char)*s;
-		if (ch < '!' || ch > '~' || ch == '+' || ch == '=') {
-			if (o + 3 >= len)
-				return -1;
-			buf[o++] = '+';
-			buf[o++] = hex[ch >> 4];
-			buf[o++] = hex[ch & 15];
-		} else {
-			if (o + 1 >= len)
-				return -1;
-			buf[o++] = (char)ch;
-		}
-	}
-	if (o >= len)
-		return -1;
-	buf[o] = '\0';
-	return 0;
-}
-
-static int
-hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
+	return xtext_encode(s, buf, len);
 }
 
 int
 link_xtext_decode(char *s)
 {
-	char	*o = s;
-	int	 hi, lo;
-
-	for (; *s != '\0'; s++) {
-		if (*s == '+') {
-			if ((hi = hexval(s[1])) < 0 || (lo = hexval(s[2])) < 0)
-				return -1;
-			*o++ = (char)(hi << 4 | lo);
-			s += 2;
-		} else if ((unsigned char)*s < '!' || *s == '=' ||
-		    (unsigned char)*s > '~')
-			return -1;
-		else
-			*o++ = *s;
-	}
-	*o = '\0';
-	return 0;
+	return xtext_decode(s);
 }
