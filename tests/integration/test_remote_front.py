@@ -25,7 +25,7 @@ import pytest
 
 import harness
 import tlsutil
-from daemon import HOST, Daemon, free_port, pid_alive, wait_for
+from daemon import HOST, PW1, Daemon, free_port, pid_alive, wait_for
 
 ALICE = "alice@" + HOST
 
@@ -187,14 +187,21 @@ def test_merged_listing_uidl_and_bodies(remote):
     deliver_both(a, b)
     want_uidls = {m["uidl"] for m in a.messages()} | \
         {m["uidl"] for m in b.messages()}
-    with fe.login() as p:
+    # Read on each punt server first: while the front end's session
+    # holds the maildrop, the punt's own POP3 answers [IN-USE].
+    want = {"on finchley": local_body(a, "on finchley"),
+            "on docklands": local_body(b, "on docklands")}
+    with fe.login_when_free() as p:
         assert p.stat()[0] == 2
         assert set(p.uidl().values()) == want_uidls
         subj = subjects(p)
         assert sorted(subj.values()) == ["on docklands", "on finchley"]
         for i, s in subj.items():
-            srv = a if s == "on finchley" else b
-            assert p.retr(i) == local_body(srv, s)
+            assert p.retr(i) == want[s]
+        # the lock is the punt's: its own POP3 is refused meanwhile
+        with a.connect() as q:
+            q.ok("USER " + HOST)
+            assert q.cmd("PASS " + PW1).startswith("-ERR [IN-USE]")
         assert p.quit().startswith("+OK")
 
 
