@@ -124,6 +124,24 @@ def kill_hard(dm):
              what="the punt server's processes gone")
 
 
+def front_end(monkeypatch, certs, addrs, link):
+    """A front end whose punts are remote: addrs {name: "host:port"}."""
+    ov = {"link": dict(link)}
+    for name, addr in addrs.items():
+        ov["punt " + name] = {"address": addr, "ca": certs.ca,
+                              "cert": certs.fe, "key": certs.fe_key,
+                              "server_name": "127.0.0.1"}
+    # The front end has no local punt to create.
+    real = harness.Spool.ctl_ok
+    monkeypatch.setattr(harness.Spool, "ctl_ok", lambda self, *args, **kw:
+                        None if args[:2] == ("punt", "create")
+                        else real(self, *args, **kw))
+    try:
+        return Daemon(npunts=0, overrides=ov)
+    finally:
+        monkeypatch.setattr(harness.Spool, "ctl_ok", real)
+
+
 @pytest.fixture
 def remote(monkeypatch):
     certs = Certs()
@@ -131,19 +149,10 @@ def remote(monkeypatch):
     b = punt_server(certs, "docklands", 2)
     # down_time 1: the last test waits (a bounded poll) for a punt to
     # come back; the others do not depend on it.
-    ov = {"link": {"timeout": "10", "down_time": "1"}}
-    for name, srv in (("finchley", a), ("docklands", b)):
-        ov["punt " + name] = {"address": "127.0.0.1:%d" % srv.punt_port,
-                              "ca": certs.ca, "cert": certs.fe,
-                              "key": certs.fe_key,
-                              "server_name": "127.0.0.1"}
-    # The front end has no local punt to create.
-    real = harness.Spool.ctl_ok
-    monkeypatch.setattr(harness.Spool, "ctl_ok", lambda self, *args, **kw:
-                        None if args[:2] == ("punt", "create")
-                        else real(self, *args, **kw))
-    fe = Daemon(npunts=0, overrides=ov)
-    monkeypatch.setattr(harness.Spool, "ctl_ok", real)
+    fe = front_end(monkeypatch, certs,
+                   {"finchley": "127.0.0.1:%d" % a.punt_port,
+                    "docklands": "127.0.0.1:%d" % b.punt_port},
+                   {"timeout": "10", "down_time": "1"})
     try:
         yield fe, a, b
     finally:
@@ -262,3 +271,34 @@ def _stat_when_back(fe):
         n = p.stat()[0]
         p.quit()
     return n if n == 1 else None
+
+
+def test_silent_punt_costs_the_other_nothing(monkeypatch):
+    """A punt that takes the TCP connection and then says nothing (a
+    listening socket nobody accepts on): the parallel login still serves
+    the other punt, and later logins leave the silent one out."""
+    certs = Certs()
+    b = punt_server(certs, "docklands", 2)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    fe = front_end(monkeypatch, certs,
+                   {"finchley": "127.0.0.1:%d" % silent.getsockname()[1],
+                    "docklands": "127.0.0.1:%d" % b.punt_port},
+                   {"timeout": "2", "connect_timeout_ms": "500",
+                    "down_time": "600"})
+    try:
+        b.deliver_ok(harness.simple_message("on docklands"), ALICE,
+                     punt="docklands")
+        for _ in range(3):
+            with fe.login_when_free() as p:
+                assert list(subjects(p).values()) == ["on docklands"]
+                assert p.quit().startswith("+OK")
+        assert fe.log_lines("punt=finchley event=punt-skipped")
+    finally:
+        silent.close()
+        for d in (fe, b):
+            try:
+                d.stop()
+            finally:
+                d.spool.cleanup()
