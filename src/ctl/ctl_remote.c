@@ -127,8 +127,9 @@ num(char *tok, uint64_t *v)
 /*
  * One XLS/XREC line, "id arrival_us octets stored_octets flags claim_us
  * host agent sender rcpt..." (docs/punt-protocol.md), into m: the
- * strings point into line (decoded in place) and into *rcpts (malloc'd,
- * the caller frees it).  0, or -1 if malformed.
+ * strings point into line (agent, sender and recipients are xtext,
+ * decoded in place; the host is a normalized name, sent as it is) and
+ * into *rcpts (malloc'd, the caller frees it).  0, or -1 if malformed.
  */
 static int
 parse_rec(char *line, struct store_msg *m, char ***rcpts)
@@ -147,7 +148,6 @@ parse_rec(char *line, struct store_msg *m, char ***rcpts)
 	    num(tok[3], &m->stored_octets) == -1 ||
 	    num(tok[4], &flags) == -1 || flags > UINT32_MAX ||
 	    num(tok[5], &m->claim_us) == -1 ||
-	    link_xtext_decode(tok[6]) == -1 ||
 	    strlen(tok[6]) > UTIL_HOST_MAX ||
 	    link_xtext_decode(tok[7]) == -1 ||
 	    strlen(tok[7]) > STORE_AGENT_MAX)
