@@ -25,6 +25,7 @@ import pki
 
 HOST = D.HOST
 RCPT = "fred@" + HOST
+OTHER = "wilma.example.net"	# a second host, for copies per host
 PUNT = "finchley"	# served by the punt server, remote at the front end
 LOCAL = "docklands"	# the front end's own
 
@@ -83,7 +84,8 @@ def start_front_end(certs, punt_port, local=True):
     (and, with local, docklands is its own directory)."""
     lport = D.free_port()
     d = D.Daemon(npunts=2 if local else 1, start=False,
-                 server={"lmtp_listen": "127.0.0.1:%d" % lport})
+                 server={"lmtp_listen": "127.0.0.1:%d" % lport},
+                 hosts=((HOST, D.PW1, D.PW2), (OTHER, "w1", None)))
     d.lmtp_port = lport
     d.rewrite_config(overrides={"punt " + PUNT: {
         "path": None, "address": "127.0.0.1:%d" % punt_port,
@@ -106,18 +108,21 @@ def pair(request, certs):
         D._finish(request, ps)
 
 
-def lmtp_send(port, n, tag):
-    """n messages over one LMTP connection: [(code, reply text)]."""
+def lmtp_send(port, n, tag, rcpts=(RCPT,)):
+    """n messages over one LMTP connection: [(code, reply text)], the
+    reply for the first recipient (smtplib reads one per DATA); with
+    several recipients use lmtp_multi."""
     out = []
     c = smtplib.LMTP("127.0.0.1", port, timeout=60)
     try:
         assert c.ehlo("mta.example.org")[0] == 250
         for i in range(n):
             assert c.mail("sender@example.org")[0] == 250
-            assert c.rcpt(RCPT)[0] == 250
+            for r in rcpts:
+                assert c.rcpt(r)[0] == 250
             code, text = c.data(("From: sender@example.org\r\nTo: %s\r\n"
                                  "Subject: %s %d\r\n\r\nbody %s %d\r\n"
-                                 % (RCPT, tag, i, tag, i)).encode())
+                                 % (rcpts[0], tag, i, tag, i)).encode())
             out.append((code, text.decode("latin-1")))
             if code != 250:
                 c.rset()
@@ -125,6 +130,41 @@ def lmtp_send(port, n, tag):
     finally:
         c.close()
     return out
+
+
+def lmtp_multi(port, rcpts, tag):
+    """One message to every rcpt (RFC 2033: one reply each after the
+    dot), on a raw socket: [reply line per recipient]."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=60)
+    f = s.makefile("rb")
+
+    def reply():
+        lines = []
+        while True:
+            ln = f.readline().decode("latin-1").rstrip("\r\n")
+            assert ln, "connection closed"
+            lines.append(ln)
+            if ln[3:4] != "-":
+                return ln
+    try:
+        assert reply().startswith("220")
+        s.sendall(b"LHLO mta.example.org\r\n")
+        assert reply().startswith("250")
+        s.sendall(b"MAIL FROM:<sender@example.org>\r\n")
+        assert reply().startswith("250")
+        for r in rcpts:
+            s.sendall(("RCPT TO:<%s>\r\n" % r).encode())
+            assert reply().startswith("250")
+        s.sendall(b"DATA\r\n")
+        assert reply().startswith("354")
+        s.sendall(("Subject: %s\r\n\r\nto several hosts\r\n.\r\n"
+                   % tag).encode())
+        out = [reply() for _ in rcpts]
+        s.sendall(b"QUIT\r\n")
+        return out
+    finally:
+        f.close()
+        s.close()
 
 
 def stored_as(text):
@@ -189,6 +229,11 @@ def test_lmtp_lands_on_both_and_survives_a_dead_punt(pair):
     assert sorted(m["id"] for m in theirs) == sorted(
         i for p, i in refs if p == PUNT)
     assert ps.fsck().rc == 0
+    # The front end's tmp files (DATA bound for the remote punt) are
+    # gone once each transaction ended; the directory is private.
+    tmpdir = os.path.join(fe.run_dir, "lmtp-tmp")
+    assert os.listdir(tmpdir) == []
+    assert os.stat(tmpdir).st_mode & 0o777 == 0o700
 
     st = punt_state(fe, PUNT)
     assert st["remote"] is True and st["state"] == "up", st
@@ -208,6 +253,25 @@ def test_lmtp_lands_on_both_and_survives_a_dead_punt(pair):
     # The local punt's mail is all there.
     ls = fe.ctl_json("spool", "ls", "--punt", LOCAL)["messages"]
     assert len(ls) == sum(1 for p, _ in refs if p == LOCAL) + len(after)
+
+
+def test_lmtp_several_hosts_each_copy_stored(pair):
+    ps, fe = pair
+    punts = set()
+    for i in range(12):
+        out = lmtp_multi(fe.lmtp_port, [RCPT, "wilma@" + OTHER],
+                         "multi %d" % i)
+        assert all(r.startswith("250 ") for r in out), out
+        refs = [stored_as(r) for r in out]
+        punts |= {p for p, _ in refs}
+        for (p, mid), host in zip(refs, (HOST, OTHER)):
+            ls = fe.ctl_json("spool", "ls", "--punt", p, "--host",
+                             host)["messages"]
+            assert mid in [m["id"] for m in ls], (p, mid, host)
+    # Both punts held copies: the remote path (one DELIVER per host)
+    # and the local batch both ran.
+    assert punts == {PUNT, LOCAL}, punts
+    assert os.listdir(os.path.join(fe.run_dir, "lmtp-tmp")) == []
 
 
 def test_spool_ls_show_stat_through_the_link(pair):
@@ -251,6 +315,27 @@ def test_store_verbs_refuse_a_remote_punt(pair):
         assert r.rc == 64, (args, r)
         assert "punt %s is remote: run this on its punt server" % PUNT \
             in r.errtext, (args, r)
+
+
+def test_only_remote_punt_lmtp_then_dead_4xx(request, certs):
+    ps = start_punt_server(certs)
+    fe = None
+    try:
+        fe = start_front_end(certs, ps.punt_port, local=False)
+        # Every punt remote: DATA waits in the front end's own file.
+        out = lmtp_send(fe.lmtp_port, 5, "remote only")
+        assert all(code == 250 for code, _ in out), out
+        assert {stored_as(t)[0] for _, t in out} == {PUNT}
+        theirs = ps.ctl_json("spool", "ls")["messages"]
+        assert sorted(m["id"] for m in theirs) == sorted(
+            stored_as(t)[1] for _, t in out)
+        kill_punt_server(ps)
+        out = lmtp_send(fe.lmtp_port, 3, "dead")
+        assert all(400 <= code < 500 for code, _ in out), out
+    finally:
+        if fe is not None:
+            D._finish(request, fe)
+        D._finish(request, ps)
 
 
 def test_only_remote_punt_dead_lmtp_4xx(request, certs):
