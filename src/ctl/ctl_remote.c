@@ -17,18 +17,7 @@
 #include "sdps/store.h"
 #include "sdps/util.h"
 
-/*
- * The TLS client context of a remote punt (tls_client.c, being written
- * beside this file for issue 11).  Until its header is in the tree the
- * prototypes are declared here, as that helper announced them.
- */
-#if __has_include("sdps/tls_client.h")
 #include "sdps/tls_client.h"
-#else
-struct tls_client *tls_client_new(const struct config_punt *p, char *err,
-	    size_t errlen);
-void	tls_client_free(struct tls_client *t);
-#endif
 
 #include "ctl_remote.h"
 
