@@ -101,6 +101,9 @@ struct punt_ops {
 	 */
 	int	(*begin)(void *impl, const char *host, const char *user,
 		    uint64_t deadline_us);
+	/* Release, first half, optional: start it without waiting (a
+	 * remote punt sends UNSELECT); unlock then finishes it. */
+	void	(*unlock_begin)(void *impl, struct punt_lock *lk);
 	/* TOP cut at the punt (NULL: the caller cuts the open_body file). */
 	enum store_res (*open_top)(void *impl, uint64_t id, uint64_t lines,
 		    struct punt_body *b);
@@ -167,6 +170,9 @@ enum store_res punt_lock(struct punt *p, const char *host, const char *user,
 	    struct punt_lock *lk);
 void	punt_lock_init(struct punt_lock *lk);
 void	punt_unlock(struct punt_lock *lk);	/* safe when holding nothing */
+/* Start punt_unlock without waiting for it (several punts released in
+ * one round trip); punt_unlock still follows.  Safe on anything. */
+void	punt_unlock_begin(struct punt_lock *lk);
 
 /* store_list: the snapshot of one maildrop (STORE_OK/STORE_TEMPFAIL). */
 enum store_res punt_list(struct punt *p, const char *host, const char *user,

@@ -81,6 +81,20 @@ tls_client_new(const struct config_punt *p, char *err, size_t errlen)
 		ssl_why(err, errlen, p->name, "protocol", "TLSv1.3");
 		goto fail;
 	}
+	/*
+	 * AES-128-GCM first: the link carries every body a front end
+	 * relays, and the punt takes the client's order (tls.c clears
+	 * server preference), where OpenSSL's default puts AES-256 first,
+	 * about a third more work per octet for no gain inside one
+	 * operator's network.  Read-ahead: a body arrives as a stream of
+	 * full records, so one recv can bring several.
+	 */
+	if (SSL_CTX_set_ciphersuites(t->ctx, "TLS_AES_128_GCM_SHA256:"
+	    "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256") != 1) {
+		ssl_why(err, errlen, p->name, "ciphersuites", "");
+		goto fail;
+	}
+	SSL_CTX_set_read_ahead(t->ctx, 1);
 	/* The operator's CA only, not the system's store. */
 	if (SSL_CTX_load_verify_locations(t->ctx, p->ca, NULL) != 1) {
 		ssl_why(err, errlen, p->name, "ca", p->ca);

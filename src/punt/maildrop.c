@@ -238,6 +238,10 @@ maildrop_close(struct maildrop *md)
 
 	if (md == NULL)
 		return;
+	/* Every release started before any is waited for (remote punts:
+	 * one round trip in all, not one per punt). */
+	for (k = 0; k < md->npunts; k++)
+		punt_unlock_begin(&md->punts[k].lk);
 	for (k = 0; k < md->npunts; k++) {
 		punt_unlock(&md->punts[k].lk);
 		free(md->punts[k].env);

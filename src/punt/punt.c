@@ -99,6 +99,13 @@ punt_lock(struct punt *p, const char *host, const char *user,
 }
 
 void
+punt_unlock_begin(struct punt_lock *lk)
+{
+	if (lk->punt != NULL && lk->punt->ops->unlock_begin != NULL)
+		lk->punt->ops->unlock_begin(lk->punt->impl, lk);
+}
+
+void
 punt_unlock(struct punt_lock *lk)
 {
 	if (lk->punt != NULL)

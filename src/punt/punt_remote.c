@@ -29,25 +29,7 @@
 #include "sdps/tls_client.h"
 #include "sdps/util.h"
 
-#define XT_MAX	(3 * 256 + 1)	/* one xtext-encoded address part */
-
-struct remote {
-	const struct config	 *cf;
-	const struct config_punt *cp;
-	struct sb_punt_health	 *h;	/* may be NULL */
-	volatile sig_atomic_t	 *kill;
-	const struct punt_client *client;	/* may be NULL */
-	struct link		 *l;
-	uint64_t		  uid;	/* from the last greeting */
-	bool			  failed;	/* this session: stays down */
-	bool			  begun;	/* begin ran, lock not yet */
-	bool			  select_sent, selected, xlist_sent;
-	bool			  xclient_sent;
-	uint64_t		  deadline_us;	/* the login's connect part */
-	uint64_t		  reply_deadline_us;
-	char			  host[UTIL_HOST_MAX + 1];
-	char			  user[UTIL_USER_MAX + 1];
-};
+#include "punt_remote_int.h"
 
 /*
  * The remote punts begun for the login under way whose links are still
@@ -89,7 +71,7 @@ sb_up(struct remote *r)
 
 /* The link failed: down for this session, remembered for link_down_s,
  * and freed (the punt frees the lock when the link ends). */
-static enum store_res
+enum store_res
 r_fail(struct remote *r, const char *what)
 {
 	log_warnx("punt %s: %s: %s", r->cp->name, what,
@@ -174,7 +156,7 @@ r_finish(struct remote *r, uint64_t deadline_us)
 }
 
 /* A link ready for a command outside a session (DELIVER, XSTAT). */
-static int
+int
 r_ready(struct remote *r)
 {
 	if (r->failed && !r->selected)
@@ -372,8 +354,13 @@ r_lock(void *impl, const char *host, const char *user, struct punt_lock *lk)
 	return STORE_OK;
 }
 
+/*
+ * Release, first half: whatever the session left unread is read, then
+ * UNSELECT is sent without waiting, so maildrop_close releases every
+ * punt in one round trip (r_unlock reads the answers).
+ */
 static void
-r_unlock(void *impl, struct punt_lock *lk)
+r_unlock_begin(void *impl, struct punt_lock *lk)
 {
 	struct remote	*r = impl;
 	char		*text, *line;
@@ -404,8 +391,30 @@ r_unlock(void *impl, struct punt_lock *lk)
 	}
 	if (r->selected) {
 		r->selected = false;
-		(void)r_res(r, link_cmd(r->l, &text, "UNSELECT"), "UNSELECT");
+		if (link_send(r->l, "UNSELECT") == -1 ||
+		    link_flush(r->l) == -1) {
+			r_fail(r, "UNSELECT");
+			return;
+		}
+		r->unselect_sent = true;
 	}
+}
+
+/* Release, second half: UNSELECT's answer, so the lock is known to be
+ * gone before the POP3 client hears the session is over. */
+static void
+r_unlock(void *impl, struct punt_lock *lk)
+{
+	struct remote	*r = impl;
+	char		*text;
+
+	if (!r->unselect_sent)
+		r_unlock_begin(impl, lk);
+	if (!r->unselect_sent)
+		return;
+	r->unselect_sent = false;
+	if (r->l != NULL)
+		(void)r_res(r, link_reply(r->l, &text), "UNSELECT");
 }
 
 /* Does the space-separated rcpt list hold user? */
@@ -641,28 +650,41 @@ r_body_close(void *impl, struct punt_body *b)
 		r_fail(r, "BODY data");
 }
 
-/* Send "VERB id id ..." lines, LINK_IDS_PER_LINE ids each. */
+/*
+ * "VERB id id ..." lines, LINK_IDS_PER_LINE ids each, all sent before any
+ * answer is read: one round trip for a QUIT's RD or DELE, however many
+ * lines.  Every answer is read, so the link stays in step.
+ */
 static enum store_res
 r_ids(struct remote *r, const char *verb, const uint64_t *ids, size_t n)
 {
 	char		 line[LINK_LINE_MAX];
-	enum store_res	 res;
+	enum store_res	 res = STORE_OK, one;
 	char		*text;
-	size_t		 i, k;
+	size_t		 i, k, lines = 0;
 	int		 o;
 
 	if (r->failed || r->l == NULL || !r->selected)
 		return STORE_TEMPFAIL;
-	for (i = 0; i < n; i += k) {
+	link_set_deadline(r->l, 0);
+	for (i = 0; i < n; i += k, lines++) {
 		o = snprintf(line, sizeof(line), "%s", verb);
 		for (k = 0; k < LINK_IDS_PER_LINE && i + k < n; k++)
 			o += snprintf(line + o, sizeof(line) - (size_t)o,
 			    " %" PRIu64, ids[i + k]);
-		if ((res = r_res(r, link_cmd(r->l, &text, "%s", line), verb))
-		    != STORE_OK)
-			return res;
+		if (link_send(r->l, "%s", line) == -1)
+			return r_fail(r, verb);
 	}
-	return STORE_OK;
+	if (link_flush(r->l) == -1)
+		return r_fail(r, verb);
+	while (lines-- > 0) {
+		if ((one = r_res(r, link_reply(r->l, &text), verb)) !=
+		    STORE_OK && res == STORE_OK)
+			res = one;
+		if (r->l == NULL)
+			return STORE_TEMPFAIL;
+	}
+	return res;
 }
 
 static enum store_res
@@ -707,111 +729,6 @@ r_no_agent2(void *impl, uint64_t id)
 	return STORE_TEMPFAIL;
 }
 
-/* "DELIVER host sender N body_octets rcpt ..." into line. */
-static int
-deliver_line(const struct store_envelope *env, uint64_t wire_len,
-    uint64_t body_octets, char *line, size_t len)
-{
-	char	 xt[XT_MAX];
-	size_t	 o, i;
-	int	 n;
-
-	if (env->sender[0] == '\0')
-		snprintf(xt, sizeof(xt), "<>");
-	else if (link_xtext_encode(env->sender, xt, sizeof(xt)) == -1)
-		return -1;
-	n = snprintf(line, len, "DELIVER %s %s %" PRIu64 " %" PRIu64,
-	    env->host, xt, wire_len, body_octets);
-	if (n < 0 || (size_t)n >= len)
-		return -1;
-	o = (size_t)n;
-	for (i = 0; i < env->nrcpts; i++) {
-		if (link_xtext_encode(env->rcpts[i], xt, sizeof(xt)) == -1)
-			return -1;
-		n = snprintf(line + o, len - o, " %s", xt);
-		if (n < 0 || (size_t)n >= len - o)
-			return -1;
-		o += (size_t)n;
-	}
-	return 0;
-}
-
-/* DELIVER's answer: +OK id only once the punt made it durable. */
-static enum store_res
-deliver_reply(struct remote *r, uint64_t *id, char *err, size_t errlen)
-{
-	enum store_res	 res;
-	char		*text;
-
-	if (link_flush(r->l) == -1) {
-		snprintf(err, errlen, "punt %s: %s", r->cp->name,
-		    link_error(r->l));
-		return r_fail(r, "DELIVER");
-	}
-	res = link_reply(r->l, &text);
-	if (res == STORE_OK && util_parse_u64(text, UINT64_MAX, id) == 0)
-		return STORE_OK;
-	if (!link_ok(r->l)) {
-		snprintf(err, errlen, "punt %s: %s", r->cp->name,
-		    link_error(r->l));
-		return r_fail(r, "DELIVER");
-	}
-	snprintf(err, errlen, "punt %s: %.200s", r->cp->name, text);
-	return res == STORE_PERMFAIL ? STORE_PERMFAIL : STORE_TEMPFAIL;
-}
-
-static enum store_res
-r_put_common(struct remote *r, const struct store_envelope *env,
-    const void *wire, int fd, uint64_t wire_len, uint64_t body_octets,
-    uint64_t *id, char *err, size_t errlen)
-{
-	char	 line[LINK_LINE_MAX];
-	int	 rc;
-
-	if (deliver_line(env, wire_len, body_octets, line, sizeof(line)) ==
-	    -1) {
-		snprintf(err, errlen, "punt %s: envelope too long for the "
-		    "link", r->cp->name);
-		return STORE_PERMFAIL;
-	}
-	if (r_ready(r) == -1) {
-		snprintf(err, errlen, "punt %s: unavailable", r->cp->name);
-		return STORE_TEMPFAIL;
-	}
-	if (link_send(r->l, "%s", line) == -1) {
-		snprintf(err, errlen, "punt %s: send failed", r->cp->name);
-		return r_fail(r, "DELIVER");
-	}
-	rc = wire != NULL ? link_write(r->l, wire, (size_t)wire_len) :
-	    link_send_file(r->l, fd, wire_len);
-	if (rc == -1) {
-		snprintf(err, errlen, "punt %s: %s", r->cp->name,
-		    link_error(r->l));
-		return r_fail(r, "DELIVER");
-	}
-	return deliver_reply(r, id, err, errlen);
-}
-
-static enum store_res
-r_put(void *impl, const struct store_envelope *env, const void *wire,
-    size_t wire_len, uint64_t body_octets, uint64_t *id, char *err,
-    size_t errlen)
-{
-	static const char empty[1];
-
-	return r_put_common(impl, env, wire_len > 0 ? wire : empty, -1,
-	    wire_len, body_octets, id, err, errlen);
-}
-
-static enum store_res
-r_put_file(void *impl, const struct store_envelope *env, int fd,
-    uint64_t wire_len, uint64_t body_octets, uint64_t *id, char *err,
-    size_t errlen)
-{
-	return r_put_common(impl, env, NULL, fd, wire_len, body_octets, id,
-	    err, errlen);
-}
-
 static enum store_res
 r_stat(void *impl, struct store_stat *out)
 {
@@ -848,6 +765,7 @@ static const struct punt_ops remote_ops = {
 	.uidl = r_uidl,
 	.lock = r_lock,
 	.unlock = r_unlock,
+	.unlock_begin = r_unlock_begin,
 	.list = r_list,
 	.open_body = r_open_body,
 	.body_read = r_body_read,
