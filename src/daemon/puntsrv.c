@@ -3,7 +3,7 @@
  * (docs/punt-protocol.md): one front end's link to one local punt.
  *
  * A link is a session with a lifetime, so it runs in a POP3-pool worker
- * like a POP3 session (docs/notes/issue11-srv.md): the maildrop lock a
+ * like a POP3 session (docs/design.md §19.7): the maildrop lock a
  * SELECT takes is the local punt's lock (a kernel OFD lock, lock.c), held
  * by this process, so it goes with the link whichever way the link ends
  * (QUIT, EOF, reset, the idle deadline, sdps-ctl kill, a crash).
