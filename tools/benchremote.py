@@ -111,7 +111,7 @@ class SdpsRemote:
     """The front end over two remote punts; local is the Sdps side whose
     punt directories, hosts and settings it shares."""
 
-    def __init__(self, top, local, maxw):
+    def __init__(self, top, local, maxw, mtu=1500):
         self.name = self.result_name = "sdps-remote"
         self.local = local
         self.bin = local.bin
@@ -124,6 +124,7 @@ class SdpsRemote:
         self.punts = []          # (ns, addr, conf, proc)
         self.ns_up = False
         self.maxw = maxw
+        self.mtu = mtu
         self.pki = make_pki(os.path.join(self.d, "pki"),
                             [NET % (i, 2) for i in range(2)])
         with open(local.conf) as f:
@@ -178,8 +179,9 @@ class SdpsRemote:
             _run("ip", "addr", "add", NET % (i, 1) + "/30", "dev", a)
             _run("ip", "-n", ns, "addr", "add", NET % (i, 2) + "/30",
                  "dev", b)
-            _run("ip", "link", "set", a, "up")
-            _run("ip", "-n", ns, "link", "set", b, "up")
+            _run("ip", "link", "set", a, "mtu", str(self.mtu), "up")
+            _run("ip", "-n", ns, "link", "set", b, "mtu", str(self.mtu),
+                 "up")
             _run("ip", "-n", ns, "link", "set", "lo", "up")
         self.ns_up = True
 
