@@ -21,6 +21,7 @@
 #include <sys/types.h>
 
 #include <signal.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -166,6 +167,11 @@ size_t	conn_input_capacity(const struct conn *c);
  * flushed, waiting up to send_timeout_s for the peer to read.
  */
 int	conn_write(struct conn *c, const void *buf, size_t len);
+/* One reply line of at most max octets (<= 1024) with its CRLF, fmt cut
+ * to fit (LMTP's 512 of RFC 5321 §4.5.3.1.5, the punt protocol's 1024).
+ * 0 or -1. */
+int	conn_vreply(struct conn *c, size_t max, const char *fmt, va_list ap)
+	    __attribute__((format(printf, 3, 0)));
 int	conn_printf(struct conn *c, const char *fmt, ...)
 	    __attribute__((format(printf, 2, 3)));
 

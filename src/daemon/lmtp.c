@@ -113,19 +113,13 @@ static int	lmtp_reply(struct lmtp *, const char *, ...)
 static int
 lmtp_reply(struct lmtp *l, const char *fmt, ...)
 {
-	char	 buf[512];
 	va_list	 ap;
-	int	 n;
+	int	 rc;
 
 	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf) - 2, fmt, ap);
+	rc = conn_vreply(l->c, 512, fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		return -1;
-	if ((size_t)n > sizeof(buf) - 3)
-		n = (int)(sizeof(buf) - 3);
-	memcpy(buf + n, "\r\n", 2);
-	return conn_write(l->c, buf, (size_t)n + 2);
+	return rc;
 }
 
 static void

@@ -72,19 +72,13 @@ ps_log(struct psrv *ps, const char *fmt, ...)
 int
 ps_reply(struct psrv *ps, const char *fmt, ...)
 {
-	char	 buf[1024];
 	va_list	 ap;
-	int	 n;
+	int	 rc;
 
 	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf) - 2, fmt, ap);
+	rc = conn_vreply(ps->c, 1024, fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		return -1;
-	if ((size_t)n > sizeof(buf) - 3)
-		n = (int)(sizeof(buf) - 3);
-	memcpy(buf + n, "\r\n", 2);
-	return conn_write(ps->c, buf, (size_t)n + 2);
+	return rc;
 }
 
 /* A command unknown, malformed or out of order: the front end's bug. */

@@ -383,50 +383,13 @@ conn_read_data(struct conn *c, void *buf, size_t len, size_t *got)
 	return CONN_OK;
 }
 
-enum conn_res
-conn_input_probe(struct conn *c)
+/* One transport read into rbuf at rlen, without waiting: CONN_OK,
+ * CONN_TIMEOUT (nothing there now), CONN_EOF or CONN_ERR. */
+static enum conn_res
+recv_nowait(struct conn *c)
 {
 	ssize_t	 n;
 
-	if (c->rpos < c->rlen)
-		return CONN_OK;
-	if (c->reof)
-		return CONN_EOF;
-	c->rpos = c->rlen = 0;
-	for (;;) {
-		if ((n = c->tp->recv(c, c->rbuf, c->rcap)) > 0) {
-			c->rlen = (size_t)n;
-			return CONN_OK;
-		}
-		if (n == 0) {
-			c->reof = true;
-			return CONN_EOF;
-		}
-		if (errno == EINTR)
-			continue;
-		c->want = 0;
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			return CONN_TIMEOUT;
-		c->reof = true;
-		return errno == ECONNRESET || errno == ENOTCONN ? CONN_EOF :
-		    CONN_ERR;
-	}
-}
-
-enum conn_res
-conn_read_nowait(struct conn *c)
-{
-	ssize_t	 n;
-
-	if (c->reof)
-		return CONN_EOF;
-	if (c->rpos > 0) {
-		memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
-		c->rlen -= c->rpos;
-		c->rpos = 0;
-	}
-	if (c->rlen == c->rcap)
-		return CONN_TOO_LONG;
 	for (;;) {
 		if ((n = c->tp->recv(c, c->rbuf + c->rlen, c->rcap - c->rlen))
 		    > 0) {
@@ -446,6 +409,32 @@ conn_read_nowait(struct conn *c)
 		return errno == ECONNRESET || errno == ENOTCONN ? CONN_EOF :
 		    CONN_ERR;
 	}
+}
+
+enum conn_res
+conn_input_probe(struct conn *c)
+{
+	if (c->rpos < c->rlen)
+		return CONN_OK;
+	if (c->reof)
+		return CONN_EOF;
+	c->rpos = c->rlen = 0;
+	return recv_nowait(c);
+}
+
+enum conn_res
+conn_read_nowait(struct conn *c)
+{
+	if (c->reof)
+		return CONN_EOF;
+	if (c->rpos > 0) {
+		memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+		c->rlen -= c->rpos;
+		c->rpos = 0;
+	}
+	if (c->rlen == c->rcap)
+		return CONN_TOO_LONG;
+	return recv_nowait(c);
 }
 
 bool
@@ -572,6 +561,23 @@ conn_write(struct conn *c, const void *buf, size_t len)
 	memcpy(c->wbuf + c->wlen, buf, len);
 	c->wlen += len;
 	return 0;
+}
+
+int
+conn_vreply(struct conn *c, size_t max, const char *fmt, va_list ap)
+{
+	char	 buf[1024];
+	int	 n;
+
+	if (max > sizeof(buf))
+		max = sizeof(buf);
+	n = vsnprintf(buf, max - 2, fmt, ap);
+	if (n < 0)
+		return conn_fail(c, CONN_ERR);
+	if ((size_t)n > max - 3)
+		n = (int)(max - 3);
+	memcpy(buf + n, "\r\n", 2);
+	return conn_write(c, buf, (size_t)n + 2);
 }
 
 int
