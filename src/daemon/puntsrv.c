@@ -112,9 +112,9 @@ ps_id(const char *s, uint64_t *id)
 	return util_parse_u64(s, UINT64_MAX, id);
 }
 
-/* A line of growing text (XLIST, XLS): 0, or -1 out of memory. */
-int
-ps_buf_add(struct ps_buf *b, const char *s, size_t n)
+/* Room for n more octets and a NUL: 0, or -1 out of memory. */
+static int
+ps_buf_reserve(struct ps_buf *b, size_t n)
 {
 	size_t	 ncap;
 	char	*p;
@@ -128,6 +128,15 @@ ps_buf_add(struct ps_buf *b, const char *s, size_t n)
 		b->p = p;
 		b->cap = ncap;
 	}
+	return 0;
+}
+
+/* A line of growing text (XLIST, XLS): 0, or -1 out of memory. */
+int
+ps_buf_add(struct ps_buf *b, const char *s, size_t n)
+{
+	if (ps_buf_reserve(b, n) == -1)
+		return -1;
 	memcpy(b->p + b->len, s, n);
 	b->len += n;
 	b->p[b->len] = '\0';
@@ -145,9 +154,8 @@ ps_buf_xtext(struct ps_buf *b, const char *s, bool null)
 	if (null && s[0] == '\0')
 		return ps_buf_add(b, "<>", 2);
 	n = xtext_len(s);
-	if (ps_buf_add(b, "", n) == -1)
+	if (ps_buf_reserve(b, n) == -1)
 		return -1;
-	b->len -= n;
 	(void)xtext_encode(s, b->p + b->len, n + 1);
 	b->len += n;
 	return 0;
