@@ -389,3 +389,319 @@ def tcp_connect(lab, role, addr, port, timeout=5.0, source=None):
         return socket.create_connection(
             (addr, port), timeout,
             source_address=(source, 0) if source else None)
+
+
+# ------------------------------------------------------------ daemons --
+
+sys.path.insert(0, HERE)
+import harness  # noqa: E402
+import daemon as D  # noqa: E402
+
+# [server] keys every lab sdpsd gets: no privilege drop, a small pool,
+# cleartext logins from the lab's addresses (they are not loopback), and
+# no per-address cap (the load comes from a few client addresses).
+LAB_SERVER = {
+    "user": "",
+    "min_spare": 2,
+    "max_spare": 4,
+    "max_workers": 16,
+    "auth_fail_delay_ms": 50,
+    "allow_cleartext": "yes",
+    "max_conn_per_ip": 0,
+}
+
+
+class NsSdpsd:
+    """A real sdpsd in a lab machine, with its own config dir.
+
+    sections: [(name, {key: value})] as harness.render_config takes
+    them; [server] gets run_dir and LAB_SERVER under the caller's keys.
+    ready: a callable (this object) -> bool, polled after start; the
+    default connects to pop3 = (addr, port) from inside the machine."""
+
+    def __init__(self, lab, role, root, sections, pop3=None, ready=None,
+                 env=None):
+        self.lab, self.role, self.root = lab, role, root
+        os.makedirs(os.path.join(root, "run"), exist_ok=True)
+        self.run_dir = os.path.join(root, "run")
+        self.pidfile = os.path.join(self.run_dir, "sdpsd.pid")
+        self.logpath = os.path.join(root, "sdpsd.log")
+        self.conf = os.path.join(root, "sdps.conf")
+        self.pop3 = pop3
+        self.ready = ready
+        self.env = dict(env or {})
+        self.proc = None
+        self._log = None
+        secs = []
+        for name, keys in sections:
+            keys = dict(keys)
+            if name == "server":
+                merged = dict(LAB_SERVER)
+                merged["run_dir"] = self.run_dir
+                merged.update(keys)
+                keys = merged
+            secs.append((name, keys))
+        with open(self.conf, "w") as f:
+            f.write(harness.render_config(secs))
+
+    # -- tools, run inside the machine (a remote punt is reached there) --
+    def ctl(self, *args, stdin=b"", timeout=120):
+        return harness.run(self.lab.argv(self.role, [
+            harness.binary("sdps-ctl"), "-c", self.conf] + list(args)),
+            stdin=stdin, timeout=timeout)
+
+    def ctl_ok(self, *args, stdin=b""):
+        r = self.ctl(*args, stdin=stdin)
+        assert r.rc == 0, "sdps-ctl %s on %s: %r" % (" ".join(args),
+                                                    self.role, r)
+        return r
+
+    def ctl_json(self, *args):
+        return self.ctl_ok(*(list(args) + ["--json"])).json()
+
+    def add_host(self, host, pw1, pw2=None):
+        data = pw1 + "\n" + (pw2 + "\n" if pw2 is not None else "")
+        return self.ctl_ok("host", "add", host, stdin=data)
+
+    # -- process --
+    def start(self, timeout=30.0):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.pidfile)
+        self._log = open(self.logpath, "ab")
+        self.proc = self.lab.popen(
+            self.role, [harness.binary("sdpsd"), "-c", self.conf, "-f"],
+            stdout=self._log, stderr=self._log,
+            env=dict(os.environ, **self.env))
+        D.wait_for(self._ready, timeout, 0.05,
+                   "sdpsd on %s to serve" % self.role)
+        return self
+
+    def _ready(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("sdpsd on %s exited with %s; log:\n%s" % (
+                self.role, self.proc.returncode, self.log()[-4000:]))
+        if not os.path.exists(self.pidfile):
+            return False
+        if self.ready is not None:
+            return self.ready(self)
+        if self.pop3 is None:
+            return True
+        try:
+            with self.lab.enter(self.role):
+                p = D.Pop3(self.pop3[0], self.pop3[1], timeout=5)
+            with p:
+                ok = p.greeting.startswith("+OK")
+                p.send("QUIT")
+                return ok
+        except (OSError, EOFError, D.Pop3Error):
+            return False
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def processes(self):
+        """The master and its live children (workers, key reader)."""
+        if not self.running():
+            return []
+        return [self.proc.pid] + D.children_of(self.proc.pid)
+
+    def kill(self):
+        """SIGKILL the master and every child at once: the machine's
+        daemon dies, as in a crash (the kernel closes its sockets)."""
+        pids = self.processes()
+        for p in pids:
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(10)
+        D.wait_for(lambda: not any(D.pid_alive(p) for p in pids), 10,
+                   what="the killed sdpsd's processes to go")
+        self._close_log()
+
+    def freeze(self):
+        for p in self.processes():
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGSTOP)
+
+    def stop(self, timeout=30.0):
+        if self.proc is None:
+            return None
+        kids = D.children_of(self.proc.pid) if self.running() else []
+        rc = self.proc.poll()
+        if rc is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                rc = self.proc.wait()
+        for k in kids:
+            with contextlib.suppress(OSError):
+                os.kill(k, signal.SIGKILL)
+        self._close_log()
+        return rc
+
+    def _close_log(self):
+        if self._log:
+            self._log.close()
+            self._log = None
+
+    def log(self):
+        try:
+            with open(self.logpath, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_lines(self, pattern):
+        rx = re.compile(pattern)
+        return [ln for ln in self.log().splitlines() if rx.search(ln)]
+
+
+# ------------------------------------------------------------ Postfix --
+
+POSTFIX_MASTER_CF = """\
+{smtpd_addr} inet n - n - - smtpd
+pickup    unix  n - n 60 1 pickup
+cleanup   unix  n - n - 0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+rewrite   unix  - - n - - trivial-rewrite
+bounce    unix  - - n - 0 bounce
+defer     unix  - - n - 0 bounce
+trace     unix  - - n - 0 bounce
+verify    unix  - - n - 1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n - - proxymap
+smtp      unix  - - n - - smtp
+relay     unix  - - n - - smtp
+showq     unix  n - n - - showq
+error     unix  - - n - - error
+retry     unix  - - n - - error
+discard   unix  - - n - - discard
+lmtp      unix  - - n - - lmtp
+anvil     unix  - - n - 1 anvil
+scache    unix  - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+"""
+
+POSTFIX_MAIN_CF = """\
+compatibility_level = 3.6
+queue_directory = {root}/queue
+data_directory = {root}/data
+maillog_file = {root}/maillog
+maillog_file_prefixes = {root}
+syslog_name = postfix-sdps-lab
+myhostname = mx.sdps-lab.example
+mydomain = sdps-lab.example
+myorigin = $myhostname
+mydestination =
+inet_interfaces = {addr}
+inet_protocols = ipv4
+mynetworks = {net}.0.0/{mask}
+relay_domains = {domains}
+transport_maps = inline:{{ {routes} }}
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtputf8_enable = no
+biff = no
+append_dot_mydomain = no
+alias_maps =
+alias_database =
+local_recipient_maps =
+smtp_dns_support_level = disabled
+lmtp_host_lookup = native
+lmtp_connect_timeout = 5s
+queue_run_delay = 1s
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
+default_destination_concurrency_limit = 8
+"""
+
+
+def postfix_unavailable():
+    if subprocess.run(["which", "postfix"], stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL).returncode != 0:
+        return "Postfix is not installed (apt-get install postfix)"
+    return None
+
+
+class NsPostfix:
+    """A private Postfix instance in a lab machine: its own config and
+    queue under root, smtpd on addr:25, relaying each domain of routes
+    ({domain: "lmtp:inet:[ADDR]:PORT"}) to its LMTP next hop."""
+
+    def __init__(self, lab, role, root, addr, routes):
+        import shutil
+        self.lab, self.role, self.root, self.addr = lab, role, root, addr
+        os.makedirs(root, exist_ok=True)
+        # Postfix's daemons run as the postfix user and must reach the
+        # queue; its master wants the queue root-owned, data its own
+        os.chmod(root, 0o755)
+        self.conf = os.path.join(root, "etc")
+        for d in ("etc", "queue", "data"):
+            os.makedirs(os.path.join(root, d), exist_ok=True)
+        shutil.chown(os.path.join(root, "data"), "postfix")
+        with open(os.path.join(self.conf, "main.cf"), "w") as f:
+            f.write(POSTFIX_MAIN_CF.format(
+                root=root, addr=addr, net=NET, mask=MASK,
+                domains=" ".join(sorted(routes)),
+                routes=", ".join("%s=%s" % kv for kv in
+                                 sorted(routes.items()))))
+        with open(os.path.join(self.conf, "master.cf"), "w") as f:
+            f.write(POSTFIX_MASTER_CF.format(smtpd_addr="%s:25" % addr))
+
+    def postfix(self, *args, timeout=60):
+        return self.lab.run(self.role, ["postfix", "-c", self.conf] +
+                            list(args), check=False, timeout=timeout)
+
+    def start(self):
+        r = self.postfix("start")
+        if r.returncode != 0:
+            raise AssertionError("postfix start on %s failed: %s %s" % (
+                self.role, r.stdout.decode(errors="replace"), self.log()))
+        D.wait_for(self.smtpd_up, 30, 0.1, "postfix smtpd on " + self.role)
+
+    def smtpd_up(self):
+        try:
+            with tcp_connect(self.lab, self.role, self.addr, 25, 2) as s:
+                return s.recv(100).startswith(b"220")
+        except OSError:
+            return False
+
+    def flush(self):
+        self.postfix("flush")
+
+    def log(self):
+        try:
+            with open(os.path.join(self.root, "maillog")) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def acked(self):
+        """Message-IDs whose LMTP delivery the next hop acknowledged
+        (status=sent), from the maillog: the "acknowledged by LMTP" set
+        of the invariants."""
+        mid, sent = {}, set()
+        rx_mid = re.compile(r"\]: ([0-9A-F]+): message-id=<([^>]*)>")
+        rx_sent = re.compile(r"/lmtp\[\d+\]: ([0-9A-F]+): .*status=sent")
+        for ln in self.log().splitlines():
+            m = rx_mid.search(ln)
+            if m:
+                mid[m.group(1)] = m.group(2)
+                continue
+            m = rx_sent.search(ln)
+            if m:
+                sent.add(m.group(1))
+        return {mid[q] for q in sent if q in mid}
+
+    def queue_empty(self):
+        r = self.lab.run(self.role, ["postqueue", "-c", self.conf, "-j"],
+                         check=False)
+        return r.returncode == 0 and not r.stdout.strip()
+
+    def stop(self):
+        self.postfix("stop")
