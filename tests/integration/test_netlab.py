@@ -208,15 +208,15 @@ def test_wire_relay_delays_and_drops(lab):
     assert time.monotonic() - t >= 0.300
     s.close()
     # loss: frames dropped, TCP still delivers every byte
-    lab.set_wire("srv", 5, 20)
+    lab.set_wire("srv", 5, 5)
     before = lab.wire_stats("srv")
     s = netlab.tcp_connect(lab, "cl", SRV, 7000, 60)
-    data = os.urandom(300000)
+    data = os.urandom(200000)
     got = b""
     s.settimeout(60)
-    for i in range(0, len(data), 30000):
-        s.sendall(data[i:i + 30000])
-        while len(got) < i + 30000:
+    for i in range(0, len(data), 20000):
+        s.sendall(data[i:i + 20000])
+        while len(got) < i + 20000:
             got += s.recv(65536)
     s.close()
     assert got == data
