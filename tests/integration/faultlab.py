@@ -1,0 +1,628 @@
+"""The machinery of the fault tests (issue 11 item 5; test_faults.py):
+the lab's world of 2 punt servers, 2 front ends, Postfix and a client
+machine (World), the 100-session load (Load), the final drain, the
+invariants, the lock holder, and run_fault, which puts one fault in the
+middle of the load and makes one row of the fault table (ROWS)."""
+
+import collections
+import json
+import os
+import poplib
+import random
+import re
+import smtplib
+import socket
+import ssl
+import threading
+import time
+
+import daemon as D
+import harness
+import netlab
+import pki
+
+PA, PB = "10.211.0.11", "10.211.0.12"
+FE = {"fe1": "10.211.0.21", "fe2": "10.211.0.22"}
+MX = "10.211.0.31"
+CL = ["10.211.0.%d" % (101 + i) for i in range(5)]
+PUNT_PORT = 7110
+PUNTS = {"alpha": ("pa", PA, "punt-a"), "bravo": ("pb", PB, "punt-b")}
+HOSTS = ["h%d.example.net" % i for i in range(10)]
+USERS = ["u%d" % i for i in range(10)]
+NSESSIONS = 100
+LINK_TIMEOUT = 5            # [link] timeout: the per-command deadline
+PUNT_IDLE = 60              # [punt_server] idle_timeout
+FE_IDLE = 30                # [server] idle_timeout of the front ends
+BIG_OCTETS = 40 << 20       # more than every socket buffer on the path
+ROWS = []
+
+
+def pw(host):
+    return "pw-" + host
+
+
+def punt_server_missing():
+    try:
+        with open(harness.binary("sdpsd"), "rb") as f:
+            exe = f.read()
+    except OSError as e:
+        return "no sdpsd binary: %s" % e
+    if b"sdps-punt" not in exe:
+        return ("this sdpsd has no punt server yet (punt_listen, issue "
+                "11): the fault tests need it")
+    return None
+
+
+# ---------------------------------------------------------------- world --
+
+class World:
+    """The lab and its daemons, shared by the module's tests."""
+
+    def __init__(self, root, local=False):
+        """local=True: each front end keeps the two punts on its own disk
+        (no punt servers): the load, Postfix and the invariants without
+        remote punts, runnable before the punt server exists."""
+        self.root = root
+        self.local = local
+        self.lab = netlab.Lab()
+        self.acked_direct = set()   # Message-IDs sdps-deliver stored
+        self.retrieved = set()      # Message-IDs some session got in full
+        self.removed = []           # (t_quit_ok, {ids}) of +OK QUITs
+        self.sessions = []          # every session record, all tests
+        self.seq = 0
+        self.lock = threading.Lock()
+        lab = self.lab
+        lab.add_machine("pa", [PA])
+        lab.add_machine("pb", [PB], wire=True)
+        for fe, addr in FE.items():
+            lab.add_machine(fe, [addr])
+        lab.add_machine("mx", [MX])
+        lab.add_machine("cl", CL)
+        self.pki = pki.make_pki(os.path.join(root, "pki"),
+                                ["punt-a", "punt-b", "fe1", "fe2"],
+                                ips={"punt-a": PA, "punt-b": PB})
+        self.punts = {}
+        self.uid = {}
+        for name, (role, addr, cn) in PUNTS.items():
+            if not local:
+                self.punts[name] = self._punt_server(name, role, addr, cn)
+        self.fes = {fe: self._front_end(fe, addr) for fe, addr in FE.items()}
+        routes = {}
+        for i, h in enumerate(HOSTS):
+            fe = "fe1" if i < len(HOSTS) // 2 else "fe2"
+            routes[h] = "lmtp:inet:[%s]:24" % FE[fe]
+        self.pf = netlab.NsPostfix(lab, "mx", os.path.join(root, "mx"), MX,
+                                   routes)
+        self.pf.start()
+
+    # -- machines --
+    def _punt_server(self, name, role, addr, cn):
+        leaf = self.pki[cn]
+        d = os.path.join(self.root, role)
+        secs = [("server", {"listen": "127.0.0.1:110",
+                            # one worker per link: every session of
+                            # both front ends holds one
+                            "max_workers": 2 * NSESSIONS + 40,
+                            "max_spare": 16,
+                            "punt_listen": "%s:%d %s" % (addr, PUNT_PORT,
+                                                         name)}),
+                ("tls", {"cert": leaf.cert, "key": leaf.key}),
+                ("punt_server", {"ca": self.pki["ca"], "allow": "fe1 fe2",
+                                 "idle_timeout": PUNT_IDLE}),
+                ("auth", {"path": os.path.join(d, "auth"),
+                          "hash_cost": "min"}),
+                ("punt " + name, {"path": os.path.join(d, "punts", name)})]
+        s = netlab.NsSdpsd(self.lab, role, d, secs,
+                           ready=lambda srv: self._greeting(name) is not None)
+        s.ctl_ok("punt", "create")
+        for h in HOSTS:
+            s.add_host(h, pw(h))
+        s.start()
+        self.uid[name] = self._greeting(name).split()[3]
+        return s
+
+    def _greeting(self, name):
+        """The punt's greeting over a mutual-TLS link, or None."""
+        role, addr, cn = PUNTS[name]
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.load_verify_locations(self.pki["ca"])
+        ctx.load_cert_chain(self.pki["fe1"].cert, self.pki["fe1"].key)
+        try:
+            raw = netlab.tcp_connect(self.lab, "cl", addr, PUNT_PORT, 5)
+            with ctx.wrap_socket(raw, server_hostname=cn) as s:
+                s.settimeout(5)
+                buf = b""
+                while not buf.endswith(b"\r\n"):
+                    chunk = s.recv(512)
+                    if not chunk:
+                        return None
+                    buf += chunk
+                g = buf.decode().strip()
+                return g if g.startswith("+OK sdps-punt %s " % name) \
+                    else None
+        except (OSError, ssl.SSLError):
+            return None
+
+    def _front_end(self, fe, addr):
+        d = os.path.join(self.root, fe)
+        secs = [("server", {"listen": "%s:110" % addr,
+                            "lmtp_listen": "%s:24" % addr,
+                            "idle_timeout": FE_IDLE,
+                            # a worker serves one connection at a time
+                            # (docs/design.md §7): half the load, the
+                            # holders and the drain, plus LMTP's 8
+                            "max_workers": NSESSIONS + 20,
+                            "max_spare": 16}),
+                ("auth", {"path": os.path.join(d, "auth"),
+                          "hash_cost": "min"}),
+                ("link", {"timeout": LINK_TIMEOUT,
+                          "connect_timeout_ms": 5000, "down_time": 5})]
+        for name, (role, paddr, cn) in PUNTS.items():
+            if self.local:
+                secs.append(("punt " + name,
+                             {"path": os.path.join(d, "punts", name)}))
+                continue
+            secs.append(("punt " + name, {
+                "address": "%s:%d" % (paddr, PUNT_PORT),
+                "ca": self.pki["ca"], "cert": self.pki[fe].cert,
+                "key": self.pki[fe].key, "server_name": cn}))
+        s = netlab.NsSdpsd(self.lab, fe, d, secs, pop3=(addr, 110))
+        if self.local:
+            s.ctl_ok("punt", "create")
+        # every machine keeps its own auth store, with the same hosts
+        for h in HOSTS:
+            s.add_host(h, pw(h))
+        return s.start()
+
+    def close(self):
+        self.lab.close()
+
+    # -- mail --
+    def next_mid(self, tag):
+        with self.lock:
+            self.seq += 1
+            return "%s.%d@lab" % (tag, self.seq)
+
+    def submit(self, rcpts, tag="m", body=None, smtp=None):
+        """Send messages through Postfix: [(rcpt, mid)]."""
+        out = []
+        own = smtp is None
+        if own:
+            with self.lab.enter("cl"):
+                smtp = smtplib.SMTP(MX, 25, timeout=30)
+        try:
+            for r in rcpts:
+                mid = self.next_mid(tag)
+                smtp.sendmail("s@example.org", [r], message(r, mid, body))
+                out.append((r, mid))
+        finally:
+            if own:
+                smtp.quit()
+        return out
+
+    def deliver_on_punt(self, punt, rcpt, mid, body):
+        """sdps-deliver on the punt machine itself, into its local punt:
+        the message lands on a known punt."""
+        srv = self.punts[punt]
+        r = harness.run(self.lab.argv(PUNTS[punt][0], [
+            harness.binary("sdps-deliver"), "-c", srv.conf, "-f",
+            "s@example.org", rcpt]), stdin=message(rcpt, mid, body))
+        assert r.rc == 0, "sdps-deliver on %s: %r" % (punt, r)
+        with self.lock:
+            self.acked_direct.add(mid)
+
+    def acked(self):
+        return self.pf.acked() | self.acked_direct
+
+    def punt_msgs(self):
+        where = self.fes if self.local else self.punts
+        return {p: sum(x["msgs"] for x in
+                       s.ctl_json("spool", "stat")["punts"])
+                for p, s in where.items()}
+
+    def restart(self, srv):
+        if srv.running():
+            srv.kill()
+        srv.start()
+
+
+def message(rcpt, mid, body=None):
+    if body is None:
+        body = "message %s for %s\r\n" % (mid, rcpt) + "x" * 400 + "\r\n"
+    return ("From: s@example.org\r\nTo: %s\r\nMessage-ID: <%s>\r\n"
+            "Subject: lab %s\r\n\r\n%s" % (rcpt, mid, mid, body))
+
+
+MID_RX = re.compile(rb"^Message-ID: <([^>]*)>", re.I | re.M)
+
+
+def mid_of(lines):
+    m = MID_RX.search(b"\r\n".join(lines[:40]))
+    return m.group(1).decode() if m else None
+
+
+def write_table(root):
+    if not ROWS:
+        return
+    path = os.environ.get("SDPS_FAULT_TABLE") or os.path.join(
+        harness.bin_dir(), "fault-table.json")
+    with open(path, "w") as f:
+        json.dump(ROWS, f, indent=1)
+    print("\nfault table (%s):" % path)
+    print("| fault | what the clients saw | messages lost | locks freed "
+          "after |")
+    print("|---|---|---|---|")
+    for r in ROWS:
+        print("| %s | %s | %d | %s |" % (
+            r["fault"], r["client_saw"], r["lost"],
+            "%.2f s" % r["lock_free_s"] if r["lock_free_s"] is not None
+            else "-"))
+
+
+# ----------------------------------------------------------------- load --
+
+class Client(poplib.POP3):
+    """poplib from the client machine, from a chosen source address."""
+
+    def __init__(self, lab, fe, source, timeout=30, enter=True):
+        self._src = source
+        if enter:
+            with lab.enter("cl"):
+                super().__init__(FE[fe], 110, timeout=timeout)
+        else:
+            super().__init__(FE[fe], 110, timeout=timeout)
+
+    def _create_socket(self, timeout):
+        return socket.create_connection((self.host, self.port), timeout,
+                                        source_address=(self._src, 0))
+
+
+def err_text(e):
+    a = e.args[0] if e.args else e
+    return a.decode("latin-1", "replace") if isinstance(a, bytes) \
+        else str(a)
+
+
+def one_session(world, fe, src, user, enter=True, max_retr=20,
+                after_login=None):
+    """A POP3 session: login, UIDL, after_login() (the load holds its
+    sessions open there), RETR and DELE each (up to max_retr), QUIT.
+    Returns its record; never raises for a server's answer."""
+    rec = {"fe": fe, "src": src, "user": user, "login": None,
+           "t_pass": None, "got": [], "temp": [], "errs": [],
+           "quit": None, "t_quit": None, "dropped": False}
+    try:
+        c = Client(world.lab, fe, src, enter=enter)
+    except OSError as e:
+        rec["login"] = "connect: %s" % e.__class__.__name__
+        return rec
+    try:
+        c.user(user)
+        rec["t_pass"] = time.monotonic()
+        c.pass_(pw(user.rsplit("@", 1)[-1]))
+        rec["login"] = "+OK"
+        uidl = {}
+        for ln in c.uidl()[1]:
+            n, u = ln.decode().split()
+            uidl[int(n)] = u
+        if after_login is not None:
+            after_login()
+        dele = []
+        for n in sorted(uidl)[:max_retr]:
+            try:
+                lines = c.retr(n)[1]
+            except poplib.error_proto as e:
+                t = err_text(e)
+                if t == "-ERR EOF":
+                    raise
+                (rec["temp"] if "[SYS/TEMP]" in t else rec["errs"]).append(
+                    (uidl[n], t))
+                continue
+            mid = mid_of(lines)
+            if mid:
+                rec["got"].append(mid)
+                dele.append((n, mid))
+        ids = set()
+        for n, mid in dele:
+            c.dele(n)
+            ids.add(mid)
+        rec["dele"] = ids
+        try:
+            rec["quit"] = c.quit().decode("latin-1")
+            rec["t_quit"] = time.monotonic()
+        except poplib.error_proto as e:
+            rec["quit"] = err_text(e)
+    except poplib.error_proto as e:
+        t = err_text(e)
+        if rec["login"] is None:
+            rec["login"] = t
+        else:
+            rec["dropped"] = True
+            rec["errs"].append(("", t))
+    except (OSError, EOFError) as e:
+        rec["dropped"] = True
+        rec["errs"].append(("", e.__class__.__name__))
+    finally:
+        try:
+            c.close()
+        except OSError:
+            pass
+    return rec
+
+
+def record(world, rec):
+    with world.lock:
+        world.sessions.append(rec)
+        world.retrieved.update(rec["got"])
+        if rec["quit"] and rec["quit"].startswith("+OK") and rec.get("dele"):
+            world.removed.append((rec["t_quit"], rec["dele"]))
+
+
+class Load:
+    """NSESSIONS threads, each its own user@host, from the client's
+    addresses, against both front ends, session after session until
+    stop(); plus a feeder sending mail through Postfix."""
+
+    def __init__(self, world):
+        self.world = world
+        self.stop_ev = threading.Event()
+        self.recs = []
+        self.lock = threading.Lock()
+        self.threads = []
+        self.ended = 0
+        self.cv = threading.Condition(self.lock)
+        self.feed_err = None
+        # every thread's first session waits here logged in: NSESSIONS
+        # sessions open at once, whatever the machine's speed
+        self.barrier = threading.Barrier(NSESSIONS)
+        self.open = 0
+        self.max_open = 0
+        self.all_open = False
+
+    def start(self):
+        for i in range(NSESSIONS):
+            t = threading.Thread(target=self._run, args=(i,), daemon=True)
+            t.start()
+            self.threads.append(t)
+        t = threading.Thread(target=self._feed, daemon=True)
+        t.start()
+        self.threads.append(t)
+        return self
+
+    def _run(self, i):
+        netlab.enter_for_good(self.world.lab.ns["cl"])
+        user = "%s@%s" % (USERS[i % 10], HOSTS[i // 10])
+        fe = "fe1" if i % 2 == 0 else "fe2"
+        src = CL[i % len(CL)]
+        first = [True]
+
+        def hold():
+            with self.lock:
+                self.open += 1
+                self.max_open = max(self.max_open, self.open)
+            if first[0]:
+                first[0] = False
+                try:
+                    self.barrier.wait(120)
+                    self.all_open = True
+                except threading.BrokenBarrierError:
+                    pass
+            else:
+                # pacing: sessions overlap, as a real client population's
+                self.stop_ev.wait(0.3)
+
+        while not self.stop_ev.is_set():
+            rec = one_session(self.world, fe, src, user, enter=False,
+                              after_login=hold)
+            rec["t_end"] = time.monotonic()
+            if rec["login"] == "+OK":
+                with self.lock:
+                    self.open -= 1
+            record(self.world, rec)
+            with self.cv:
+                self.recs.append(rec)
+                self.ended += 1
+                self.cv.notify_all()
+            # pacing, not synchronisation: 100 threads on 2 cores
+            self.stop_ev.wait(0.2)
+
+    def _feed(self):
+        netlab.enter_for_good(self.world.lab.ns["cl"])
+        rng = random.Random(11)
+        try:
+            smtp = smtplib.SMTP(MX, 25, timeout=30)
+            while not self.stop_ev.is_set():
+                rc = ["%s@%s" % (rng.choice(USERS), rng.choice(HOSTS))
+                      for _ in range(2)]
+                self.world.submit(rc, "load", smtp=smtp)
+                self.stop_ev.wait(0.2)
+            smtp.quit()
+        except Exception as e:      # reported by stop()
+            self.feed_err = e
+
+    def wait_sessions(self, n, timeout=120, pred=None):
+        """Wait until n more sessions ended (matching pred)."""
+        with self.cv:
+            base = len([r for r in self.recs if pred is None or pred(r)])
+            deadline = time.monotonic() + timeout
+            while len([r for r in self.recs if pred is None or pred(r)]) \
+                    < base + n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise D.WaitTimeout("%d more sessions did not end" % n)
+                self.cv.wait(min(left, 1.0))
+
+    def stop(self):
+        self.stop_ev.set()
+        self.barrier.abort()
+        for t in self.threads:
+            t.join(120)
+        assert not any(t.is_alive() for t in self.threads), \
+            "load threads did not end"
+        assert self.feed_err is None, "mail feeder: %r" % (self.feed_err,)
+
+
+# ---------------------------------------------------------- invariants --
+
+def drain(world, timeout=120):
+    """Host sessions on fe1 take every message until both punts are
+    empty and Postfix's queue is too (bounded); returns the number of
+    drain rounds."""
+    deadline = time.monotonic() + timeout
+    rounds = 0
+    while True:
+        world.pf.flush()
+        for h, fe in [(h, fe) for h in HOSTS
+                      for fe in (("fe1", "fe2") if world.local else
+                                 ("fe1",))]:
+            while True:
+                rec = one_session(world, fe, CL[0], h, max_retr=10000)
+                rec["drain"] = True
+                record(world, rec)
+                assert not rec["temp"], "drain: %r" % (rec,)
+                if rec["login"] == "+OK" or time.monotonic() > deadline:
+                    break
+                # [IN-USE]: a lock of the fault not yet freed
+                time.sleep(0.2)
+        rounds += 1
+        if os.environ.get("SDPS_LAB_DEBUG"):
+            print("drain round %d: punts %r queue empty %s" % (
+                rounds, world.punt_msgs(), world.pf.queue_empty()))
+        if world.pf.queue_empty() and \
+                not any(world.punt_msgs().values()):
+            return rounds
+        assert time.monotonic() < deadline, \
+            "not drained: punts %r, postfix queue empty %s" % (
+                world.punt_msgs(), world.pf.queue_empty())
+        time.sleep(0.5)
+
+
+def check_invariants(world, recs, failed_uids):
+    acked = world.acked()
+    lost = acked - world.retrieved
+    # 2: nothing retrieved after a QUIT that removed it answered +OK
+    gone = {}
+    for t_quit, ids in world.removed:
+        for i in ids:
+            gone[i] = min(t_quit, gone.get(i, t_quit))
+    back = [(i, r["user"]) for r in world.sessions if r["t_pass"]
+            for i in r["got"] if i in gone and r["t_pass"] > gone[i]]
+    # 3: [SYS/TEMP] only for the failed punt's messages
+    wrong = [(u, t, r["user"]) for r in recs for u, t in r["temp"]
+             if u[:16] not in failed_uids]
+    assert not lost, "acknowledged messages lost: %s" % sorted(lost)[:20]
+    assert not back, "messages back after QUIT +OK: %r" % back[:10]
+    assert not wrong, "[SYS/TEMP] for a punt that did not fail: %r" % (
+        wrong[:10],)
+    return len(lost)
+
+
+def summary(recs):
+    c = collections.Counter()
+    for r in recs:
+        if r["login"] != "+OK":
+            t = r["login"] or "?"
+            c["login " + (t.split()[1] if t.startswith("-ERR ") and
+                          len(t.split()) > 1 else t[:40])] += 1
+            continue
+        c["sessions"] += 1
+        if r["temp"]:
+            c["RETR -ERR [SYS/TEMP]"] += len(r["temp"])
+        if r["dropped"]:
+            c["connection dropped"] += 1
+        if r["quit"] and not r["quit"].startswith("+OK"):
+            c["QUIT " + r["quit"][:40]] += 1
+        elif r["quit"]:
+            c["QUIT +OK"] += 1
+    return ", ".join("%s: %d" % kv for kv in sorted(c.items()))
+
+
+class Holder:
+    """A session that holds user hold@HOST's lock across a fault."""
+
+    def __init__(self, world, fe, host):
+        self.world, self.fe, self.user = world, fe, "hold@" + host
+        self.c = Client(world.lab, fe, CL[4])
+        self.c.user(self.user)
+        self.c.pass_(pw(host))
+
+    def abandon(self):
+        """The client goes away without QUIT (poplib's file object
+        holds the socket too: both closed, or nothing is)."""
+        try:
+            self.c.close()
+        except OSError:
+            pass
+
+    def time_to_free(self, other_fe, limit):
+        """Seconds until other_fe logs in as the holder's user (no longer
+        [IN-USE]); fails after limit seconds."""
+        t0 = time.monotonic()
+        seen = collections.Counter()
+        while True:
+            try:
+                c = Client(self.world.lab, other_fe, CL[3], timeout=10)
+                c.user(self.user)
+                c.pass_(pw(self.user.split("@")[1]))
+                c.quit()
+                return time.monotonic() - t0
+            except poplib.error_proto as e:
+                seen[err_text(e)[:30]] += 1
+            except OSError as e:
+                seen[e.__class__.__name__] += 1
+            if time.monotonic() - t0 > limit:
+                raise AssertionError("lock of %s not freed in %ss: %r" % (
+                    self.user, limit, seen))
+            time.sleep(0.1)
+
+
+def run_fault(world, name, fault, repair, failed, holder_fe="fe1",
+              other_fe="fe2", during=NSESSIONS, lock_limit=None):
+    """Load on; a holder session; the fault; `during` sessions end while
+    it lasts; repair; the holder abandoned and the time until its lock is
+    free measured; sessions after the repair; load off; drain; the
+    invariants.  failed: the punts whose messages may get [SYS/TEMP]."""
+    t_start = time.monotonic()
+    phases = {}
+    load = Load(world).start()
+    extra = {}
+    try:
+        load.wait_sessions(NSESSIONS // 2)
+        phases["warm"] = time.monotonic() - t_start
+        holder = Holder(world, holder_fe, HOSTS[len(ROWS) % len(HOSTS)])
+        t_fault = time.monotonic()
+        extra.update(fault() or {})
+        # sessions that logged in after the fault began have met it
+        load.wait_sessions(during, pred=lambda r: r["t_pass"] is not None
+                           and r["t_pass"] > t_fault)
+        t_repair = time.monotonic()
+        repair()
+        holder.abandon()
+        lock_free = holder.time_to_free(
+            other_fe, lock_limit or PUNT_IDLE + LINK_TIMEOUT + 30)
+        load.wait_sessions(during, pred=lambda r: r["t_pass"] is not None
+                           and r["t_pass"] > t_repair
+                           and r["login"] == "+OK")
+        phases["after"] = time.monotonic() - t_start
+    finally:
+        load.stop()
+    phases["stop"] = time.monotonic() - t_start
+    drain(world)
+    phases["drain"] = time.monotonic() - t_start
+    uids = {world.uid[p] for p in failed}
+    lost = check_invariants(world, load.recs, uids)
+    saw = summary([r for r in load.recs if r["t_end"] > t_fault])
+    if extra.get("saw"):
+        saw = extra["saw"] + "; load: " + saw
+    row = {"fault": name, "client_saw": saw, "lost": lost,
+           "lock_free_s": extra.get("lock_free_s", lock_free),
+           "sessions": len(load.recs), "max_open": load.max_open,
+           "all_open_at_once": load.all_open,
+           "phases_s": {k: round(v, 2) for k, v in phases.items()}}
+    row.update({k: v for k, v in extra.items() if k not in row})
+    ROWS.append(row)
+    print("\n%s: %s" % (name, json.dumps(row)))
+    return row
+
+
