@@ -79,8 +79,9 @@ class World:
         lab.add_machine("mx", [MX])
         lab.add_machine("cl", CL)
         self.pki = pki.make_pki(os.path.join(root, "pki"),
-                                ["punt-a", "punt-b", "fe1", "fe2"],
-                                ips={"punt-a": PA, "punt-b": PB})
+                                servers=("punt-a", "punt-b"),
+                                clients=("fe1", "fe2"),
+                                server_ips=(PA, PB))
         self.punts = {}
         self.uid = {}
         for name, (role, addr, cn) in PUNTS.items():
@@ -106,7 +107,7 @@ class World:
                             "max_spare": 16,
                             "punt_listen": "%s:%d %s" % (addr, PUNT_PORT,
                                                          name)}),
-                ("tls", {"cert": leaf.cert, "key": leaf.key}),
+                ("tls", {"cert": leaf["cert"], "key": leaf["key"]}),
                 ("punt_server", {"ca": self.pki["ca"], "allow": "fe1 fe2",
                                  "idle_timeout": PUNT_IDLE}),
                 ("auth", {"path": os.path.join(d, "auth"),
@@ -127,7 +128,7 @@ class World:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
         ctx.load_verify_locations(self.pki["ca"])
-        ctx.load_cert_chain(self.pki["fe1"].cert, self.pki["fe1"].key)
+        ctx.load_cert_chain(self.pki["fe1"]["cert"], self.pki["fe1"]["key"])
         try:
             raw = netlab.tcp_connect(self.lab, "cl", addr, PUNT_PORT, 5)
             with ctx.wrap_socket(raw, server_hostname=cn) as s:
@@ -165,8 +166,8 @@ class World:
                 continue
             secs.append(("punt " + name, {
                 "address": "%s:%d" % (paddr, PUNT_PORT),
-                "ca": self.pki["ca"], "cert": self.pki[fe].cert,
-                "key": self.pki[fe].key, "server_name": cn}))
+                "ca": self.pki["ca"], "cert": self.pki[fe]["cert"],
+                "key": self.pki[fe]["key"], "server_name": cn}))
         s = netlab.NsSdpsd(self.lab, fe, d, secs, pop3=(addr, 110))
         if self.local:
             s.ctl_ok("punt", "create")

@@ -1,94 +1,78 @@
-"""A throwaway private CA and certificates for the punt links (issue 11),
-made with the openssl CLI (ECDSA P-256).
+"""A throwaway private CA for the punt link (issue 11), made with the
+openssl CLI: the punt servers' certificates and the front ends' client
+certificates, all signed by one CA, as an operator's private CA would.
 
-    paths = make_pki(dir, ["punt-a", "fe1"], ips={"punt-a": "10.211.0.11"})
-    paths["ca"]                       # the CA certificate (PEM)
-    paths["punt-a"].cert / .key       # chain (leaf then CA) and key
+    p = pki.make_pki(dir, servers=("punt-a",), clients=("fe1",))
+    p["ca"]                      # the CA certificate (PEM)
+    p["punt-a"]["cert"], p["punt-a"]["key"]   # server: SAN DNS:punt-a,
+                                 # DNS:localhost, IP:127.0.0.1 (+ ips)
+    p["fe1"]["cert"], p["fe1"]["key"]         # client: CN and SAN fe1
 
-Every leaf carries its name as CN and as a DNS subjectAltName (what
-[punt_server] allow and [punt NAME] server_name match), plus the IP
-address given for it, and may be used as TLS server and client (a punt
-serves, a front end is a client; one profile keeps the helper small).
-Nothing is trusted system-wide; the directory is the caller's to remove.
+A server certificate carries every address in server_ips (default
+127.0.0.1) so a front end can check server_name = an IP.  foreign=True
+adds p["foreign"]: a client certificate named like the first client but
+signed by another CA (a front end the punt must refuse).  ECDSA P-256,
+30 days; the keys are 0600.  Nothing is trusted system-wide.
 """
 
 import os
 import subprocess
 
 
-class Leaf:
-    def __init__(self, name, cert, key):
-        self.name = name
-        self.cert = cert
-        self.key = key
-
-    def __repr__(self):
-        return "Leaf(%r, %r, %r)" % (self.name, self.cert, self.key)
-
-
 def _run(*args):
-    r = subprocess.run(args, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE)
-    if r.returncode != 0:
-        raise RuntimeError("%s: %s" % (" ".join(args),
-                                       r.stderr.decode(errors="replace")))
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE)
 
 
-def _ec_key(path):
+def _key(path):
     _run("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
          "ec_paramgen_curve:P-256", "-out", path)
     os.chmod(path, 0o600)
 
 
-def make_ca(d, cn="sdps lab CA", stem="ca"):
-    key = os.path.join(d, stem + ".key")
-    crt = os.path.join(d, stem + ".pem")
-    _ec_key(key)
+def _ca(d, name):
+    key = os.path.join(d, name + ".key")
+    crt = os.path.join(d, name + ".pem")
+    _key(key)
     _run("openssl", "req", "-x509", "-new", "-key", key, "-out", crt,
-         "-days", "30", "-subj", "/CN=" + cn,
+         "-days", "30", "-subj", "/CN=" + name,
          "-addext", "basicConstraints=critical,CA:TRUE",
          "-addext", "keyUsage=critical,keyCertSign,cRLSign")
     return crt, key
 
 
-def make_leaf(d, name, ca, ca_key, ip=None):
-    key = os.path.join(d, name + ".key")
-    csr = os.path.join(d, name + ".csr")
-    leaf = os.path.join(d, name + ".leaf.pem")
-    chain = os.path.join(d, name + ".pem")
-    ext = os.path.join(d, name + ".ext")
-    _ec_key(key)
+def _leaf(d, name, ca, ca_key, san, usage, prefix=""):
+    base = os.path.join(d, prefix + name)
+    key, csr, crt, ext = (base + ".key", base + ".csr", base + ".pem",
+                          base + ".ext")
+    _key(key)
     _run("openssl", "req", "-new", "-key", key, "-out", csr,
          "-subj", "/CN=" + name)
-    san = "DNS:" + name + ("" if ip is None else ",IP:" + ip)
     with open(ext, "w") as f:
         f.write("subjectAltName=%s\nbasicConstraints=CA:FALSE\n"
-                "keyUsage=digitalSignature\n"
-                "extendedKeyUsage=serverAuth,clientAuth\n" % san)
+                "keyUsage=digitalSignature\nextendedKeyUsage=%s\n"
+                % (san, usage))
     _run("openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
-         "-CAcreateserial", "-out", leaf, "-days", "30", "-extfile", ext)
-    with open(chain, "w") as out:
-        for p in (leaf, ca):
-            with open(p) as f:
-                out.write(f.read())
-    return Leaf(name, chain, key)
+         "-CAcreateserial", "-out", crt, "-days", "30", "-extfile", ext)
+    return {"cert": crt, "key": key}
 
 
-def make_pki(d, names, ips=None):
-    """A CA and one leaf per name under d: {"ca": path, "ca_key": path,
-    name: Leaf, ...}."""
-    ips = ips or {}
+def make_pki(d, servers=("punt",), clients=("fe1",),
+             server_ips=("127.0.0.1",), foreign=False):
+    """Make the CA and the named certificates in directory d (created if
+    missing); return the dict of paths described above."""
     os.makedirs(d, exist_ok=True)
-    ca, ca_key = make_ca(d)
-    out = {"ca": ca, "ca_key": ca_key}
-    for n in names:
-        out[n] = make_leaf(d, n, ca, ca_key, ips.get(n))
+    ca, ca_key = _ca(d, "sdps-punt-ca")
+    out = {"ca": ca, "ca_key": ca_key, "dir": d}
+    for s in servers:
+        san = ",".join(["DNS:" + s, "DNS:localhost"] +
+                       ["IP:" + ip for ip in server_ips])
+        out[s] = _leaf(d, s, ca, ca_key, san, "serverAuth")
+    for c in clients:
+        out[c] = _leaf(d, c, ca, ca_key, "DNS:" + c, "clientAuth")
+    if foreign and clients:
+        fca, fkey = _ca(d, "foreign-ca")
+        out["foreign"] = _leaf(d, clients[0], fca, fkey,
+                               "DNS:" + clients[0], "clientAuth",
+                               prefix="foreign-")
     return out
-
-
-def make_foreign_leaf(d, name):
-    """A leaf from another CA (the lab's CA did not sign it)."""
-    sub = os.path.join(d, "foreign")
-    os.makedirs(sub, exist_ok=True)
-    ca, ca_key = make_ca(sub, cn="not the lab CA")
-    return make_leaf(sub, name, ca, ca_key)
