@@ -432,6 +432,7 @@ class NsSdpsd:
         self.env = dict(env or {})
         self.proc = None
         self._log = None
+        self.log_mark = 0
         secs = []
         for name, keys in sections:
             keys = dict(keys)
@@ -468,6 +469,8 @@ class NsSdpsd:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.pidfile)
         self._log = open(self.logpath, "ab")
+        # where this run's lines begin (log_since_start)
+        self.log_mark = self._log.seek(0, os.SEEK_END)
         self.proc = self.lab.popen(
             self.role, [harness.binary("sdpsd"), "-c", self.conf, "-f"],
             stdout=self._log, stderr=self._log,
@@ -553,6 +556,16 @@ class NsSdpsd:
     def log(self):
         try:
             with open(self.logpath, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_since_start(self):
+        """The log lines of the daemon started last (a killed one's
+        locks died with it, unlogged)."""
+        try:
+            with open(self.logpath, "rb") as f:
+                f.seek(getattr(self, "log_mark", 0))
                 return f.read().decode("utf-8", "replace")
         except FileNotFoundError:
             return ""

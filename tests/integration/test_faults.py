@@ -142,6 +142,7 @@ def test_punt_killed_mid_retr(world):
         assert got < BIG_OCTETS
         out["saw"] = ("RETR cut after %d of %d octets, connection closed"
                       % (got, BIG_OCTETS))
+        return out
 
     def repair():
         world.punts["alpha"].start()
@@ -189,7 +190,7 @@ def test_punt_killed_during_quit(world):
         assert ans.startswith("-ERR [SYS/TEMP]") and \
             "not removed" in ans, ans
         out["saw"] = "QUIT: %r (%s)" % (ans, reached)
-        out["quit_answer"] = ans
+        return out
 
     def repair():
         world.punts["bravo"].start()
@@ -252,9 +253,10 @@ def test_front_end_killed(world):
     def fault():
         # a session on fe2 holds hold@h9's locks at both punts; fe2 dies
         # with it (and with its share of the load) open
-        h = Holder(world, "fe2", HOSTS[9])
+        h = Holder(world, "fe2", HOSTS[9], name="killed")
         world.fes["fe2"].kill()
         out["lock_free_s"] = h.time_to_free("fe1", PUNT_IDLE + 30)
+        out["lock_end"] = h.how
         out["saw"] = ("fe2's sessions cut; the killed session's maildrop "
                       "free on fe1 after %.2f s" % out["lock_free_s"])
         return out
@@ -296,3 +298,29 @@ def test_punt_restarted(world):
     row["visible_after_s"] = out.get("visible_after_s")
     assert mid in world.retrieved
 
+
+
+def test_front_end_machine_lost(world):
+    """fe2's machine goes silent (partitioned: no FIN, no RST reaches the
+    punts) and its sdpsd dies there; the network comes back with no
+    sdpsd on it.  The punts free fe2's locks by their own means: the
+    link's keepalive (10 s idle, 3 probes 5 s apart) or idle deadline."""
+    out = {}
+
+    def fault():
+        h = Holder(world, "fe2", HOSTS[8], name="lost")
+        world.lab.partition("fe2")
+        world.fes["fe2"].kill()
+        world.lab.heal("fe2")
+        out["lock_free_s"] = h.time_to_free("fe1", PUNT_IDLE + 30)
+        out["lock_end"] = h.how
+        out["saw"] = ("fe2's sessions cut; the lost machine's maildrop "
+                      "free on fe1 %.2f s after the network came back"
+                      % out["lock_free_s"])
+        return out
+
+    def repair():
+        world.fes["fe2"].start()
+
+    run_fault(world, "front end fe2's machine lost (silent, then its "
+              "sdpsd gone)", fault, repair, failed=[])
