@@ -29,10 +29,12 @@ PUNT_PORT = 7110
 PUNTS = {"alpha": ("pa", PA, "punt-a"), "bravo": ("pb", PB, "punt-b")}
 HOSTS = ["h%d.example.net" % i for i in range(10)]
 USERS = ["u%d" % i for i in range(10)]
+BARRIER_S = 150             # the longest fault() holds the load open
 NSESSIONS = 100
 LINK_TIMEOUT = 5            # [link] timeout: the per-command deadline
-PUNT_IDLE = 60              # [punt_server] idle_timeout
-FE_IDLE = 30                # [server] idle_timeout of the front ends
+PUNT_IDLE = 120             # [punt_server] idle_timeout, > FE_IDLE
+FE_IDLE = 90                # [server] idle_timeout of the front ends:
+                            # the load's sessions wait through a fault
 BIG_OCTETS = 40 << 20       # more than every socket buffer on the path
 ROWS = []
 
@@ -106,6 +108,8 @@ class World:
                             # both front ends holds one
                             "max_workers": 2 * NSESSIONS + 40,
                             "max_spare": 16,
+                            # a restart waits this long for open links
+                            "shutdown_grace": 2,
                             "punt_listen": "%s:%d %s" % (addr, PUNT_PORT,
                                                          name)}),
                 ("tls", {"cert": leaf["cert"], "key": leaf["key"]}),
@@ -379,9 +383,11 @@ class Load:
         self.ended = 0
         self.cv = threading.Condition(self.lock)
         self.feed_err = None
-        # every thread's first session waits here logged in: NSESSIONS
-        # sessions open at once, whatever the machine's speed
-        self.barrier = threading.Barrier(NSESSIONS)
+        # every thread's first session waits here logged in, with its
+        # listing taken, until the test has put the fault in place and
+        # joins (release): NSESSIONS sessions open at once when the fault
+        # hits, whatever the machine's speed
+        self.barrier = threading.Barrier(NSESSIONS + 1)
         self.open = 0
         self.max_open = 0
         self.all_open = False
@@ -411,7 +417,7 @@ class Load:
             if first[0]:
                 first[0] = False
                 try:
-                    self.barrier.wait(120)
+                    self.barrier.wait(BARRIER_S)
                     self.all_open = True
                 except threading.BrokenBarrierError:
                     pass
@@ -462,6 +468,20 @@ class Load:
                 if left <= 0:
                     raise D.WaitTimeout("%d more sessions did not end" % n)
                 self.cv.wait(min(left, 1.0))
+
+    def wait_all_open(self, timeout=120):
+        """Until every thread's first session is logged in and waiting."""
+        D.wait_for(lambda: self.barrier.n_waiting >= NSESSIONS or
+                   self.barrier.broken, timeout, 0.02,
+                   "%d sessions open at once" % NSESSIONS)
+        assert not self.barrier.broken, "the load's barrier broke"
+
+    def release(self):
+        """The test joins the barrier: the held sessions go on."""
+        try:
+            self.barrier.wait(10)
+        except threading.BrokenBarrierError:
+            pass
 
     def stop(self):
         self.stop_ev.set()
@@ -659,11 +679,13 @@ def run_fault(world, name, fault, repair, failed, holder_fe="fe1",
     load = Load(world).start()
     extra = {}
     try:
-        load.wait_sessions(NSESSIONS // 2)
-        phases["warm"] = time.monotonic() - t_start
+        load.wait_all_open()
+        phases["open"] = time.monotonic() - t_start
         holder = Holder(world, holder_fe, HOSTS[len(ROWS) % len(HOSTS)])
         t_fault = time.monotonic()
         extra.update(fault() or {})
+        # the 100 sessions, logged in before the fault, go on into it
+        load.release()
         # sessions that logged in after the fault began have met it
         load.wait_sessions(during, pred=lambda r: r["t_pass"] is not None
                            and r["t_pass"] > t_fault)
@@ -686,7 +708,7 @@ def run_fault(world, name, fault, repair, failed, holder_fe="fe1",
     uids = {world.uid[p] for p in failed}
     lost = check_invariants(world, load.recs, uids)
     extra["duplicates"] = duplicates(world)
-    saw = summary([r for r in load.recs if r["t_end"] > t_fault])
+    saw = summary(load.recs)
     if extra.get("saw"):
         saw = extra["saw"] + "; load: " + saw
     row = {"fault": name, "client_saw": saw, "lost": lost,
@@ -698,6 +720,11 @@ def run_fault(world, name, fault, repair, failed, holder_fe="fe1",
     row.update({k: v for k, v in extra.items() if k not in row})
     ROWS.append(row)
     print("\n%s: %s" % (name, json.dumps(row)))
+    if os.environ.get("SDPS_LAB_DEBUG"):
+        with open(os.path.join(world.root, "..", "lab-recs-%d.json"
+                               % len(ROWS)), "w") as f:
+            json.dump([dict(r, dele=sorted(r["dele"]), t_fault=t_fault)
+                       for r in load.recs], f)
     return row
 
 

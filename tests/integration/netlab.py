@@ -627,6 +627,16 @@ local_recipient_maps =
 smtp_dns_support_level = disabled
 lmtp_host_lookup = native
 lmtp_connect_timeout = 5s
+# a front end that dies silently in the middle of a transaction must not
+# hold a message for Postfix's default 10 minutes
+lmtp_lhlo_timeout = 15s
+lmtp_mail_timeout = 15s
+lmtp_rcpt_timeout = 15s
+lmtp_data_init_timeout = 15s
+lmtp_data_xfer_timeout = 15s
+lmtp_data_done_timeout = 15s
+lmtp_rset_timeout = 15s
+lmtp_quit_timeout = 15s
 queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 2s
