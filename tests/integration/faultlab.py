@@ -29,6 +29,7 @@ PUNT_PORT = 7110
 PUNTS = {"alpha": ("pa", PA, "punt-a"), "bravo": ("pb", PB, "punt-b")}
 HOSTS = ["h%d.example.net" % i for i in range(10)]
 USERS = ["u%d" % i for i in range(10)]
+PUNT_SEND_TIMEOUT = 20      # [server] send_timeout of the punt servers
 BARRIER_S = 150             # the longest fault() holds the load open
 NSESSIONS = 100
 LINK_TIMEOUT = 5            # [link] timeout: the per-command deadline
@@ -110,6 +111,11 @@ class World:
                             "max_spare": 16,
                             # a restart waits this long for open links
                             "shutdown_grace": 2,
+                            # the link's TCP_USER_TIMEOUT at the punt: a
+                            # silent front end's locks go after this
+                            # (keepalive alone would take 25 s, but
+                            # TCP_USER_TIMEOUT overrides its probe count)
+                            "send_timeout": PUNT_SEND_TIMEOUT,
                             "punt_listen": "%s:%d %s" % (addr, PUNT_PORT,
                                                          name)}),
                 ("tls", {"cert": leaf["cert"], "key": leaf["key"]}),
@@ -426,12 +432,14 @@ class Load:
                 self.stop_ev.wait(0.3)
 
         while not self.stop_ev.is_set():
+            was_first = first[0]
             # half of what a session retrieves stays for a later one, so
             # sessions keep finding mail on both punts when a fault hits
             rec = one_session(self.world, fe, src, user, enter=False,
                               after_login=hold,
                               keep=lambda u: rng.random() < 0.5)
             rec["t_end"] = time.monotonic()
+            rec["held"] = was_first     # waited at the barrier
             if rec["login"] == "+OK":
                 with self.lock:
                     self.open -= 1
@@ -553,6 +561,16 @@ def check_invariants(world, recs, failed_uids):
     assert not wrong, "[SYS/TEMP] for a punt that did not fail: %r" % (
         wrong[:10],)
     return len(lost)
+
+
+def median_session(recs):
+    """Median seconds from PASS to the end of a session that logged in,
+    but the first ones held at the barrier (reported, never judged: it
+    depends on the machine)."""
+    d = sorted(r["t_end"] - r["t_pass"] for r in recs
+               if r["login"] == "+OK" and r.get("t_end") and
+               not r.get("held"))
+    return round(d[len(d) // 2], 3) if d else None
 
 
 def duplicates(world):
@@ -715,6 +733,7 @@ def run_fault(world, name, fault, repair, failed, holder_fe="fe1",
            "lock_free_s": extra.get("lock_free_s", lock_free),
            "lock_end": extra.get("lock_end", holder.how),
            "sessions": len(load.recs), "max_open": load.max_open,
+           "median_session_s": median_session(load.recs),
            "all_open_at_once": load.all_open,
            "phases_s": {k: round(v, 2) for k, v in phases.items()}}
     row.update({k: v for k, v in extra.items() if k not in row})

@@ -39,9 +39,8 @@ import daemon as D
 import netlab
 from faultlab import (
     BIG_OCTETS, CL, FE, HOSTS, Holder, LINK_TIMEOUT, PUNT_IDLE,
-    PUNT_PORT, ROWS, World, check_invariants, drain, message,
-    one_session, punt_server_missing, pw, record, run_fault,
-    write_table)
+    PUNT_PORT, ROWS, World, check_invariants, one_session,
+    punt_server_missing, pw, record, run_fault, write_table)
 
 
 @pytest.fixture(scope="module")
