@@ -196,6 +196,12 @@ def test_punt_killed_during_quit(world):
 
     run_fault(world, "SIGKILL of punt bravo during a QUIT", fault, repair,
               failed=["bravo"])
+    # bravo was stopped before the UPDATE could run: its message is still
+    # there for the drain; alpha's UPDATE ran and removed its own, once
+    drained = {m for r in world.sessions if r.get("drain")
+               for m in r["got"]}
+    assert mids["bravo"] in drained
+    assert mids["alpha"] not in drained
 
 
 def link_queues(world, role):
