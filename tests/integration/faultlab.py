@@ -75,6 +75,16 @@ class World:
         self.reported = set()       # violations a test already failed on
         self.seq = 0
         self.lock = threading.Lock()
+        self.punts = {}
+        self.fes = {}
+        try:
+            self._build()
+        except BaseException:
+            # the fixture never gets the world: remove the lab here
+            self.close()
+            raise
+
+    def _build(self):
         lab = self.lab
         lab.add_machine("pa", [PA])
         lab.add_machine("pb", [PB], wire=True)
@@ -86,10 +96,9 @@ class World:
                                 servers=("punt-a", "punt-b"),
                                 clients=("fe1", "fe2"),
                                 server_ips=(PA, PB))
-        self.punts = {}
         self.uid = {}
         for name, (role, addr, cn) in PUNTS.items():
-            if not local:
+            if not self.local:
                 self.punts[name] = self._punt_server(name, role, addr, cn)
         self.fes = {fe: self._front_end(fe, addr) for fe, addr in FE.items()}
         routes = {}
@@ -189,6 +198,8 @@ class World:
 
     def close(self):
         self.lab.close()
+        for d in list(self.punts.values()) + list(self.fes.values()):
+            d._close_log()
 
     # -- mail --
     def next_mid(self, tag):
