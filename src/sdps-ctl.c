@@ -24,7 +24,7 @@
 enum {
 	O_JSON = 0x01, O_HOST = 0x02, O_PUNT = 0x04, O_AGENT = 0x08,
 	O_SLOT = 0x10, O_OLDER = 0x20, O_DRYRUN = 0x40, O_REPAIR = 0x80,
-	O_ABORT = 0x100, O_BATCH = 0x200
+	O_ABORT = 0x100, O_BATCH = 0x200, O_PROBE = 0x400
 };
 
 static const struct {
@@ -42,6 +42,7 @@ static const struct {
 	{ O_REPAIR,	"repair",	NULL },
 	{ O_ABORT,	"abort",	NULL },
 	{ O_BATCH,	"batch",	"records" },
+	{ O_PROBE,	"probe",	NULL },
 };
 
 struct cmd {
@@ -68,7 +69,7 @@ static const struct cmd cmds[] = {
 	{ "smtp release", "<punt:id>", 1, 1, 0, 0, ctl_smtp_release },
 	{ "sessions", "", 0, 0, O_JSON, 0, ctl_sessions },
 	{ "kill", "[<session-id>]", 0, 1, O_HOST, 0, ctl_kill },
-	{ "status", "", 0, 0, O_JSON, 0, ctl_status },
+	{ "status", "", 0, 0, O_JSON | O_PROBE, 0, ctl_status },
 	{ "auth flush", "[<host>]", 0, 1, 0, 0, ctl_auth_flush },
 	{ "expire", "", 0, 0, O_OLDER | O_DRYRUN | O_JSON, 0, ctl_expire },
 	{ "fsck", "", 0, 0, O_REPAIR, 0, ctl_fsck },
@@ -157,6 +158,7 @@ parse_opts(int argc, char **argv, struct ctl *c, const char **conf,
 		{ "repair",	no_argument,	   NULL, 'R' },
 		{ "abort",	no_argument,	   NULL, 'X' },
 		{ "batch",	required_argument, NULL, 'B' },
+		{ "probe",	no_argument,	   NULL, 'p' },
 		{ "help",	no_argument,	   NULL, 'h' },
 		{ "version",	no_argument,	   NULL, 'V' },
 		{ NULL,		0,		   NULL, 0 }
@@ -219,6 +221,10 @@ parse_opts(int argc, char **argv, struct ctl *c, const char **conf,
 				    "from 1 to 1000000: %s", optarg);
 			c->batch = (unsigned)v;
 			*seen |= O_BATCH;
+			break;
+		case 'p':
+			c->probe = true;
+			*seen |= O_PROBE;
 			break;
 		case 'h':
 			usage(stdout);
@@ -317,6 +323,8 @@ main(int argc, char **argv)
 		return ctl_fail("cannot initialise libsodium");
 	c.cf = &cf;
 	rc = cmd->fn(&c);
+	if (ctl_usage_error())
+		rc = EXIT_USAGE;	/* a remote punt for a local verb */
 	if (fflush(stdout) == EOF || ferror(stdout)) {
 		ctl_fail("write to standard output failed");
 		rc = 1;

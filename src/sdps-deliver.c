@@ -177,7 +177,13 @@ read_message(struct deliver *d)
 	    "rejected: %s", wire_strerror(res));
 }
 
-/* deliver_store picks the punt, the same way the LMTP ingest does. */
+/*
+ * deliver_store picks the punt, the same way the LMTP ingest does, local
+ * or remote alike: a remote punt's punt_put sends DELIVER through its
+ * link and returns only after the punt's +OK, which the punt sends once
+ * the copy is durable there (docs/punt-protocol.md), so EX_OK still
+ * means stored durably somewhere.
+ */
 static int
 store_for_host(struct deliver *d, const struct rhost *h, int only)
 {

@@ -75,6 +75,40 @@ struct conn *conn_connect(const char *target, unsigned connect_timeout_s,
 	    size_t line_max, unsigned idle_timeout_s, unsigned send_timeout_s,
 	    volatile sig_atomic_t *kill);
 
+/*
+ * The client side without waiting (issue 11, the punt links): start a
+ * non-blocking connect(2) to the first address of "host:port" that a
+ * socket can be made for, and finish it later, so a caller can start
+ * several and wait for all under one deadline.  conn_connect_start:
+ * NULL with err set.  conn_connect_finish: CONN_OK once connected,
+ * CONN_TIMEOUT after timeout_ms, CONN_ERR (err set), CONN_KILLED.
+ */
+struct conn *conn_connect_start(const char *target, size_t line_max,
+	    unsigned idle_timeout_s, unsigned send_timeout_s,
+	    volatile sig_atomic_t *kill, char *err, size_t errlen);
+enum conn_res conn_connect_finish(struct conn *c, unsigned timeout_ms,
+	    char *err, size_t errlen);
+
+/* The socket (socket options, a no-wait poll). */
+int	conn_fd(const struct conn *c);
+
+/*
+ * Without waiting: is there input (or the stream's end)?  CONN_OK if
+ * octets are buffered or arrived, CONN_TIMEOUT if none, CONN_EOF or
+ * CONN_ERR if the peer is gone.  A TLS record that carries no data (a
+ * session ticket) is consumed and counts as none.
+ */
+enum conn_res conn_input_probe(struct conn *c);
+
+/*
+ * One read without waiting, appended to the buffered input (a caller
+ * driving several connections from its own poll loop; conn_line_pending
+ * then says whether a whole line is here).  CONN_OK if octets came,
+ * CONN_TIMEOUT if none, CONN_TOO_LONG if the buffer is full, CONN_EOF,
+ * CONN_ERR.
+ */
+enum conn_res conn_read_nowait(struct conn *c);
+
 /* Free c (the read buffer is wiped first: it held a PASS line).  NULL ok. */
 void	conn_free(struct conn *c);
 
@@ -215,6 +249,25 @@ struct tls_server;
 enum conn_res conn_tls_accept(struct conn *c, struct tls_server *t,
 	    unsigned timeout_ms);
 
+struct tls_client;
+
+/*
+ * Start TLS as the client on a connected c (tls_client.h: TLS 1.3, the
+ * peer's certificate checked against the context's ca and server name)
+ * within timeout_ms.  CONN_OK, or as conn_tls_accept, with the reason
+ * (a certificate that failed verification, ...) in err.
+ */
+enum conn_res conn_tls_connect(struct conn *c, struct tls_client *t,
+	    unsigned timeout_ms, char *err, size_t errlen);
+
+/*
+ * One step of that handshake without waiting, for a caller that drives
+ * several in one poll loop: 1 done, 0 not yet (poll c's fd for *events,
+ * then step again), -1 failed (err says why).
+ */
+int	conn_tls_connect_step(struct conn *c, struct tls_client *t,
+	    short *events, char *err, size_t errlen);
+
 /* True once conn_tls_accept has succeeded on c. */
 bool	conn_tls_active(const struct conn *c);
 
@@ -227,6 +280,20 @@ void	conn_tls_describe(const struct conn *c, char *buf, size_t len);
 /* True if the peer of c's socket is a loopback address (127/8, ::1, or
  * ::ffff:127/104): the cleartext policy's exception. */
 bool	conn_peer_loopback(const struct conn *c);
+
+/* Issue 11 (the punt server): the TLS peer's certificate identity,
+ * "CN=x DNS=a,b" (tls_peer_identity), or "-" without TLS. */
+void	conn_tls_peer(const struct conn *c, char *buf, size_t len);
+
+/*
+ * Issue 11 (the punt server's DELIVER): counted raw octets after a
+ * command line.  Up to len octets into buf, the ones already buffered
+ * first, else from one read, waiting at most idle_timeout_s (each call
+ * anew) and never past conn_set_deadline_ms.  CONN_OK with *got > 0, or
+ * the CONN_EOF/TIMEOUT/KILLED/ERR that ends the session.
+ */
+enum conn_res conn_read_data(struct conn *c, void *buf, size_t len,
+	    size_t *got);
 
 /* "timeout", "eof", ... for logs. */
 const char *conn_res_name(enum conn_res r);

@@ -29,6 +29,7 @@ struct ctl {
 	bool	 repair;	/* --repair */
 	bool	 abort_upgrade;	/* --abort */
 	unsigned batch;		/* --batch, 0 when absent */
+	bool	 probe;		/* --probe (status) */
 };
 
 /* Write s as a JSON string literal (quotes and escapes) to f. */
@@ -36,6 +37,12 @@ void	ctl_json_str(FILE *f, const char *s);
 
 /* Print "sdps-ctl: " fmt "\n" to stderr and return 1. */
 int	ctl_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * A verb refused a remote punt (ctl_remote.c: "punt X is remote: run
+ * this on its punt server"): sdps-ctl then exits as for a usage error.
+ */
+bool	ctl_usage_error(void);
 
 /* ctl_store.c */
 int	ctl_host_add(struct ctl *c);		/* host add HOST */
@@ -56,7 +63,7 @@ int	ctl_punt_upgrade(struct ctl *c);	/* punt upgrade PUNT... [--abort] */
 /* ctl_daemon.c */
 int	ctl_sessions(struct ctl *c);		/* sessions */
 int	ctl_kill(struct ctl *c);		/* kill SESSION_ID | --host */
-int	ctl_status(struct ctl *c);		/* status */
+int	ctl_status(struct ctl *c);		/* status [--probe] */
 int	ctl_auth_flush(struct ctl *c);		/* auth flush */
 
 /* ctl_expire.c */

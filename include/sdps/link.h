@@ -56,6 +56,31 @@ struct link *link_start(const struct link_opts *o, char *err, size_t errlen);
 int	link_finish(struct link *l, uint64_t deadline_us, char *err,
 	    size_t errlen);
 
+/*
+ * The TCP connect alone, by deadline_us: 0 once connected (link_finish
+ * then goes on from the handshake), or -1 with err set and the link
+ * failed.  The parallel login bounds each punt's connect by the one
+ * connect deadline and the handshake and replies by a later one, so a
+ * punt whose SYNs are dropped costs the others nothing.
+ */
+int	link_connect_wait(struct link *l, uint64_t deadline_us, char *err,
+	    size_t errlen);
+
+/*
+ * link_finish for n links at once (the parallel login): their TCP
+ * connects by connect_deadline_us and their TLS handshakes by
+ * deadline_us, all in one poll loop, then each one's greeting and CAPA
+ * (CAPA is sent the moment a handshake ends, so those round trips
+ * overlap too).  fn (may be NULL) is told of each link the moment it is
+ * ready, with args[i] (the parallel login sends SELECT then, while the
+ * others are still being made).  A link that fails is failed
+ * (link_error says why) and costs the others nothing; NULL entries and
+ * links already finished are passed over.  Returns how many are ready.
+ */
+typedef void link_ready_fn(struct link *l, void *arg);
+int	link_finish_all(struct link **v, int n, uint64_t connect_deadline_us,
+	    uint64_t deadline_us, link_ready_fn *fn, void **args);
+
 /* link_start + link_finish with the connect timeout (sdps-ctl). */
 struct link *link_open(const struct link_opts *o, char *err, size_t errlen);
 
@@ -70,7 +95,9 @@ uint64_t link_rtt_us(const struct link *l);	/* last measured */
 const char *link_error(const struct link *l);	/* why it failed, or "" */
 
 /* An absolute deadline for the next waits (0: back to the per-command
- * timeout). */
+ * timeout).  Once it has passed, what the punt already sent is still
+ * read (a wait of at most 1 ms), so one slow punt in a parallel login
+ * does not fail the others whose replies are already here. */
 void	link_set_deadline(struct link *l, uint64_t deadline_us);
 
 /* Queue a command line (CRLF added); sent by link_flush or the next
@@ -108,7 +135,8 @@ void	link_data_expect(struct link *l, uint64_t n); /* after "+OK N" */
 int	link_write(struct link *l, const void *buf, size_t len);
 int	link_send_file(struct link *l, int fd, uint64_t len);
 
-/* xtext (RFC 3461 §4) of s into buf (NUL-terminated; "<>" for an empty
+/* Thin wrappers of xtext.h (kept for the callers written against this
+ * header).  xtext (RFC 3461 §4) of s into buf (NUL-terminated; "<>" for an empty
  * sender is the caller's).  -1 if it does not fit. */
 int	link_xtext_encode(const char *s, char *buf, size_t len);
 /* Decode in place; -1 if malformed. */

@@ -19,6 +19,7 @@
 #define SDPS_PUNT_H
 
 #include <stdbool.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -91,6 +92,21 @@ struct punt_ops {
 		    size_t errlen);
 	enum store_res (*stat)(void *impl, struct store_stat *out);
 	struct store *(*local_store)(void *impl);
+	/*
+	 * The parallel login (issue 11), optional (NULL: the local punt,
+	 * whose lock and list never wait on a network).  begin starts the
+	 * maildrop's lock without waiting (a remote punt: the connect, or
+	 * SELECT sent on the live link); the lock and list ops that follow
+	 * finish it by deadline_us.  1 started, -1 failed at once.
+	 */
+	int	(*begin)(void *impl, const char *host, const char *user,
+		    uint64_t deadline_us);
+	/* Release, first half, optional: start it without waiting (a
+	 * remote punt sends UNSELECT); unlock then finishes it. */
+	void	(*unlock_begin)(void *impl, struct punt_lock *lk);
+	/* TOP cut at the punt (NULL: the caller cuts the open_body file). */
+	enum store_res (*open_top)(void *impl, uint64_t id, uint64_t lines,
+		    struct punt_body *b);
 };
 
 /*
@@ -110,6 +126,34 @@ struct punt *punt_local_open(const char *path, const char *name,
 	    const char *run_dir, uint64_t map_size, unsigned claim_lease_s,
 	    char *err, size_t errlen);
 
+/*
+ * A remote punt (punt_remote.c): the punt server at cp->address, reached
+ * over a link (link.h) with the TLS context tls_client_get(cp) (built by
+ * the master before the privilege drop; tls_client.h).  Nothing is
+ * connected here: the link is made at the first use and kept across
+ * sessions.  health (may be NULL) is the scoreboard's shared row for this
+ * punt (down memory, rtt); kill (may be NULL) ends any wait.  NULL with
+ * err set.
+ */
+struct sb_punt_health;
+struct config;
+struct config_punt;
+
+/* The POP3 client a login is for, sent to a remote punt as XCLIENT for
+ * its log (docs/punt-protocol.md); addr "" = none. */
+struct punt_client {
+	char		 addr[64];
+	unsigned	 port;
+	uint64_t	 sid;
+};
+
+/* client (may be NULL) is read at each login, so its owner (the
+ * puntset) updates it in place. */
+struct punt *punt_remote_open(const struct config *cf,
+	    const struct config_punt *cp, struct sb_punt_health *health,
+	    volatile sig_atomic_t *kill, const struct punt_client *client,
+	    char *err, size_t errlen);
+
 const char *punt_name(const struct punt *p);
 const char *punt_kind(const struct punt *p);
 uint64_t punt_uid(const struct punt *p);
@@ -126,6 +170,9 @@ enum store_res punt_lock(struct punt *p, const char *host, const char *user,
 	    struct punt_lock *lk);
 void	punt_lock_init(struct punt_lock *lk);
 void	punt_unlock(struct punt_lock *lk);	/* safe when holding nothing */
+/* Start punt_unlock without waiting for it (several punts released in
+ * one round trip); punt_unlock still follows.  Safe on anything. */
+void	punt_unlock_begin(struct punt_lock *lk);
 
 /* store_list: the snapshot of one maildrop (STORE_OK/STORE_TEMPFAIL). */
 enum store_res punt_list(struct punt *p, const char *host, const char *user,
@@ -138,6 +185,22 @@ enum store_res punt_list(struct punt *p, const char *host, const char *user,
  */
 enum store_res punt_open_body(struct punt *p, uint64_t id, int flags,
 	    struct punt_body *b, struct store_msg *m);
+/*
+ * TOP's source: STORE_OK with b open.  b->fd >= 0 is the whole stored
+ * file (the local punt: the caller cuts it); b->fd == -1 is a stream
+ * already cut at the punt (relay it as it is).
+ */
+enum store_res punt_open_top(struct punt *p, uint64_t id, uint64_t lines,
+	    struct punt_body *b);
+
+/*
+ * Start the maildrop's lock without waiting (maildrop_open, before it
+ * takes any lock): 1 started (finish with punt_lock, then punt_list),
+ * 0 nothing to start (a local punt), -1 failed (leave the punt out).
+ */
+int	punt_begin(struct punt *p, const char *host, const char *user,
+	    uint64_t deadline_us);
+
 ssize_t	punt_body_read(struct punt_body *b, void *buf, size_t len);
 void	punt_body_close(struct punt_body *b);
 

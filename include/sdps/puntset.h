@@ -13,7 +13,9 @@
 #define SDPS_PUNTSET_H
 
 #include <stdbool.h>
+#include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "sdps/config.h"
 #include "sdps/punt.h"
@@ -62,6 +64,23 @@ struct punt *puntset_peek(const struct puntset *ps, int i);
  * future opener of punts that are not local.  -1 if i is out of range.
  */
 int	puntset_adopt(struct puntset *ps, int i, struct punt *p);
+
+/*
+ * Remote punts (issue 11): the scoreboard's shared rows (rows[i] is
+ * config punt i's when its name matches; NULL: none) and the kill flag
+ * their links' waits honour.  Before the first puntset_get.
+ */
+struct sb_punt_health;
+void	puntset_on_remote(struct puntset *ps, struct sb_punt_health *rows,
+	    int nrows, volatile sig_atomic_t *kill);
+
+/* The client of the login about to open a maildrop (XCLIENT at the
+ * remote punts); addr NULL or "" clears it. */
+void	puntset_client(struct puntset *ps, const char *addr, unsigned port,
+	    uint64_t sid);
+
+/* The parallel login's one deadline: now + [link] connect_timeout_ms. */
+uint64_t puntset_login_deadline_us(const struct puntset *ps);
 
 /* Close punt i now (a one-shot program done with it); get reopens it. */
 void	puntset_close(struct puntset *ps, int i);

@@ -81,4 +81,26 @@ struct ssl_st *tls_server_ssl(struct tls_server *t);
 void	tls_server_describe(const struct tls_server *t, char *buf,
 	    size_t len);
 
+/*
+ * The punt server's context (issue 11, docs/punt-protocol.md §1): the
+ * [tls] certificate and key (pem, as for tls_server_new), TLS 1.3 only,
+ * no tickets and no session cache (a link lives long, and a resumed
+ * session would skip the client's certificate), and a client
+ * certificate required: it must chain to cf->ps_ca, and its DNS
+ * subjectAltNames (or its CN when it has none) must include a name of
+ * cf->ps_allow.  Both are checked in the handshake, so a refused front
+ * end never reaches a command.  NULL with err set.  tls_server_ssl and
+ * tls_server_free serve it as any context.
+ */
+struct tls_server *tls_punt_server_new(const struct config *cf,
+	    const struct tls_pem *pem, char *err, size_t errlen);
+
+/* Why the last handshake on t (in this process) refused its client:
+ * "client CN=x DNS=y: reason", or "" if the verify step did not. */
+const char *tls_punt_refusal(const struct tls_server *t);
+
+/* "CN=x DNS=a,b" of ssl's peer certificate, printable ASCII only, or
+ * "(no certificate)": who a link is, for log lines. */
+void	tls_peer_identity(struct ssl_st *ssl, char *buf, size_t len);
+
 #endif

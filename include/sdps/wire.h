@@ -9,6 +9,7 @@
 #ifndef SDPS_WIRE_H
 #define SDPS_WIRE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -52,6 +53,24 @@ void	wire_free(struct wire *w);
  * The whole output so far is drained + len octets.
  */
 void	wire_drain(struct wire *w);
+
+/*
+ * TOP's cut of a stored message (RFC 1939 TOP): the header block, the
+ * blank line, then body lines while any are left.  One rule for the POP3
+ * session (which sends the cut) and the punt server (which counts it for
+ * the link's "+OK N", docs/punt-protocol.md).  Feed the stored data in
+ * order: wire_top_feed returns how many octets of the chunk belong to the
+ * cut, and sets done once it is complete (nothing more belongs to it).
+ */
+struct wire_top {
+	uint64_t	 body_left;
+	bool		 in_header;
+	bool		 line_empty;
+	bool		 done;
+};
+
+void	wire_top_init(struct wire_top *t, uint64_t lines);
+size_t	wire_top_feed(struct wire_top *t, const char *p, size_t len);
 
 /* A short English reason for res. */
 const char *wire_strerror(enum wire_res res);

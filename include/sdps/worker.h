@@ -17,9 +17,14 @@
  * worker carry one array of these; a worker polls those of its pool's
  * protocol.
  */
+struct tls_server;
+
 struct listener {
 	int			 fd;
 	struct config_listener	 cl;
+	/* A punt listener's TLS context (client certificates, issue 11),
+	 * the master's, inherited over fork; NULL for the others. */
+	struct tls_server	*tls;
 };
 
 /*

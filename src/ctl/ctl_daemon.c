@@ -16,6 +16,8 @@
 #include "sdps/scoreboard.h"
 #include "sdps/util.h"
 
+#include "ctl_remote.h"
+
 static int
 ctl_sb_open(struct ctl *c, struct scoreboard *sb)
 {
@@ -367,11 +369,47 @@ ctl_count(const struct scoreboard *sb, struct ctl_counts *k)
 
 #define LLU(x)	((unsigned long long)atomic_load(&(x)))
 
+/*
+ * A punt's state as the workers last saw it (issue 11: the remote punts'
+ * link state, written by any worker; a local punt has only ok and
+ * checked_us).  The config says remote too, in case no worker has
+ * marked it yet.
+ */
+struct punt_view {
+	bool		 remote;
+	const char	*state;		/* "up", "down", "unknown" */
+	uint64_t	 checked_us, down_until_us, rtt_us;
+	bool		 ok;
+};
+
 static void
-ctl_status_json(const struct scoreboard *sb, bool alive,
-    const struct ctl_counts *k, uint64_t now)
+punt_view(const struct ctl *c, const struct sb_punt_health *h, uint64_t now,
+    struct punt_view *v)
+{
+	const struct config_punt *cp = config_punt_find(c->cf, h->name);
+
+	v->remote = atomic_load(&h->remote) != 0 ||
+	    (cp != NULL && cp->address[0] != '\0');
+	v->ok = atomic_load(&h->ok) != 0;
+	v->checked_us = atomic_load(&h->checked_us);
+	v->down_until_us = atomic_load(&h->down_until_us);
+	v->rtt_us = atomic_load(&h->rtt_us);
+	if (v->down_until_us <= now)
+		v->down_until_us = 0;	/* the skip is over */
+	if (v->checked_us == 0 && v->down_until_us == 0)
+		v->state = "unknown";
+	else if (v->ok && v->down_until_us == 0)
+		v->state = "up";
+	else
+		v->state = "down";
+}
+
+static void
+ctl_status_json(const struct ctl *c, const struct scoreboard *sb,
+    bool alive, const struct ctl_counts *k, uint64_t now)
 {
 	const struct sb_header	*h = sb->hdr;
+	struct punt_view	 v;
 	uint32_t		 i;
 
 	printf("{\"master_pid\": %ld, \"running\": %s, \"started\": %llu, "
@@ -401,19 +439,56 @@ ctl_status_json(const struct scoreboard *sb, bool alive,
 	for (i = 0; i < h->npunts; i++) {
 		printf("%s\n  {\"name\": ", i ? "," : "");
 		ctl_json_str(stdout, h->punts[i].name);
-		printf(", \"ok\": %s, \"checked_s_ago\": %llu}",
-		    atomic_load(&h->punts[i].ok) ? "true" : "false",
-		    (unsigned long long)ctl_age_s(now,
-		    atomic_load(&h->punts[i].checked_us)));
+		punt_view(c, &h->punts[i], now, &v);
+		printf(", \"ok\": %s, \"checked_s_ago\": %llu, "
+		    "\"remote\": %s, \"state\": \"%s\", \"down_until\": %llu, "
+		    "\"rtt_us\": %llu}", v.ok ? "true" : "false",
+		    (unsigned long long)ctl_age_s(now, v.checked_us),
+		    v.remote ? "true" : "false", v.state,
+		    (unsigned long long)(v.down_until_us / 1000000),
+		    (unsigned long long)v.rtt_us);
 	}
-	printf("%s]}\n", h->npunts ? "\n " : "");
+	printf("%s]", h->npunts ? "\n " : "");
+}
+
+/* One remote punt's line: its state, and the last round trip. */
+static void
+ctl_remote_line(const char *name, const struct punt_view *v, uint64_t now)
+{
+	char	 until[32];
+
+	printf("punt %-16s remote ", name);
+	if (strcmp(v->state, "unknown") == 0) {
+		printf("unknown (not tried yet)\n");
+		return;
+	}
+	if (strcmp(v->state, "up") == 0)
+		printf("up");
+	else if (v->down_until_us != 0) {
+		ctl_utc(v->down_until_us, until, sizeof(until));
+		printf("DOWN until %s (%llu s)", until,
+		    (unsigned long long)((v->down_until_us - now + 999999) /
+		    1000000));
+	} else
+		printf("DOWN (tried again at the next use)");
+	if (v->rtt_us != 0)
+		printf(", rtt %llu.%03llu ms",
+		    (unsigned long long)(v->rtt_us / 1000),
+		    (unsigned long long)(v->rtt_us % 1000));
+	else
+		printf(", rtt -");
+	if (v->checked_us != 0)
+		printf(" (checked %llu s ago)",
+		    (unsigned long long)ctl_age_s(now, v->checked_us));
+	putchar('\n');
 }
 
 static void
-ctl_status_text(const struct scoreboard *sb, bool alive,
-    const struct ctl_counts *k, uint64_t now)
+ctl_status_text(const struct ctl *c, const struct scoreboard *sb,
+    bool alive, const struct ctl_counts *k, uint64_t now)
 {
 	const struct sb_header	*h = sb->hdr;
+	struct punt_view	 v;
 	char			 started[32];
 	uint64_t		 checked;
 	uint32_t		 i;
@@ -444,6 +519,11 @@ ctl_status_text(const struct scoreboard *sb, bool alive,
 	    LLU(h->total_auth_hashes), atomic_load(&h->auth_blocked_sources),
 	    atomic_load(&h->auth_blocked_hosts));
 	for (i = 0; i < h->npunts; i++) {
+		punt_view(c, &h->punts[i], now, &v);
+		if (v.remote) {
+			ctl_remote_line(h->punts[i].name, &v, now);
+			continue;
+		}
 		checked = atomic_load(&h->punts[i].checked_us);
 		if (checked == 0)
 			printf("punt %-16s not checked yet\n",
@@ -464,6 +544,7 @@ ctl_status(struct ctl *c)
 	struct ctl_counts	 k;
 	uint64_t		 now = util_now_us();
 	bool			 alive;
+	int			 down = 0;
 
 	if (ctl_sb_open(c, &sb) != 0)
 		return 1;
@@ -473,13 +554,23 @@ ctl_status(struct ctl *c)
 	else
 		memset(&k, 0, sizeof(k));
 	if (c->json)
-		ctl_status_json(&sb, alive, &k, now);
+		ctl_status_json(c, &sb, alive, &k, now);
 	else
-		ctl_status_text(&sb, alive, &k, now);
+		ctl_status_text(c, &sb, alive, &k, now);
 	sb_close(&sb);
-	/* Monitoring scripts want a non-zero status for a dead daemon. */
+	/* --probe: this process's own link to each remote punt, now, not
+	 * what the workers last saw. */
+	if (c->probe)
+		down = ctl_remote_probe(c->cf, c->json);
+	if (c->json)
+		printf("}\n");
+	/* Monitoring scripts want a non-zero status for a dead daemon,
+	 * and with --probe for a punt that did not answer. */
 	if (!alive)
 		return ctl_fail("status: sdpsd is not running");
+	if (down > 0)
+		return ctl_fail("status: %d remote punt%s did not answer the "
+		    "probe", down, down == 1 ? "" : "s");
 	return 0;
 }
 

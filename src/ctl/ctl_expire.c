@@ -13,6 +13,8 @@
 #include "sdps/store.h"
 #include "sdps/util.h"
 
+#include "ctl_remote.h"
+
 struct victim {
 	uint64_t id;
 	uint64_t arrival_us;
@@ -200,6 +202,10 @@ ctl_expire(struct ctl *c)
 		printf("{\"dry_run\": %s, \"older_than_days\": %u, "
 		    "\"messages\": [", c->dry_run ? "true" : "false", days);
 	for (p = 0; p < cf->npunts; p++) {
+		if (ctl_punt_is_remote(&cf->punts[p])) {
+			rc = ctl_refuse_remote("expire", &cf->punts[p]);
+			continue;
+		}
 		if ((pt = puntset_get(ps, p)) == NULL ||
 		    (st = punt_local_store(pt)) == NULL) {
 			fprintf(stderr, "sdps-ctl: punt %s: %s\n",

@@ -18,30 +18,11 @@
 #include "sdps/store.h"
 #include "sdps/util.h"
 
+#include "ctl_remote.h"
+
 /* "PASS " + password + CRLF must fit a 255-octet POP3 line. */
 #define PW_MAX		248
 #define STDIN_MAX	4096
-
-struct row {
-	const struct config_punt *punt;
-	int	 punt_idx;
-	uint64_t id, arrival_us, octets, stored_octets, claim_us;
-	uint32_t flags;
-	char	 host[UTIL_HOST_MAX + 1];
-	char	 agent[STORE_AGENT_MAX + 1];
-	char	 uidl[STORE_UIDL_MAX];
-	char	*sender;
-	char   **rcpts;
-	size_t	 nrcpts;
-};
-
-struct rows {
-	struct row	*v;
-	size_t		 n, cap;
-	bool		 nomem;
-	const struct config_punt *punt;
-	int		 punt_idx;
-};
 
 static struct auth *
 auth_get(struct ctl *c, bool create)
@@ -61,6 +42,7 @@ auth_get(struct ctl *c, bool create)
  * done (punt_put_back), so the set is freed once nothing is open.
  */
 static struct puntset	*ctl_ps;
+static const char	*ctl_verb = "this";	/* for a refusal */
 
 static struct store *
 punt_open(const struct config *cf, const struct config_punt *p)
@@ -69,6 +51,11 @@ punt_open(const struct config *cf, const struct config_punt *p)
 	struct store	*st = NULL;
 	int		 i = (int)(p - cf->punts);
 
+	/* The verbs that get here need the punt's directory. */
+	if (ctl_punt_is_remote(p)) {
+		ctl_refuse_remote(ctl_verb, p);
+		return NULL;
+	}
 	if (ctl_ps == NULL && (ctl_ps = puntset_new(cf, 0)) == NULL) {
 		ctl_fail("out of memory");
 		return NULL;
@@ -331,8 +318,8 @@ ctl_host_set(struct ctl *c)
 
 /* ---- spool ---- */
 
-static void
-row_free(struct row *r)
+void
+ctl_row_free(struct row *r)
 {
 	size_t	 i;
 
@@ -348,13 +335,13 @@ rows_free(struct rows *rs)
 	size_t	 i;
 
 	for (i = 0; i < rs->n; i++)
-		row_free(&rs->v[i]);
+		ctl_row_free(&rs->v[i]);
 	free(rs->v);
 }
 
 /* Runs inside the walk's read transaction: copy, never call store. */
-static int
-rows_add(const struct store_msg *m, void *arg)
+int
+ctl_rows_add(const struct store_msg *m, void *arg)
 {
 	struct rows	*rs = arg;
 	struct row	*r, *nv;
@@ -435,8 +422,8 @@ age_str(uint64_t now_us, uint64_t then_us, char *buf, size_t len)
 	return buf;
 }
 
-static void
-row_json(const struct row *r, uint64_t now_us)
+void
+ctl_row_json(const struct row *r, uint64_t now_us)
 {
 	size_t	 i;
 	int	 k = 0;
@@ -509,6 +496,17 @@ ctl_spool_ls(struct ctl *c)
 	for (p = 0; p < cf->npunts; p++) {
 		if (c->punt != NULL && strcmp(c->punt, cf->punts[p].name) != 0)
 			continue;
+		/* Through the link, merged below like any punt's rows. */
+		if (ctl_punt_is_remote(&cf->punts[p])) {
+			if (ctl_remote_walk(cf, &cf->punts[p], p,
+			    c->host ? host : NULL, &rs) != 0)
+				rc = 1;
+			if (rs.nomem) {
+				rows_free(&rs);
+				return ctl_fail("out of memory");
+			}
+			continue;
+		}
 		/* A punt that is down is reported; the others still list. */
 		if ((st = punt_open(cf, &cf->punts[p])) == NULL) {
 			rc = 1;
@@ -517,7 +515,7 @@ ctl_spool_ls(struct ctl *c)
 		rs.punt = &cf->punts[p];
 		rs.punt_idx = p;
 		first = rs.n;
-		if (store_walk(st, c->host ? host : NULL, rows_add,
+		if (store_walk(st, c->host ? host : NULL, ctl_rows_add,
 		    &rs) == -1 || rs.nomem) {
 			punt_put_back(st);
 			rows_free(&rs);
@@ -535,7 +533,7 @@ ctl_spool_ls(struct ctl *c)
 		printf("{\"messages\": [");
 		for (i = 0; i < rs.n; i++) {
 			printf("%s\n    ", i ? "," : "");
-			row_json(&rs.v[i], now_us);
+			ctl_row_json(&rs.v[i], now_us);
 		}
 		printf("%s]}\n", rs.n ? "\n  " : "");
 	} else {
@@ -581,45 +579,34 @@ read_fd_all(int fd, char **out, size_t *len)
 	return 0;
 }
 
-static int
-show_json(struct store *st, const struct config_punt *p,
-    const struct store_msg *m, const char *data)
+/*
+ * Plain output is the stored file exactly (wire format), so it can be
+ * piped or compared; --json adds the record.  The remote path prints
+ * through here too (ctl_remote.c).
+ */
+int
+ctl_show_print(struct ctl *c, const struct row *r, const char *data,
+    size_t len)
 {
-	struct row	 r;
-
-	memset(&r, 0, sizeof(r));
-	r.punt = p;
-	r.id = m->id;
-	r.arrival_us = m->arrival_us;
-	r.octets = m->octets;
-	r.stored_octets = m->stored_octets;
-	r.claim_us = m->claim_us;
-	r.flags = m->flags;
-	snprintf(r.host, sizeof(r.host), "%s", m->host);
-	snprintf(r.agent, sizeof(r.agent), "%s", m->agent);
-	store_uidl(st, m->id, r.uidl);
-	r.sender = m->sender;
-	r.rcpts = m->rcpts;
-	r.nrcpts = m->nrcpts;
+	if (!c->json)
+		return fwrite(data, 1, len, stdout) == len ? 0 : 1;
+	if (memchr(data, '\0', len) != NULL)
+		return ctl_fail("%s: NUL in the message file", c->argv[0]);
 	printf("{\"message\": ");
-	row_json(&r, util_now_us());
+	ctl_row_json(r, util_now_us());
 	printf(",\n \"data\": ");
 	ctl_json_str(stdout, data);
 	printf("}\n");
 	return 0;
 }
 
-/*
- * Plain output is the stored file exactly (wire format), so it can be
- * piped or compared; --json adds the record.
- */
 int
 ctl_spool_show(struct ctl *c)
 {
 	const struct config_punt *p;
 	struct store_msg	 m;
 	struct store		*st;
-	enum store_res		 res;
+	struct rows		 rs;
 	uint64_t		 id;
 	char			*data = NULL;
 	size_t			 len;
@@ -627,12 +614,15 @@ ctl_spool_show(struct ctl *c)
 
 	if (ref_parse(c, c->argv[0], &p, &id) != 0)
 		return 1;
+	if (ctl_punt_is_remote(p))
+		return ctl_remote_show(c, p, id);
 	if ((st = punt_open(c->cf, p)) == NULL)
 		return 1;
 	memset(&m, 0, sizeof(m));
+	memset(&rs, 0, sizeof(rs));
+	rs.punt = p;
 	/* spool ls lists DEL messages; show must show them too. */
-	res = store_msg_open_admin(st, id, &fd, &m);
-	switch (res) {
+	switch (store_msg_open_admin(st, id, &fd, &m)) {
 	case STORE_OK:
 		break;
 	case STORE_GONE:
@@ -644,15 +634,15 @@ ctl_spool_show(struct ctl *c)
 		ctl_fail("%s: cannot open the message file", c->argv[0]);
 		goto out;
 	}
-	if (read_fd_all(fd, &data, &len) == -1) {
+	if (read_fd_all(fd, &data, &len) == -1)
 		ctl_fail("%s: read: %s", c->argv[0], strerror(errno));
-	} else if (c->json) {
-		if (memchr(data, '\0', len) != NULL)
-			ctl_fail("%s: NUL in the message file", c->argv[0]);
-		else
-			rc = show_json(st, p, &m, data);
-	} else if (fwrite(data, 1, len, stdout) == len)
-		rc = 0;
+	else if (ctl_rows_add(&m, &rs) != 0)
+		ctl_fail("out of memory");
+	else {
+		store_uidl(st, m.id, rs.v[0].uidl);
+		rc = ctl_show_print(c, &rs.v[0], data, len);
+	}
+	rows_free(&rs);
 	close(fd);
 	free(data);
 	store_msg_free(&m);
@@ -728,7 +718,9 @@ ctl_spool_stat(struct ctl *c)
 	for (p = 0; p < cf->npunts; p++) {
 		memset(&s, 0, sizeof(s));
 		up = false;
-		if ((st = punt_open(cf, &cf->punts[p])) != NULL) {
+		if (ctl_punt_is_remote(&cf->punts[p]))
+			up = ctl_remote_stat(cf, &cf->punts[p], &s) == 0;
+		else if ((st = punt_open(cf, &cf->punts[p])) != NULL) {
 			if (store_stat(st, &s) == 0)
 				up = true;
 			else
@@ -783,6 +775,8 @@ smtp_marker(struct ctl *c, const char *what)
 	if (what[0] == 'c' && !agent_ok(c->agent))
 		return ctl_fail("smtp claim: bad agent name (1..%d printable "
 		    "characters, no spaces)", STORE_AGENT_MAX);
+	ctl_verb = what[0] == 'c' ? "smtp claim" : what[0] == 'd' ?
+	    "smtp done" : "smtp release";
 	if ((st = punt_open(c->cf, p)) == NULL)
 		return 1;
 	if (what[0] == 'c')
@@ -845,9 +839,10 @@ ctl_fsck(struct ctl *c)
 	struct store		*st;
 	int			 p, r, bad = 0;
 
+	ctl_verb = "fsck";
 	for (p = 0; p < cf->npunts; p++) {
 		if ((st = punt_open(cf, &cf->punts[p])) == NULL) {
-			bad++;
+			bad += !ctl_punt_is_remote(&cf->punts[p]);
 			continue;
 		}
 		memset(&f, 0, sizeof(f));
@@ -884,11 +879,15 @@ ctl_punt_create(struct ctl *c)
 	int			 i, rc = 0;
 
 	for (i = 0; i < c->argc; i++)
-		if (config_punt_find(cf, c->argv[i]) == NULL)
+		if ((p = config_punt_find(cf, c->argv[i])) == NULL)
 			return ctl_fail("no such punt: %s", c->argv[i]);
+		else if (ctl_punt_is_remote(p))
+			return ctl_refuse_remote("punt create", p);
 	for (i = 0; i < (c->argc ? c->argc : cf->npunts); i++) {
 		p = c->argc ? config_punt_find(cf, c->argv[i]) : &cf->punts[i];
-		if (store_create(p->path, p->name, cf->store_map_size, err,
+		if (ctl_punt_is_remote(p))
+			rc = ctl_refuse_remote("punt create", p);
+		else if (store_create(p->path, p->name, cf->store_map_size, err,
 		    sizeof(err)) == -1)
 			rc = ctl_fail("punt %s: %s", p->name, err);
 		else

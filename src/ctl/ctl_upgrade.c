@@ -14,6 +14,8 @@
 #include "sdps/ctl.h"
 #include "sdps/store.h"
 
+#include "ctl_remote.h"
+
 static double
 now_s(void)
 {
@@ -65,8 +67,10 @@ ctl_punt_upgrade(struct ctl *c)
 	int			 i, bad = 0;
 
 	for (i = 0; i < c->argc; i++)
-		if (config_punt_find(cf, c->argv[i]) == NULL)
+		if ((p = config_punt_find(cf, c->argv[i])) == NULL)
 			return ctl_fail("no such punt: %s", c->argv[i]);
+		else if (ctl_punt_is_remote(p))
+			return ctl_refuse_remote("punt upgrade", p);
 	memset(&o, 0, sizeof(o));
 	o.map_size = cf->store_map_size;
 	o.batch = c->batch;

@@ -90,12 +90,19 @@ enum data_res {
  */
 #define LMTP_DATA_BUF	(64 * 1024)
 
-/* The message of one DATA phase, streaming into a punt's tmp/. */
+/*
+ * The message of one DATA phase, streaming into a local punt's tmp/, or,
+ * when the punt chosen is remote, into the front end's RUN_DIR/lmtp-tmp/
+ * (deliver_tmp_open).  That file needs no fsync: it only feeds DELIVER,
+ * and the punt makes its copy durable before it answers +OK; 250 comes
+ * only after that (a crash here before it loses nothing acknowledged).
+ */
 struct l_data {
 	struct wire	 w;
 	enum wire_res	 wres;
 	int		 fd;		/* -1: no punt took it, only read */
-	int		 punt;		/* the punt holding path */
+	int		 punt;		/* the punt chosen first */
+	bool		 fe_tmp;	/* path is the front end's, not punt's */
 	char		 path[PATH_MAX];
 	int		 serrno;
 };
@@ -409,7 +416,7 @@ read_data(struct lmtp *l, struct l_data *d)
 	if (dres == DATA_OK && (d->wres = wire_finish(&d->w)) != WIRE_OK)
 		dres = DATA_WIRE;
 	if (dres == DATA_OK && (data_drain(d) == -1 ||
-	    (d->fd != -1 && fsync(d->fd) == -1)))
+	    (d->fd != -1 && !d->fe_tmp && fsync(d->fd) == -1)))
 		dres = DATA_SPOOL;
 	if (dres == DATA_SPOOL && d->serrno == 0)
 		d->serrno = errno;
@@ -419,12 +426,14 @@ read_data(struct lmtp *l, struct l_data *d)
 }
 
 /*
- * Store the message (fsynced in d's tmp file) once per host; host->res
- * says how it went.  Every host's copy goes to the file's own punt in one
- * commit (the last copy takes the file's name by rename, the others are
- * links), and commits of concurrent sessions on that punt join it
- * (store_put_batch); a copy that fails there tries the other punts in a
- * random order of its own (deliver.c).
+ * Store the message (in d's tmp file) once per host; host->res says how
+ * it went.  On a local punt every host's copy goes to the file's own
+ * punt in one commit (the last copy takes the file's name by rename, the
+ * others are links), and commits of concurrent sessions on that punt
+ * join it (store_put_batch); a copy that fails there tries the other
+ * punts in a random order of its own (deliver.c).  When the punt chosen
+ * is remote each host's copy is one DELIVER through its link (via
+ * "deliver" in the log), the chosen punt first, then the others.
  */
 static void
 lmtp_store(struct lmtp *l, const struct l_data *d)
@@ -473,7 +482,9 @@ lmtp_store(struct lmtp *l, const struct l_data *d)
 			    "octets=%" PRIu64 " via=%s commit=%" PRIu64
 			    " batch=%u", l->sid, l->peer, h->name,
 			    cf->punts[h->punt].name, h->id, h->nusers,
-			    d->w.body_octets, via_name[it[i].via],
+			    d->w.body_octets,
+			    cf->punts[h->punt].address[0] != '\0' ?
+			    "deliver" : via_name[it[i].via],
 			    it[i].commit, it[i].batch);
 			fault_point("lmtp.host.stored");
 		} else
@@ -602,7 +613,8 @@ cmd_data(struct lmtp *l, char *arg)
 	 * every recipient gets 451 after the dot, as when no punt takes a
 	 * finished message.
 	 */
-	if ((d.fd = deliver_tmp_open(l->w->punts, &d.punt, d.path, sizeof(d.path), why, sizeof(why))) == -1)
+	if ((d.fd = deliver_tmp_open(l->w->punts, l->w->cf->run_dir, &d.punt,
+	    d.path, sizeof(d.path), &d.fe_tmp, why, sizeof(why))) == -1)
 		log_warnx("sid=%016" PRIx64 " peer=%s event=lmtp-nospool "
 		    "why=\"%s\"", l->sid, l->peer, why[0] != '\0' ? why :
 		    "no punt available");

@@ -22,6 +22,7 @@
 #include "sdps/auth.h"
 #include "sdps/authcache.h"
 #include "sdps/throttle.h"
+#include "sdps/tls_client.h"
 #include "sdps/log.h"
 #include "master_int.h"
 
@@ -387,7 +388,7 @@ static int
 master_setup(struct master *m)
 {
 	const struct config *cf = m->cf;
-
+	char		 err[512];
 	int		 rc;
 
 	if (master_ids(m) == -1)
@@ -408,6 +409,12 @@ master_setup(struct master *m)
 	 * stderr with its file:line and the exit status says config. */
 	if ((rc = master_tls_start(m)) != 0)
 		return rc;
+	/* The remote punts' client keys (issue 11, tls_client.h): read
+	 * here as root; workers inherit the contexts over fork. */
+	if (tls_clients_load(cf, err, sizeof(err)) == -1) {
+		log_warnx("%s", err);
+		return MASTER_EX_CONFIG;
+	}
 	if (master_listen(m) == -1)
 		return MASTER_EX_OSERR;
 	if (!m->foreground && master_detach(m) == -1)

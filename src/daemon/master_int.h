@@ -83,6 +83,9 @@ struct master {
 	 * keys, and the root key reader, which answers on keys_fd. */
 	struct tls_server *tls;		/* NULL: no TLS listener */
 	struct tls_tickets *tickets;
+	/* Issue 11: the punt listeners' context (tls_punt_server_new),
+	 * also in their ls[].tls; NULL without a punt listener. */
+	struct tls_server *punt_tls;
 	int		 keys_fd;	/* -1: no key reader (any more) */
 	pid_t		 keys_pid;	/* 0: none to reap */
 };

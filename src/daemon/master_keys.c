@@ -48,6 +48,13 @@ struct keys_reply {
 	uint32_t	 cert_len, key_len, err_len;
 };
 
+/* Issue 11: is there a punt listener (its own context)? */
+static bool
+master_has_punt(const struct config *cf)
+{
+	return config_nlisteners(cf, CONFIG_PROTO_PUNT) > 0;
+}
+
 static bool
 master_has_tls(const struct config *cf)
 {
@@ -79,6 +86,12 @@ master_tls_start(struct master *m)
 		return MASTER_EX_CONFIG;
 	}
 	m->tls = tls_server_new(m->cf, &pem, m->tickets, err, sizeof(err));
+	if (m->tls != NULL && master_has_punt(m->cf) &&
+	    (m->punt_tls = tls_punt_server_new(m->cf, &pem, err,
+	    sizeof(err))) == NULL) {
+		tls_server_free(m->tls);
+		m->tls = NULL;
+	}
 	tls_pem_wipe(&pem);
 	if (m->tls == NULL) {
 		log_warnx("%s", err);
@@ -86,6 +99,9 @@ master_tls_start(struct master *m)
 	}
 	tls_server_describe(m->tls, desc, sizeof(desc));
 	log_info("tls: %s", desc);
+	if (m->punt_tls != NULL)
+		log_info("tls: punt links: TLS 1.3, client certificates from "
+		    "%s, allow %s", m->cf->ps_ca, m->cf->ps_allow);
 	return 0;
 }
 
@@ -332,9 +348,10 @@ keys_ask(struct master *m, struct tls_pem *pem, char *err, size_t errlen)
 void
 master_tls_reload(struct master *m, const struct config *cf)
 {
-	struct tls_server *t;
+	struct tls_server *t, *pt;
 	struct tls_pem	 pem;
 	char		 err[512], desc[256];
+	int		 i;
 
 	if (m->tls == NULL)
 		return;
@@ -343,6 +360,15 @@ master_tls_reload(struct master *m, const struct config *cf)
 		return;
 	}
 	t = tls_server_new(cf, &pem, m->tickets, err, sizeof(err));
+	/* The punt listeners' context: the same certificate, and the
+	 * [punt_server] ca and allow of the new config (the CA file is
+	 * public, so the master reads it itself).  Both or neither. */
+	pt = NULL;
+	if (t != NULL && m->punt_tls != NULL &&
+	    (pt = tls_punt_server_new(cf, &pem, err, sizeof(err))) == NULL) {
+		tls_server_free(t);
+		t = NULL;
+	}
 	tls_pem_wipe(&pem);
 	if (t == NULL) {
 		log_warnx("reload: keeping the old TLS certificate: %s", err);
@@ -350,6 +376,13 @@ master_tls_reload(struct master *m, const struct config *cf)
 	}
 	tls_server_free(m->tls);
 	m->tls = m->sb.tls = t;
+	if (pt != NULL) {
+		for (i = 0; i < m->nls; i++)
+			if (m->ls[i].cl.proto == CONFIG_PROTO_PUNT)
+				m->ls[i].tls = pt;
+		tls_server_free(m->punt_tls);
+		m->punt_tls = pt;
+	}
 	tls_server_describe(t, desc, sizeof(desc));
 	log_info("reload: tls: %s", desc);
 }
@@ -389,6 +422,8 @@ master_keys_reaped(struct master *m, pid_t pid, int st)
 void
 master_tls_stop(struct master *m)
 {
+	int	 i;
+
 	if (m->keys_fd != -1)
 		close(m->keys_fd);
 	m->keys_fd = -1;
@@ -400,6 +435,10 @@ master_tls_stop(struct master *m)
 	}
 	tls_server_free(m->tls);
 	m->tls = m->sb.tls = NULL;
+	for (i = 0; i < m->nls; i++)
+		m->ls[i].tls = NULL;
+	tls_server_free(m->punt_tls);
+	m->punt_tls = NULL;
 	tls_tickets_destroy(m->tickets);
 	m->tickets = NULL;
 }

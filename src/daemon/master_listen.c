@@ -282,13 +282,21 @@ master_listen(struct master *m)
 		if (fd == -1)
 			return -1;
 		m->ls[m->nls].fd = fd;
+		m->ls[m->nls].tls = cl->proto == CONFIG_PROTO_PUNT ?
+		    m->punt_tls : NULL;
 		m->ls[m->nls++].cl = *cl;
+		/* Punt links are served by the POP3 pool (issue 11): a link
+		 * is a session with a lifetime, like a POP3 one. */
 		if (cl->proto == CONFIG_PROTO_LMTP)
 			m->nlmtp++;
 		else
 			m->npop3++;
-		log_info("listening for %s on %s", cl->proto ==
-		    CONFIG_PROTO_LMTP ? "LMTP" : "POP3", cl->addr);
+		if (cl->proto == CONFIG_PROTO_PUNT)
+			log_info("listening for punt links to %s on %s",
+			    cl->punt, cl->addr);
+		else
+			log_info("listening for %s on %s", cl->proto ==
+			    CONFIG_PROTO_LMTP ? "LMTP" : "POP3", cl->addr);
 	}
 	if (m->nls == 0) {
 		log_warnx("no listen address configured");

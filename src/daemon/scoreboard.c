@@ -167,6 +167,10 @@ sb_create_at(int dirfd, const char *run_dir, unsigned nslots,
 			memcpy(h->punts[i].name, cf->punts[i].name,
 			    sizeof(h->punts[i].name));
 			atomic_store(&h->punts[i].ok, 1);
+			/* sdps-ctl status tells a remote punt (issue 11)
+			 * before any worker used it. */
+			atomic_store(&h->punts[i].remote,
+			    cf->punts[i].address[0] != '\0' ? 1 : 0);
 		}
 		h->npunts = (uint32_t)i;
 	}

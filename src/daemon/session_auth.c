@@ -5,7 +5,10 @@
  * the shared auth cache, the hashing gate, and the login itself: the
  * maildrop locks and the snapshot TRANSACTION works on.
  */
+#include <sys/socket.h>
 #include <sys/types.h>
+
+#include <netinet/in.h>
 
 #include <inttypes.h>
 #include <stdatomic.h>
@@ -105,6 +108,23 @@ punt_skipped(void *arg, const char *punt, const char *reason)
 	    s->sid, punt, reason);
 }
 
+/* The client's port, for XCLIENT (0 if unknown). */
+static unsigned
+peer_port(const struct session *s)
+{
+	struct sockaddr_storage	 ss;
+	socklen_t		 sl = sizeof(ss);
+
+	memset(&ss, 0, sizeof(ss));
+	if (getpeername(conn_fd(s->c), (struct sockaddr *)&ss, &sl) == -1)
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+	if (ss.ss_family == AF_INET6)
+		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+	return 0;
+}
+
 /*
  * Lock every reachable punt (all or nothing) and take the merged
  * snapshot (maildrop.c).  0, 1 busy, or -1.
@@ -116,6 +136,8 @@ snapshot(struct session *s)
 	enum store_res		 res;
 	size_t			 i, n;
 
+	/* Remote punts log the client (XCLIENT). */
+	puntset_client(s->w->punts, s->peer, peer_port(s), s->sid);
 	res = maildrop_open(s->w->punts, s->host, s->user,
 	    MAILDROP_LOCK | MAILDROP_ENV, punt_skipped, s, &s->md);
 	if (res == STORE_BUSY)

@@ -23,9 +23,12 @@
 #include "sdps/slot.h"
 #include "sdps/store.h"
 #include "sdps/util.h"
+#include "sdps/wire.h"
 #include "session_int.h"
 
 #define TOP_CHUNK	65536
+/* A remote punt's body is relayed this much at a time (a stack buffer). */
+#define RELAY_CHUNK	16384
 #define DATE_MAX	64
 
 /* The envelope of m in its punt's arena: sender, then recipients. */
@@ -215,35 +218,32 @@ cmd_rset(struct session *s, struct conn_args *a)
 }
 
 /*
- * Open m's file.  0 with *fd, 1 if SMTP (or anyone) removed it, or -1
- * with the -ERR sent and *res what the handler returns.
+ * Open m's body: the stored file (b->fd, the local punt) or the punt's
+ * stream (b->fd -1, a remote punt: for TOP, already cut at the punt).
+ * lines < 0: the whole body (RETR).  0 with b open, 1 if SMTP (or
+ * anyone) removed it, or -1 with the -ERR sent and *res what the handler
+ * returns.
  */
 static int
-msg_open(struct session *s, const struct s_msg *m, int *fd,
-    enum cmd_res *res)
+msg_open(struct session *s, const struct s_msg *m, int64_t lines,
+    struct punt_body *b, enum cmd_res *res)
 {
 	struct punt	*sp = msg_punt(s, m);
-	struct punt_body b;
 	enum store_res	 r;
 
-	/*
-	 * The transfer below sends from a file descriptor; a punt that
-	 * answers with a stream (fd -1, a future remote punt) is refused
-	 * until the connection layer's body transfer reads punt_body.
-	 */
-	if ((r = punt_open_body(sp, m->id, 0, &b, NULL)) == STORE_OK) {
-		if (b.fd != -1) {
-			*fd = b.fd;
-			return 0;
-		}
-		punt_body_close(&b);
-	}
+	if (lines < 0)
+		r = punt_open_body(sp, m->id, 0, b, NULL);
+	else
+		r = punt_open_top(sp, m->id, (uint64_t)lines, b);
+	if (r == STORE_OK)
+		return 0;
 	/*
 	 * The punt's health was checked at login (puntset_get); it is
 	 * checked again only when a body cannot be had, not before every
 	 * RETR (3 syscalls a message, 19 % of a fetch session's): a spool
 	 * that went away since then must read as "unavailable", not as a
-	 * message that SMTP removed (GONE, the dummy).
+	 * message that SMTP removed (GONE, the dummy).  A remote punt whose
+	 * link failed in this session stays unhealthy until its end.
 	 */
 	if (!punt_health(sp)) {
 		*res = session_err(s, "SYS/TEMP",
@@ -264,6 +264,32 @@ msg_open(struct session *s, const struct s_msg *m, int *fd,
 	}
 	*res = session_err(s, "SYS/TEMP", "message unavailable, try later");
 	return -1;
+}
+
+/*
+ * A remote punt's stream relayed through one fixed buffer (never the
+ * whole message in memory).  The stored data is already CRLF and
+ * dot-stuffed.  0, or -1: the punt's link or the client failed mid-
+ * reply, and the session must end without another word (a truncated
+ * message must never look complete).  *last is the last octet sent.
+ */
+static int
+relay_stream(struct session *s, struct punt_body *b, char *last)
+{
+	char		 buf[RELAY_CHUNK];
+	ssize_t		 n;
+
+	while ((n = punt_body_read(b, buf, sizeof(buf))) > 0) {
+		*last = buf[n - 1];
+		if (conn_write(s->c, buf, (size_t)n) == -1)
+			return -1;
+	}
+	if (n == -1) {
+		log_warnx("sid=%016" PRIx64 " punt=%s event=relay-failed",
+		    s->sid, punt_name(b->punt));
+		return -1;
+	}
+	return 0;
 }
 
 /*
@@ -345,54 +371,12 @@ dummy_build(struct session *s, const struct s_msg *m, size_t *len)
 	return buf;
 }
 
-/*
- * TOP's cut of a message: the header block, the blank line, then body
- * lines while any are left.  top_feed returns how many octets of the
- * chunk to send; t->done is set once the cut is complete.
- */
-struct top_cut {
-	uint64_t	 body_left;
-	bool		 in_header;
-	bool		 line_empty;
-	bool		 done;
-};
-
-static void
-top_init(struct top_cut *t, uint64_t lines)
-{
-	t->body_left = lines;
-	t->in_header = true;
-	t->line_empty = true;
-	t->done = false;
-}
-
-static size_t
-top_feed(struct top_cut *t, const char *p, size_t len)
-{
-	size_t	 i;
-
-	for (i = 0; i < len && !t->done; i++) {
-		if (p[i] == '\n') {
-			if (t->in_header) {
-				if (t->line_empty) {
-					t->in_header = false;
-					t->done = t->body_left == 0;
-				}
-			} else if (--t->body_left == 0)
-				t->done = true;
-			t->line_empty = true;
-		} else if (p[i] != '\r')
-			t->line_empty = false;
-	}
-	return i;
-}
-
 /* Send the dummy for m, whole (RETR) or cut (TOP, lines >= 0). */
 static enum cmd_res
 send_dummy(struct session *s, const struct s_msg *m, bool top,
     uint64_t lines)
 {
-	struct top_cut	 t;
+	struct wire_top	 t;
 	char		*buf;
 	size_t		 len;
 
@@ -401,8 +385,8 @@ send_dummy(struct session *s, const struct s_msg *m, bool top,
 		return CMD_SRVFAIL;
 	}
 	if (top) {
-		top_init(&t, lines);
-		len = top_feed(&t, buf, len);
+		wire_top_init(&t, lines);
+		len = wire_top_feed(&t, buf, len);
 		session_ok(s, "top of message follows");
 	} else
 		session_ok(s, "%zu octets", len);
@@ -417,31 +401,37 @@ send_dummy(struct session *s, const struct s_msg *m, bool top,
 enum cmd_res
 cmd_retr(struct session *s, struct conn_args *a)
 {
+	struct punt_body b;
 	struct s_msg	*m;
 	struct stat	 sb;
 	size_t		 idx;
 	enum cmd_res	 res;
-	int		 fd, rc;
+	int		 rc;
+	char		 last = '\n';
 
 	if (session_msn(s, a->argv[0], &idx) == -1)
 		return CMD_BAD;
 	m = &s->msgs[idx];
-	if ((rc = msg_open(s, m, &fd, &res)) == -1)
+	if ((rc = msg_open(s, m, -1, &b, &res)) == -1)
 		return res;
 	if (rc == 1)
 		return send_dummy(s, m, false, 0);
-	if (fstat(fd, &sb) == -1) {
+	if (b.fd != -1 && fstat(b.fd, &sb) == -1) {
 		log_warn("session: fstat");
-		close(fd);
+		punt_body_close(&b);
 		return session_err(s, "SYS/TEMP",
 		    "message unavailable, try later");
 	}
+	/* Only now, after the punt's +OK: the client's +OK. */
 	conn_cork(s->c, true);
 	session_ok(s, "%" PRIu64 " octets", m->octets);
 	conn_printf(s->c, "Return-Path: <%s>\r\n", msg_sender(s, m));
 	/* The stored file is already CRLF and dot-stuffed. */
-	rc = conn_send_file(s->c, fd, 0, (size_t)sb.st_size);
-	close(fd);
+	if (b.fd != -1)
+		rc = conn_send_file(s->c, b.fd, 0, (size_t)sb.st_size);
+	else
+		rc = relay_stream(s, &b, &last);
+	punt_body_close(&b);
 	if (rc == -1)
 		return CMD_IOFAIL;
 	conn_ml_end(s->c);
@@ -463,7 +453,8 @@ cmd_retr(struct session *s, struct conn_args *a)
 enum cmd_res
 cmd_top(struct session *s, struct conn_args *a)
 {
-	struct top_cut	 t;
+	struct wire_top	 t;
+	struct punt_body b;
 	struct s_msg	*m;
 	char		*buf;
 	uint64_t	 lines;
@@ -478,18 +469,33 @@ cmd_top(struct session *s, struct conn_args *a)
 	if (util_parse_u64(a->argv[1], UINT64_MAX, &lines) == -1)
 		return session_err(s, NULL, "line count must be digits");
 	m = &s->msgs[idx];
-	if ((rc = msg_open(s, m, &fd, &res)) == -1)
+	if ((rc = msg_open(s, m, lines > INT64_MAX ? INT64_MAX :
+	    (int64_t)lines, &b, &res)) == -1)
 		return res;
 	s->n_top++;
 	if (rc == 1)
 		return send_dummy(s, m, true, lines);
+	if (b.fd == -1) {
+		/* A remote punt cut it: relayed as it comes. */
+		session_ok(s, "top of message follows");
+		conn_printf(s->c, "Return-Path: <%s>\r\n", msg_sender(s, m));
+		rc = relay_stream(s, &b, &last);
+		punt_body_close(&b);
+		if (rc == -1)
+			return CMD_IOFAIL;
+		if (last != '\n')
+			conn_write(s->c, "\r\n", 2);
+		conn_ml_end(s->c);
+		return conn_werr(s->c) == CONN_OK ? CMD_REPLIED : CMD_IOFAIL;
+	}
+	fd = b.fd;
 	if ((buf = malloc(TOP_CHUNK)) == NULL) {
-		close(fd);
+		punt_body_close(&b);
 		return CMD_SRVFAIL;
 	}
 	session_ok(s, "top of message follows");
 	conn_printf(s->c, "Return-Path: <%s>\r\n", msg_sender(s, m));
-	top_init(&t, lines);
+	wire_top_init(&t, lines);
 	while (!t.done) {
 		if ((n = read(fd, buf, TOP_CHUNK)) == -1) {
 			if (errno == EINTR)
@@ -502,7 +508,7 @@ cmd_top(struct session *s, struct conn_args *a)
 		}
 		if (n == 0)
 			break;
-		out = top_feed(&t, buf, (size_t)n);
+		out = wire_top_feed(&t, buf, (size_t)n);
 		if (out > 0) {
 			last = buf[out - 1];
 			if (conn_write(s->c, buf, out) == -1)

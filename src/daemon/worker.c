@@ -23,6 +23,7 @@
 #include "sdps/auth.h"
 #include "sdps/lmtp.h"
 #include "sdps/log.h"
+#include "sdps/puntsrv.h"
 #include "sdps/puntset.h"
 #include "sdps/session.h"
 #include "sdps/slot.h"
@@ -241,7 +242,8 @@ worker_capped_peer(const char *peer)
  * accept mutex lets one at a time try, and the losers see EAGAIN (as
  * Apache's SAFE_ACCEPT does with several listeners).
  *
- * Still under the mutex, a POP3 connection is checked against
+ * Still under the mutex, a POP3 connection (not a punt link: a front
+ * end opens many from one address) is checked against
  * max_conn_per_ip (the other workers' slots with the same peer) and the
  * slot records this one's peer before the mutex is released, so the
  * next worker's count includes it: the cap is exact across workers.
@@ -249,9 +251,14 @@ worker_capped_peer(const char *peer)
  * a refused connection), or -2 when this worker should give up (no fds).
  */
 static int
-worker_accept(struct session_env *w, int lfd, bool lmtp, char *peer,
-    size_t peerlen)
+worker_accept(struct session_env *w, int lfd, enum config_proto proto,
+    char *peer, size_t peerlen)
 {
+	static const uint32_t	 state[] = {
+		[CONFIG_PROTO_POP3] = SB_AUTH,
+		[CONFIG_PROTO_LMTP] = SB_LMTP,
+		[CONFIG_PROTO_PUNT] = SB_LINK,
+	};
 	struct sockaddr_storage	 ss;
 	socklen_t		 slen = sizeof(ss);
 	unsigned		 max = w->cf->max_conn_per_ip;
@@ -267,11 +274,12 @@ worker_accept(struct session_env *w, int lfd, bool lmtp, char *peer,
 		if (slen == 0)
 			ss.ss_family = AF_UNIX;
 		worker_peer(&ss, peer, peerlen);
-		if (!lmtp && max > 0 && worker_capped_peer(peer) &&
+		if (proto == CONFIG_PROTO_POP3 && max > 0 &&
+		    worker_capped_peer(peer) &&
 		    sb_count_peer(w->sb, w->slot, peer) >= max)
 			refuse = true;
 		else
-			worker_slot_begin(w, lmtp ? SB_LMTP : SB_AUTH, peer);
+			worker_slot_begin(w, state[proto], peer);
 	}
 	sb_accept_unlock(w->sb);
 	if (fd == -1) {
@@ -328,11 +336,14 @@ worker_malloc_init(void)
 
 /* The slot was begun by worker_accept. */
 static void
-worker_serve(struct session_env *w, int fd, bool lmtp, const char *peer)
+worker_serve(struct session_env *w, int fd, const struct listener *l,
+    const char *peer)
 {
 	worker_kill_session = 0;
-	if (lmtp)
+	if (l->cl.proto == CONFIG_PROTO_LMTP)
 		lmtp_run(w, fd, peer);
+	else if (l->cl.proto == CONFIG_PROTO_PUNT)
+		puntsrv_run(w, fd, peer, l->tls);
 	else {
 		atomic_fetch_add(&w->sb->hdr->total_sessions, 1);
 		worker_auth(w);
@@ -356,15 +367,18 @@ worker_exit(struct session_env *w, int status)
 	exit(status);
 }
 
-/* The listeners of protocol proto into pfd (pl[i]: pfd[i]'s); how many. */
+/*
+ * The listeners of pool lmtp into pfd (pl[i]: pfd[i]'s); how many.  The
+ * POP3 pool also serves the punt listeners (issue 11).
+ */
 static int
-worker_pollset(const struct listener *ls, int nls, enum config_proto proto,
+worker_pollset(const struct listener *ls, int nls, bool lmtp,
     struct pollfd *pfd, const struct listener **pl)
 {
 	int	 i, n = 0;
 
 	for (i = 0; i < nls && n < WORKER_FDS_MAX; i++) {
-		if (ls[i].cl.proto != proto)
+		if ((ls[i].cl.proto == CONFIG_PROTO_LMTP) != lmtp)
 			continue;
 		pl[n] = &ls[i];
 		pfd[n].fd = ls[i].fd;
@@ -453,6 +467,9 @@ worker_open(struct session_env *w)
 		worker_exit(w, WORKER_EX_SICK);
 	}
 	puntset_on_health(w->punts, worker_punt_health, w);
+	/* Remote punts share their down memory and rtt in the scoreboard. */
+	puntset_on_remote(w->punts, w->sb->hdr->punts,
+	    (int)w->sb->hdr->npunts, w->kill_session);
 	for (i = 0; i < w->cf->npunts; i++)
 		(void)puntset_get(w->punts, i);
 	worker_reader_check(w);
@@ -480,13 +497,12 @@ worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
 	worker_env(&w, cf, sb, slot_idx);
 
 	/*
-	 * Issue 8: a POP3 worker accepts only POP3, an LMTP worker only
-	 * LMTP, so a POP3 flood cannot take the workers mail delivery
+	 * Issue 8: a POP3 worker accepts only POP3 (and punt links), an
+	 * LMTP worker only LMTP, so a POP3 flood cannot take the workers mail delivery
 	 * needs (the master sizes the two pools).
 	 */
 	lmtp = w.slot->pool == SB_POOL_LMTP;
-	nfds = worker_pollset(ls, nls, lmtp ? CONFIG_PROTO_LMTP :
-	    CONFIG_PROTO_POP3, pfd, pl);
+	nfds = worker_pollset(ls, nls, lmtp, pfd, pl);
 	ep = worker_pollset_ep(pfd, nfds);
 
 	worker_open(&w);
@@ -512,14 +528,14 @@ worker_main(const struct config *cf, struct scoreboard *sb, int slot_idx,
 		for (i = 0; i < nfds; i++) {
 			if ((pfd[i].revents & (POLLIN | POLLERR)) == 0)
 				continue;
-			fd = worker_accept(&w, pfd[i].fd, lmtp, peer,
-			    sizeof(peer));
+			fd = worker_accept(&w, pfd[i].fd, pl[i]->cl.proto,
+			    peer, sizeof(peer));
 			if (fd == -2)
 				worker_exit(&w, WORKER_EX_SICK);
 			if (fd == -1)
 				continue;
 			w.listener = &pl[i]->cl;
-			worker_serve(&w, fd, lmtp, peer);
+			worker_serve(&w, fd, pl[i], peer);
 			w.listener = NULL;
 			/* Re-check the exit conditions between sessions. */
 			break;

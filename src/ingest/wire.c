@@ -1,6 +1,7 @@
 /*
  * wire: convert an incoming message (any line ends) into the stored wire
- * format, so RETR and an SMTP DATA phase can send the spool file as is.
+ * format, so RETR and an SMTP DATA phase can send the spool file as is;
+ * and TOP's cut of that format (the POP3 session and the punt server).
  */
 
 #include <stdbool.h>
@@ -179,4 +180,34 @@ wire_finish(struct wire *w)
 	if (w->st_hdr != HDR_OK)
 		return WIRE_NO_HEADER;
 	return WIRE_OK;
+}
+
+void
+wire_top_init(struct wire_top *t, uint64_t lines)
+{
+	t->body_left = lines;
+	t->in_header = true;
+	t->line_empty = true;
+	t->done = false;
+}
+
+size_t
+wire_top_feed(struct wire_top *t, const char *p, size_t len)
+{
+	size_t	 i;
+
+	for (i = 0; i < len && !t->done; i++) {
+		if (p[i] == '\n') {
+			if (t->in_header) {
+				if (t->line_empty) {
+					t->in_header = false;
+					t->done = t->body_left == 0;
+				}
+			} else if (--t->body_left == 0)
+				t->done = true;
+			t->line_empty = true;
+		} else if (p[i] != '\r')
+			t->line_empty = false;
+	}
+	return i;
 }

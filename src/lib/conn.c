@@ -163,7 +163,7 @@ conn_set_timeouts(struct conn *c, unsigned idle_timeout_s,
 }
 
 /* Set up a connection on fd (non-blocking from here on). */
-static struct conn *
+struct conn *
 conn_setup(int fd, size_t line_max, unsigned idle_timeout_s,
     unsigned send_timeout_s, volatile sig_atomic_t *kill)
 {
@@ -215,96 +215,6 @@ conn_new(int fd, size_t line_max, unsigned idle_timeout_s,
     unsigned send_timeout_s, volatile sig_atomic_t *kill)
 {
 	return conn_setup(fd, line_max, idle_timeout_s, send_timeout_s, kill);
-}
-
-/* Split "host:port" or "[v6]:port" into host and port; 0 or -1. */
-static int
-split_target(const char *target, char *host, size_t hlen, char **port)
-{
-	size_t	 n;
-
-	if ((size_t)snprintf(host, hlen, "%s", target) >= hlen ||
-	    (*port = strrchr(host, ':')) == NULL)
-		return -1;
-	*(*port)++ = '\0';
-	n = strlen(host);
-	if (n >= 2 && host[0] == '[' && host[n - 1] == ']') {
-		memmove(host, host + 1, n - 2);
-		host[n - 2] = '\0';
-	}
-	return 0;
-}
-
-/* Connect c's socket to ai, waiting up to timeout_s; CONN_OK or why not. */
-static enum conn_res
-connect_one(struct conn *c, const struct addrinfo *ai, unsigned timeout_s)
-{
-	enum conn_res	 r;
-	int		 err = 0;
-	socklen_t	 sl = sizeof(err);
-
-	if (connect(c->fd, ai->ai_addr, ai->ai_addrlen) == 0)
-		return CONN_OK;
-	if (errno != EINPROGRESS && errno != EINTR)
-		return CONN_ERR;
-	if ((r = wait_fd(c, POLLOUT, timeout_s)) != CONN_OK)
-		return r;
-	if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &sl) == -1)
-		return CONN_ERR;
-	if (err != 0) {
-		errno = err;
-		return CONN_ERR;
-	}
-	return CONN_OK;
-}
-
-struct conn *
-conn_connect(const char *target, unsigned connect_timeout_s,
-    size_t line_max, unsigned idle_timeout_s, unsigned send_timeout_s,
-    volatile sig_atomic_t *kill)
-{
-	struct addrinfo	 hints, *res, *ai;
-	struct conn	*c = NULL;
-	char		 host[PEER_MAX], *port;
-	enum conn_res	 r = CONN_ERR;
-	int		 fd, rc;
-
-	if (split_target(target, host, sizeof(host), &port) == -1) {
-		log_warnx("conn %s: not host:port", target);
-		return NULL;
-	}
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_socktype = SOCK_STREAM;
-	if ((rc = getaddrinfo(host, port, &hints, &res)) != 0) {
-		log_warnx("conn %s: getaddrinfo: %s", target, gai_strerror(rc));
-		return NULL;
-	}
-	for (ai = res; ai != NULL; ai = ai->ai_next) {
-		if ((fd = socket(ai->ai_family, ai->ai_socktype |
-		    SOCK_CLOEXEC, 0)) == -1)
-			continue;
-		if ((c = conn_setup(fd, line_max, idle_timeout_s,
-		    send_timeout_s, kill)) == NULL) {
-			close(fd);
-			continue;
-		}
-		c->own_fd = true;
-		if ((r = connect_one(c, ai, connect_timeout_s)) == CONN_OK)
-			break;
-		conn_free(c);
-		c = NULL;
-	}
-	freeaddrinfo(res);
-	if (c == NULL) {
-		if (r == CONN_ERR)
-			log_warn("conn %s: connect", target);
-		else
-			log_warnx("conn %s: connect: %s", target,
-			    conn_res_name(r));
-		return NULL;
-	}
-	snprintf(c->peer, sizeof(c->peer), "%s", target);
-	return c;
 }
 
 void
@@ -448,6 +358,93 @@ conn_read_line(struct conn *c, char **line, size_t *len)
 		}
 		if ((r = fill(c)) != CONN_OK)
 			return r;
+	}
+}
+
+enum conn_res
+conn_read_data(struct conn *c, void *buf, size_t len, size_t *got)
+{
+	size_t		 avail;
+	enum conn_res	 r;
+
+	*got = 0;
+	if (len == 0)
+		return CONN_OK;
+	/* Each wait gets the idle timeout afresh (fill arms it). */
+	c->line_deadline_ms = 0;
+	while ((avail = c->rlen - c->rpos) == 0)
+		if ((r = fill(c)) != CONN_OK)
+			return r;
+	if (avail > len)
+		avail = len;
+	memcpy(buf, c->rbuf + c->rpos, avail);
+	c->rpos += avail;
+	*got = avail;
+	return CONN_OK;
+}
+
+enum conn_res
+conn_input_probe(struct conn *c)
+{
+	ssize_t	 n;
+
+	if (c->rpos < c->rlen)
+		return CONN_OK;
+	if (c->reof)
+		return CONN_EOF;
+	c->rpos = c->rlen = 0;
+	for (;;) {
+		if ((n = c->tp->recv(c, c->rbuf, c->rcap)) > 0) {
+			c->rlen = (size_t)n;
+			return CONN_OK;
+		}
+		if (n == 0) {
+			c->reof = true;
+			return CONN_EOF;
+		}
+		if (errno == EINTR)
+			continue;
+		c->want = 0;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return CONN_TIMEOUT;
+		c->reof = true;
+		return errno == ECONNRESET || errno == ENOTCONN ? CONN_EOF :
+		    CONN_ERR;
+	}
+}
+
+enum conn_res
+conn_read_nowait(struct conn *c)
+{
+	ssize_t	 n;
+
+	if (c->reof)
+		return CONN_EOF;
+	if (c->rpos > 0) {
+		memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+		c->rlen -= c->rpos;
+		c->rpos = 0;
+	}
+	if (c->rlen == c->rcap)
+		return CONN_TOO_LONG;
+	for (;;) {
+		if ((n = c->tp->recv(c, c->rbuf + c->rlen, c->rcap - c->rlen))
+		    > 0) {
+			c->rlen += (size_t)n;
+			return CONN_OK;
+		}
+		if (n == 0) {
+			c->reof = true;
+			return CONN_EOF;
+		}
+		if (errno == EINTR)
+			continue;
+		c->want = 0;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return CONN_TIMEOUT;
+		c->reof = true;
+		return errno == ECONNRESET || errno == ENOTCONN ? CONN_EOF :
+		    CONN_ERR;
 	}
 }
 

@@ -81,6 +81,10 @@ struct conn {
 	char		 peer[CONN_PEER_MAX];
 };
 
+/* A connection on fd, made non-blocking (conn_new, the connectors). */
+struct conn *conn_setup(int fd, size_t line_max, unsigned idle_timeout_s,
+	    unsigned send_timeout_s, volatile sig_atomic_t *kill);
+
 bool	conn_killed(const struct conn *c);
 int64_t	conn_now_ms(void);
 

@@ -28,6 +28,7 @@
 #include "sdps/conn.h"
 #include "sdps/log.h"
 #include "sdps/tls.h"
+#include "sdps/tls_client.h"
 
 #include "conn_int.h"
 
@@ -346,6 +347,94 @@ conn_tls_accept(struct conn *c, struct tls_server *t, unsigned timeout_ms)
 	return CONN_OK;
 }
 
+/*
+ * The client half (issue 11: a front end's link to a punt).  No
+ * cleartext came before (implicit TLS), so nothing is discarded; the
+ * verification (CA, server name) is the context's (tls_client.c), and a
+ * failure names the certificate's reason.
+ */
+int
+conn_tls_connect_step(struct conn *c, struct tls_client *t, short *events,
+    char *err, size_t errlen)
+{
+	long	 vr;
+	int	 rc, one = 1;
+
+	if (c->ssl == NULL) {
+		if ((c->ssl = tls_client_ssl(t)) == NULL) {
+			snprintf(err, errlen, "tls: no SSL");
+			return -1;
+		}
+		c->tp = &tls_transport;
+		if (SSL_set_fd(c->ssl, c->fd) != 1) {
+			c->tls_dead = true;
+			snprintf(err, errlen, "tls: SSL_set_fd failed");
+			return -1;
+		}
+		/* Commands and replies are small records back to back. */
+		if (c->tcp)
+			(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one,
+			    sizeof(one));
+	}
+	ERR_clear_error();
+	errno = 0;
+	if ((rc = SSL_connect(c->ssl)) == 1)
+		return 1;
+	if ((vr = SSL_get_verify_result(c->ssl)) != X509_V_OK) {
+		c->tls_dead = true;
+		snprintf(err, errlen, "tls: the punt's certificate (want %s): "
+		    "%s", tls_client_server_name(t),
+		    X509_verify_cert_error_string(vr));
+		ERR_clear_error();
+		return -1;
+	}
+	switch (SSL_get_error(c->ssl, rc)) {
+	case SSL_ERROR_WANT_READ:
+		*events = POLLIN;
+		return 0;
+	case SSL_ERROR_WANT_WRITE:
+		*events = POLLOUT;
+		return 0;
+	case SSL_ERROR_SYSCALL:
+		c->tls_dead = true;
+		snprintf(err, errlen, "tls handshake: %s", errno != 0 ?
+		    strerror(errno) : "the punt closed the link");
+		ERR_clear_error();
+		return -1;
+	default:
+		c->tls_dead = true;
+		if (unexpected_eof())
+			snprintf(err, errlen, "tls handshake: the punt closed "
+			    "the link");
+		else
+			snprintf(err, errlen, "tls handshake: %s",
+			    ERR_reason_error_string(ERR_peek_error()) != NULL ?
+			    ERR_reason_error_string(ERR_peek_error()) :
+			    "failed");
+		ERR_clear_error();
+		return -1;
+	}
+}
+
+enum conn_res
+conn_tls_connect(struct conn *c, struct tls_client *t, unsigned timeout_ms,
+    char *err, size_t errlen)
+{
+	int64_t		 deadline = conn_now_ms() + (int64_t)timeout_ms;
+	enum conn_res	 r;
+	short		 ev = 0;
+	int		 rc;
+
+	while ((rc = conn_tls_connect_step(c, t, &ev, err, errlen)) == 0) {
+		if ((r = conn_wait_until(c, ev, deadline)) != CONN_OK) {
+			snprintf(err, errlen, "tls handshake: %s",
+			    conn_res_name(r));
+			return r;
+		}
+	}
+	return rc == 1 ? CONN_OK : CONN_ERR;
+}
+
 bool
 conn_tls_active(const struct conn *c)
 {
@@ -394,4 +483,16 @@ conn_peer_loopback(const struct conn *c)
 	default:
 		return false;
 	}
+}
+
+/* Issue 11: the client certificate's identity (tls.h), for the punt
+ * server's log lines; "-" without TLS. */
+void
+conn_tls_peer(const struct conn *c, char *buf, size_t len)
+{
+	if (!conn_tls_active(c)) {
+		snprintf(buf, len, "-");
+		return;
+	}
+	tls_peer_identity(c->ssl, buf, len);
 }

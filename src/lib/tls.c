@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <strings.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "sdps/config.h"
 #include "sdps/log.h"
@@ -83,6 +85,10 @@ struct tls_server {
 	SSL_CTX			*ctx;
 	struct tls_tickets	*tk;
 	char			 desc[400];
+	/* A punt listener's (tls_punt_server_new): the front ends that may
+	 * connect, and why the last handshake's client was refused. */
+	char			 allow[1024];
+	char			 refusal[512];
 };
 
 /* ---- ticket keys ---- */
@@ -632,6 +638,7 @@ tls_server_ssl(struct tls_server *t)
 	SSL	*ssl;
 	char	 why[200];
 
+	t->refusal[0] = '\0';
 	ERR_clear_error();
 	if ((ssl = SSL_new(t->ctx)) == NULL)
 		log_warnx("tls: SSL_new: %s", ssl_reason(why, sizeof(why)));
@@ -642,4 +649,248 @@ void
 tls_server_describe(const struct tls_server *t, char *buf, size_t len)
 {
 	snprintf(buf, len, "%s", t != NULL ? t->desc : "-");
+}
+
+/* ---- the punt server (issue 11, docs/punt-protocol.md §1) ---- */
+
+/* No resumption (it would skip the client certificate check). */
+#define PUNT_SID_CTX	"sdps-punt"
+
+/* The DNS subjectAltNames of x into names[] (pointers into the
+ * returned stack, which the caller frees); how many.  A name holding a
+ * NUL octet is skipped (it could match a prefix). */
+static GENERAL_NAMES *
+dns_names(X509 *x, const char **names, int *lens, int max, int *n)
+{
+	GENERAL_NAMES		*gens;
+	const GENERAL_NAME	*g;
+	int			 i, len;
+
+	*n = 0;
+	if ((gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL,
+	    NULL)) == NULL)
+		return NULL;
+	for (i = 0; i < sk_GENERAL_NAME_num(gens) && *n < max; i++) {
+		g = sk_GENERAL_NAME_value(gens, i);
+		if (g->type != GEN_DNS)
+			continue;
+		len = ASN1_STRING_length(g->d.dNSName);
+		names[*n] = (const char *)ASN1_STRING_get0_data(g->d.dNSName);
+		if (len <= 0 || memchr(names[*n], '\0', (size_t)len) != NULL)
+			continue;
+		lens[(*n)++] = len;
+	}
+	return gens;
+}
+
+/* The subject CN of x into buf, or "" (none, or one holding a NUL). */
+static void
+leaf_cn(X509 *x, char *buf, size_t len)
+{
+	int	 n;
+
+	buf[0] = '\0';
+	n = X509_NAME_get_text_by_NID(X509_get_subject_name(x),
+	    NID_commonName, buf, (int)len);
+	if (n < 0 || strlen(buf) != (size_t)n)
+		buf[0] = '\0';
+}
+
+/* "CN=fe1 DNS=fe1.example.net,fe1" of x, for log lines. */
+static void
+leaf_identity(X509 *x, char *buf, size_t len)
+{
+	const char	*names[8];
+	int		 lens[8], n = 0, i;
+	GENERAL_NAMES	*gens;
+	char		 cn[128];
+	size_t		 o;
+
+	if (x == NULL) {
+		snprintf(buf, len, "(no certificate)");
+		return;
+	}
+	leaf_cn(x, cn, sizeof(cn));
+	o = (size_t)snprintf(buf, len, "CN=%s", cn[0] != '\0' ? cn : "-");
+	gens = dns_names(x, names, lens, 8, &n);
+	for (i = 0; i < n && o < len; i++)
+		o += (size_t)snprintf(buf + o, len - o, "%s%.*s",
+		    i == 0 ? " DNS=" : ",", lens[i], names[i]);
+	GENERAL_NAMES_free(gens);
+	/* Names come from the peer: nothing but printable ASCII in logs. */
+	for (o = 0; buf[o] != '\0'; o++)
+		if ((unsigned char)buf[o] < ' ' || (unsigned char)buf[o] > '~')
+			buf[o] = '?';
+}
+
+/* Is word (wlen octets) one of the space-separated names of list? */
+static bool
+allow_has(const char *list, const char *word, size_t wlen)
+{
+	const char	*p = list;
+	size_t		 n;
+
+	while (*p != '\0') {
+		p += strspn(p, " \t");
+		n = strcspn(p, " \t");
+		if (n > 0 && n == wlen && strncasecmp(p, word, n) == 0)
+			return true;
+		p += n;
+	}
+	return false;
+}
+
+/*
+ * The allow-list rule: the DNS subjectAltNames when the certificate has
+ * any (as RFC 6125 §6.4.4 prefers them to the CN), else its CN.  The
+ * matching name into who.
+ */
+static bool
+leaf_allowed(const char *allow, X509 *x, char *who, size_t wholen)
+{
+	const char	*names[32];
+	int		 lens[32], n = 0, i;
+	GENERAL_NAMES	*gens;
+	char		 cn[128];
+	bool		 ok = false;
+
+	who[0] = '\0';
+	gens = dns_names(x, names, lens, 32, &n);
+	for (i = 0; i < n && !ok; i++)
+		if (allow_has(allow, names[i], (size_t)lens[i])) {
+			snprintf(who, wholen, "%.*s", lens[i], names[i]);
+			ok = true;
+		}
+	GENERAL_NAMES_free(gens);
+	if (n > 0 || ok)
+		return ok;
+	leaf_cn(x, cn, sizeof(cn));
+	if (cn[0] != '\0' && allow_has(allow, cn, strlen(cn))) {
+		snprintf(who, wholen, "%s", cn);
+		return true;
+	}
+	return false;
+}
+
+/*
+ * The verify callback: OpenSSL's chain verdict, then, at the leaf, the
+ * allow-list, so a front end that is not on it fails the handshake
+ * (the peer never reaches a command).  The first reason is kept for
+ * tls_punt_refusal: the session logs it with the peer's address.
+ */
+static int
+punt_verify_cb(int ok, X509_STORE_CTX *xs)
+{
+	SSL			*ssl;
+	struct tls_server	*t = NULL;
+	X509			*leaf = X509_STORE_CTX_get0_cert(xs);
+	char			 id[400], who[256];
+
+	ssl = X509_STORE_CTX_get_ex_data(xs,
+	    SSL_get_ex_data_X509_STORE_CTX_idx());
+	if (ssl == NULL ||
+	    (t = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl))) == NULL)
+		return 0;
+	if (!ok) {
+		if (t->refusal[0] == '\0') {
+			leaf_identity(leaf, id, sizeof(id));
+			snprintf(t->refusal, sizeof(t->refusal), "client %s: "
+			    "%s", id, X509_verify_cert_error_string(
+			    X509_STORE_CTX_get_error(xs)));
+		}
+		return 0;
+	}
+	if (X509_STORE_CTX_get_error_depth(xs) != 0)
+		return 1;
+	if (leaf_allowed(t->allow, leaf, who, sizeof(who)))
+		return 1;
+	X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
+	leaf_identity(leaf, id, sizeof(id));
+	snprintf(t->refusal, sizeof(t->refusal), "client %s: not in "
+	    "[punt_server] allow", id);
+	return 0;
+}
+
+/* The CA the front ends' certificates must chain to; 0 or -1 (err). */
+static int
+punt_load_ca(SSL_CTX *ctx, const struct config *cf, char *err,
+    size_t errlen)
+{
+	STACK_OF(X509_NAME)	*names;
+	char			 why[200];
+
+	ERR_clear_error();
+	if (SSL_CTX_load_verify_locations(ctx, cf->ps_ca, NULL) != 1) {
+		snprintf(err, errlen, "%s:0: [punt_server] ca %s: %s",
+		    cf->file, cf->ps_ca, ssl_reason(why, sizeof(why)));
+		return -1;
+	}
+	/* Tells a client with several certificates which one to send. */
+	if ((names = SSL_load_client_CA_file(cf->ps_ca)) != NULL)
+		SSL_CTX_set_client_CA_list(ctx, names);
+	ERR_clear_error();
+	return 0;
+}
+
+struct tls_server *
+tls_punt_server_new(const struct config *cf, const struct tls_pem *pem,
+    char *err, size_t errlen)
+{
+	struct tls_server	*t;
+	uint64_t		 op;
+	char			 why[200];
+
+	if ((t = calloc(1, sizeof(*t))) == NULL) {
+		snprintf(err, errlen, "%s:0: %s", cf->file, strerror(errno));
+		return NULL;
+	}
+	snprintf(t->allow, sizeof(t->allow), "%s", cf->ps_allow);
+	snprintf(t->desc, sizeof(t->desc), "-");
+	ERR_clear_error();
+	if ((t->ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
+		snprintf(err, errlen, "%s:0: SSL_CTX_new: %s", cf->file,
+		    ssl_reason(why, sizeof(why)));
+		free(t);
+		return NULL;
+	}
+	/* [tls] ciphersuites and groups apply; the floor is TLS 1.3
+	 * whatever min_protocol says (the link accepts nothing older). */
+	if (set_params(t->ctx, cf, err, errlen) == -1 ||
+	    SSL_CTX_set_min_proto_version(t->ctx, TLS1_3_VERSION) != 1 ||
+	    load_chain(t->ctx, cf, pem, err, errlen) == -1 ||
+	    load_key(t->ctx, cf, pem, err, errlen) == -1 ||
+	    punt_load_ca(t->ctx, cf, err, errlen) == -1) {
+		tls_server_free(t);
+		return NULL;
+	}
+	op = SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+	    SSL_OP_NO_TICKET;
+	if (cf->tls.ktls)
+		op |= SSL_OP_ENABLE_KTLS;
+	SSL_CTX_set_options(t->ctx, op);
+	SSL_CTX_set_mode(t->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_read_ahead(t->ctx, 1);
+	SSL_CTX_set_session_id_context(t->ctx,
+	    (const unsigned char *)PUNT_SID_CTX, sizeof(PUNT_SID_CTX) - 1);
+	SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_num_tickets(t->ctx, 0);
+	SSL_CTX_set_app_data(t->ctx, t);
+	SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER |
+	    SSL_VERIFY_FAIL_IF_NO_PEER_CERT, punt_verify_cb);
+	SSL_CTX_set_verify_depth(t->ctx, 4);
+	describe_leaf(t);
+	return t;
+}
+
+const char *
+tls_punt_refusal(const struct tls_server *t)
+{
+	return t->refusal;
+}
+
+void
+tls_peer_identity(struct ssl_st *ssl, char *buf, size_t len)
+{
+	leaf_identity(SSL_get0_peer_certificate(ssl), buf, len);
 }

@@ -83,40 +83,81 @@ md_drop(struct maildrop *md, int k)
 	memset(&md->punts[md->npunts], 0, sizeof(md->punts[0]));
 }
 
-/* Every usable punt, locked when asked (all or nothing): 0, 1 busy. */
+/* Lock punt p into the next slot: STORE_OK (added), or why not. */
+static enum store_res
+md_lock_one(struct maildrop *md, struct punt *p, int cfi, const char *host)
+{
+	struct md_punt	*mp = &md->punts[md->npunts];
+	enum store_res	 r;
+
+	memset(mp, 0, sizeof(*mp));
+	mp->p = p;
+	mp->cfi = cfi;
+	punt_lock_init(&mp->lk);
+	if ((r = punt_lock(p, host, md->user[0] != '\0' ? md->user : NULL,
+	    &mp->lk)) == STORE_OK)
+		md->npunts++;
+	return r;
+}
+
+/*
+ * Every usable punt, locked when asked (all or nothing): 0, 1 busy.
+ * The parallel login (issue 11): every remote punt's connect or SELECT
+ * is started (punt_begin) before any is waited for, all under one
+ * deadline, so a login waits for the slowest punt, not for their sum.
+ * After a busy punt, the punts already started are still finished and
+ * added, so maildrop_close releases what they took.
+ */
 static int
 md_lock(struct maildrop *md, struct puntset *ps, const char *host,
     int flags, maildrop_skip_fn *skip, void *arg)
 {
-	struct md_punt	*mp;
-	struct punt	*p;
+	struct punt	*pv[CONFIG_PUNT_MAX];
+	int		 began[CONFIG_PUNT_MAX];
+	uint64_t	 deadline = puntset_login_deadline_us(ps);
+	bool		 busy = false;
 	int		 i;
 
 	for (i = 0; i < puntset_count(ps); i++) {
-		if ((p = puntset_get(ps, i)) == NULL) {
+		began[i] = 0;
+		if ((pv[i] = puntset_get(ps, i)) == NULL) {
 			skipped(skip, arg, puntset_name(ps, i), "unavailable");
 			continue;
 		}
-		mp = &md->punts[md->npunts];
-		memset(mp, 0, sizeof(*mp));
-		mp->p = p;
-		mp->cfi = i;
-		punt_lock_init(&mp->lk);
-		if (flags & MAILDROP_LOCK) {
-			switch (punt_lock(p, host, md->user[0] != '\0' ?
-			    md->user : NULL, &mp->lk)) {
-			case STORE_OK:
-				break;
-			case STORE_BUSY:
-				return 1;
-			default:
-				skipped(skip, arg, puntset_name(ps, i), "lock");
-				continue;
-			}
+		if ((flags & MAILDROP_LOCK) && (began[i] = punt_begin(pv[i],
+		    host, md->user[0] != '\0' ? md->user : NULL, deadline))
+		    == -1) {
+			skipped(skip, arg, puntset_name(ps, i), "unavailable");
+			pv[i] = NULL;
 		}
-		md->npunts++;
 	}
-	return 0;
+	for (i = 0; i < puntset_count(ps); i++) {
+		if (pv[i] == NULL)
+			continue;
+		if (!(flags & MAILDROP_LOCK)) {
+			memset(&md->punts[md->npunts], 0, sizeof(md->punts[0]));
+			md->punts[md->npunts].p = pv[i];
+			md->punts[md->npunts].cfi = i;
+			punt_lock_init(&md->punts[md->npunts].lk);
+			md->npunts++;
+			continue;
+		}
+		if (busy && began[i] != 1)
+			continue;
+		switch (md_lock_one(md, pv[i], i, host)) {
+		case STORE_OK:
+			break;
+		case STORE_BUSY:
+			busy = true;
+			break;
+		default:
+			if (!busy)
+				skipped(skip, arg, puntset_name(ps, i),
+				    "lock");
+			break;
+		}
+	}
+	return busy ? 1 : 0;
 }
 
 /* Append punt k's listing to the snapshot.  0, 1 list failed, -1. */
@@ -197,6 +238,10 @@ maildrop_close(struct maildrop *md)
 
 	if (md == NULL)
 		return;
+	/* Every release started before any is waited for (remote punts:
+	 * one round trip in all, not one per punt). */
+	for (k = 0; k < md->npunts; k++)
+		punt_unlock_begin(&md->punts[k].lk);
 	for (k = 0; k < md->npunts; k++) {
 		punt_unlock(&md->punts[k].lk);
 		free(md->punts[k].env);

@@ -99,6 +99,13 @@ punt_lock(struct punt *p, const char *host, const char *user,
 }
 
 void
+punt_unlock_begin(struct punt_lock *lk)
+{
+	if (lk->punt != NULL && lk->punt->ops->unlock_begin != NULL)
+		lk->punt->ops->unlock_begin(lk->punt->impl, lk);
+}
+
+void
 punt_unlock(struct punt_lock *lk)
 {
 	if (lk->punt != NULL)
@@ -121,6 +128,30 @@ punt_open_body(struct punt *p, uint64_t id, int flags, struct punt_body *b,
 	b->stream = NULL;
 	b->punt = p;
 	return p->ops->open_body(p->impl, id, flags, b, m);
+}
+
+enum store_res
+punt_open_top(struct punt *p, uint64_t id, uint64_t lines,
+    struct punt_body *b)
+{
+	enum store_res	 r;
+
+	if (p->ops->open_top == NULL)
+		return punt_open_body(p, id, 0, b, NULL);
+	b->fd = -1;
+	b->stream = NULL;
+	b->punt = p;
+	if ((r = p->ops->open_top(p->impl, id, lines, b)) != STORE_OK)
+		b->punt = NULL;
+	return r;
+}
+
+int
+punt_begin(struct punt *p, const char *host, const char *user,
+    uint64_t deadline_us)
+{
+	return p->ops->begin != NULL ? p->ops->begin(p->impl, host, user,
+	    deadline_us) : 0;
 }
 
 ssize_t

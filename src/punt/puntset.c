@@ -8,6 +8,7 @@
 
 #include "sdps/log.h"
 #include "sdps/puntset.h"
+#include "sdps/scoreboard.h"
 #include "sdps/util.h"
 
 struct ps_punt {
@@ -23,6 +24,10 @@ struct puntset {
 	void			*health_arg;
 	char			*why;
 	size_t			 whylen;
+	struct sb_punt_health	*rows;		/* scoreboard, or NULL */
+	int			 nrows;
+	volatile sig_atomic_t	*kill;
+	struct punt_client	 client;	/* XCLIENT (remote punts) */
 	struct ps_punt		 v[CONFIG_PUNT_MAX];
 };
 
@@ -58,6 +63,42 @@ puntset_on_health(struct puntset *ps, puntset_health_fn *fn, void *arg)
 }
 
 void
+puntset_on_remote(struct puntset *ps, struct sb_punt_health *rows,
+    int nrows, volatile sig_atomic_t *kill)
+{
+	ps->rows = rows;
+	ps->nrows = nrows;
+	ps->kill = kill;
+}
+
+void
+puntset_client(struct puntset *ps, const char *addr, unsigned port,
+    uint64_t sid)
+{
+	snprintf(ps->client.addr, sizeof(ps->client.addr), "%s",
+	    addr != NULL ? addr : "");
+	ps->client.port = port;
+	ps->client.sid = sid;
+}
+
+uint64_t
+puntset_login_deadline_us(const struct puntset *ps)
+{
+	return util_now_us() + (uint64_t)ps->cf->link_connect_timeout_ms *
+	    1000;
+}
+
+/* Punt i's scoreboard row, if the names agree. */
+static struct sb_punt_health *
+ps_row(struct puntset *ps, int i)
+{
+	if (ps->rows == NULL || i >= ps->nrows ||
+	    strcmp(ps->rows[i].name, ps->cf->punts[i].name) != 0)
+		return NULL;
+	return &ps->rows[i];
+}
+
+void
 puntset_why(struct puntset *ps, char *why, size_t whylen)
 {
 	ps->why = why;
@@ -83,9 +124,13 @@ ps_open(struct puntset *ps, int i)
 	const struct config_punt *cp = &ps->cf->punts[i];
 	struct ps_punt		 *e = &ps->v[i];
 
-	e->p = punt_local_open(cp->path, cp->name, ps->cf->run_dir,
-	    ps->cf->store_map_size, ps->cf->claim_lease_s, e->err,
-	    sizeof(e->err));
+	if (cp->address[0] != '\0')
+		e->p = punt_remote_open(ps->cf, cp, ps_row(ps, i), ps->kill,
+		    &ps->client, e->err, sizeof(e->err));
+	else
+		e->p = punt_local_open(cp->path, cp->name, ps->cf->run_dir,
+		    ps->cf->store_map_size, ps->cf->claim_lease_s, e->err,
+		    sizeof(e->err));
 	if (e->p != NULL && !punt_health(e->p)) {
 		snprintf(e->err, sizeof(e->err), "not available");
 		punt_close(e->p);
