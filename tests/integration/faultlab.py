@@ -92,7 +92,7 @@ class World:
             lab.add_machine(fe, [addr])
         lab.add_machine("mx", [MX])
         lab.add_machine("cl", CL)
-        self.pki = pki.make_pki(os.path.join(root, "pki"),
+        self.pki = pki.make_pki(os.path.join(self.root, "pki"),
                                 servers=("punt-a", "punt-b"),
                                 clients=("fe1", "fe2"),
                                 server_ips=(PA, PB))
@@ -105,7 +105,7 @@ class World:
         for i, h in enumerate(HOSTS):
             fe = "fe1" if i < len(HOSTS) // 2 else "fe2"
             routes[h] = "lmtp:inet:[%s]:24" % FE[fe]
-        self.pf = netlab.NsPostfix(lab, "mx", os.path.join(root, "mx"), MX,
+        self.pf = netlab.NsPostfix(lab, "mx", os.path.join(self.root, "mx"), MX,
                                    routes)
         self.pf.start()
 
