@@ -26,8 +26,9 @@ Delay and loss.  This kernel has no sch_netem, so a machine made with
 wire=True is linked through a middle "wire" namespace where
 tools/wire-relay.py forwards the frames, delayed and dropped as set.
 Where `tc qdisc ... netem` works (netem_available()), set_wire uses it
-instead, on both ends of the link, and no wire namespace is made.  See
-docs/notes/issue11-lab.md.
+instead, on both ends of the link, and no wire namespace is made.
+tools/wire-relay.py says how the relay works and why the devices that
+feed it have their offloads turned off.
 """
 
 import contextlib
