@@ -33,6 +33,7 @@
 #include "sdps/config.h"
 #include "sdps/conn.h"
 #include "sdps/link.h"
+#include "sdps/fault.h"
 #include "sdps/log.h"
 #include "sdps/punt.h"
 #include "sdps/puntset.h"
@@ -559,6 +560,9 @@ cmd_update(struct psrv *ps, int argc, char **argv)
 	    r == STORE_OK ? n : 0, r == STORE_OK ? "ok" : "tempfail");
 	if (r == STORE_OK)
 		ps->n_removed += (uint64_t)n;
+	/* Removed, not yet answered: the front end must then say "not
+	 * removed" and nothing may come back (design.md §19.4). */
+	fault_point("puntsrv.update.committed");
 	ps_unselect(ps, "update");
 	if (r != STORE_OK)
 		return ps_reply(ps, "-ERR [SYS/TEMP] nothing removed, try "

@@ -65,11 +65,11 @@ class Certs:
 _no_punt_server = []     # set once a probe found no punt server
 
 
-def punt_server(certs, punt, npunts):
+def punt_server(certs, punt, npunts, env=None):
     """A punt server serving punt (one of its npunts local punts)."""
     if _no_punt_server:
         pytest.skip("sdpsd does not serve punt_listen yet")
-    dm = Daemon(npunts=npunts, start=False,
+    dm = Daemon(npunts=npunts, start=False, env=env,
                 overrides={"tls": {"cert": certs.srv, "key": certs.srv_key},
                            "punt_server": {"ca": certs.ca,
                                            "allow": "fe1"}})
@@ -262,6 +262,44 @@ def test_mid_session_kill_only_that_punts_messages(remote):
     fe_msgs = wait_for(lambda: _stat_when_back(fe), 30,
                        what="finchley back in the front end's listing")
     assert fe_msgs == 1
+
+
+def test_update_committed_then_the_link_dies(monkeypatch):
+    """The other half of a QUIT the punt cannot answer: UPDATE ran at
+    finchley and its link worker dies before the answer (fault point
+    puntsrv.update.committed).  The client hears "not removed"; the
+    message is gone exactly once, docklands' removal stands, and when
+    finchley is listed again only mail that came later is there."""
+    certs = Certs()
+    a = punt_server(certs, "finchley", 1,
+                    env={"SDPS_FAULT": "puntsrv.update.committed"})
+    b = punt_server(certs, "docklands", 2)
+    fe = front_end(monkeypatch, certs,
+                   {"finchley": "127.0.0.1:%d" % a.punt_port,
+                    "docklands": "127.0.0.1:%d" % b.punt_port},
+                   {"timeout": "10", "down_time": "1"})
+    try:
+        deliver_both(a, b)
+        with fe.login() as p:
+            assert p.stat()[0] == 2
+            for i in subjects(p):
+                p.ok("DELE %d" % i)
+            assert p.cmd("QUIT") == \
+                "-ERR [SYS/TEMP] 1 messages not removed"
+        assert a.messages() == [] and b.messages() == []
+        a.deliver_ok(harness.simple_message("later", "c body\n"), ALICE,
+                     punt="finchley")
+        wait_for(lambda: _stat_when_back(fe), 30,
+                 what="finchley back in the front end's listing")
+        with fe.login_when_free() as p:
+            assert list(subjects(p).values()) == ["later"]
+            assert p.quit().startswith("+OK")
+    finally:
+        for d in (fe, a, b):
+            try:
+                d.stop()
+            finally:
+                d.spool.cleanup()
 
 
 def _stat_when_back(fe):
