@@ -241,7 +241,10 @@ class SdpsRemote:
         raise RuntimeError("front end did not listen")
 
     def pid(self):
-        return self.proc.pid
+        """The front end and both punt servers: the CPU and memory
+        bench-compare charges to this side are all three trees'."""
+        return [self.proc.pid] + [p[3].pid for p in self.punts
+                                  if p[3] is not None]
 
     def stop(self):
         for proc in [self.proc] + [p[3] for p in self.punts]:
