@@ -101,6 +101,10 @@ struct punt_ops {
 	 */
 	int	(*begin)(void *impl, const char *host, const char *user,
 		    uint64_t deadline_us);
+	/* remove, first half, optional: start it without waiting (a
+	 * remote punt sends DELE and UPDATE); remove then finishes it. */
+	void	(*remove_begin)(void *impl, const uint64_t *ids, size_t n,
+		    const char *user);
 	/* Release, first half, optional: start it without waiting (a
 	 * remote punt sends UNSELECT); unlock then finishes it. */
 	void	(*unlock_begin)(void *impl, struct punt_lock *lk);
@@ -208,6 +212,10 @@ void	punt_body_close(struct punt_body *b);
  * SMTP agent's markers, as in store.h. */
 enum store_res punt_mark_read(struct punt *p, const uint64_t *ids, size_t n);
 enum store_res punt_remove(struct punt *p, const uint64_t *ids, size_t n,
+	    const char *user);
+/* Start punt_remove without waiting (QUIT reaches every punt in one
+ * round trip); punt_remove with the same arguments must follow. */
+void	punt_remove_begin(struct punt *p, const uint64_t *ids, size_t n,
 	    const char *user);
 enum store_res punt_claim(struct punt *p, uint64_t id, const char *agent);
 enum store_res punt_release(struct punt *p, uint64_t id);

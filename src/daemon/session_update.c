@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "sdps/config.h"
 #include "sdps/log.h"
 #include "sdps/conn.h"
 #include "sdps/maildrop.h"
@@ -58,13 +59,18 @@ session_commit_rd(struct session *s)
 	free(ids);
 }
 
-/* RFC 1939 §6: remove the deleted messages.  Returns how many remain. */
+/*
+ * RFC 1939 §6: remove the deleted messages.  Returns how many remain.
+ * Every punt's removal is started before any is waited for, so a remote
+ * punt's round trip overlaps the others' (punt_remove_begin).
+ */
 static size_t
 update_remove(struct session *s)
 {
 	uint64_t	*ids;
-	size_t		 i, n, failed = 0;
-	int		 p;
+	size_t		 i, n, failed = 0, at[CONFIG_PUNT_MAX + 1];
+	const char	*user = s->user[0] != '\0' ? s->user : NULL;
+	int		 p, np = session_npunts(s);
 
 	if (s->nmsgs == 0)
 		return 0;
@@ -73,15 +79,23 @@ update_remove(struct session *s)
 			failed += s->msgs[i].deleted;
 		return failed;
 	}
-	for (p = 0; p < session_npunts(s); p++) {
-		n = 0;
+	/* Punt p's ids are ids[at[p] .. at[p + 1]). */
+	for (p = 0, n = 0; p < np; p++) {
+		at[p] = n;
 		for (i = 0; i < s->nmsgs; i++)
 			if (s->msgs[i].sp == p && s->msgs[i].deleted)
 				ids[n++] = s->msgs[i].id;
-		if (n == 0)
+	}
+	at[np] = n;
+	for (p = 0; p < np; p++)
+		if (at[p + 1] > at[p])
+			punt_remove_begin(maildrop_punt(s->md, p), ids + at[p],
+			    at[p + 1] - at[p], user);
+	for (p = 0; p < np; p++) {
+		if ((n = at[p + 1] - at[p]) == 0)
 			continue;
-		if (punt_remove(maildrop_punt(s->md, p), ids, n,
-		    s->user[0] != '\0' ? s->user : NULL) != STORE_OK) {
+		if (punt_remove(maildrop_punt(s->md, p), ids + at[p], n,
+		    user) != STORE_OK) {
 			log_warnx("sid=%016" PRIx64 " punt=%s event=remove-failed"
 			    " msgs=%zu", s->sid,
 			    punt_name(maildrop_punt(s->md, p)), n);

@@ -176,6 +176,14 @@ punt_mark_read(struct punt *p, const uint64_t *ids, size_t n)
 	return p->ops->mark_read(p->impl, ids, n);
 }
 
+void
+punt_remove_begin(struct punt *p, const uint64_t *ids, size_t n,
+    const char *user)
+{
+	if (p->ops->remove_begin != NULL)
+		p->ops->remove_begin(p->impl, ids, n, user);
+}
+
 enum store_res
 punt_remove(struct punt *p, const uint64_t *ids, size_t n, const char *user)
 {

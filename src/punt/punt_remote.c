@@ -87,6 +87,8 @@ r_fail(struct remote *r, const char *what)
 	r->l = NULL;
 	r->failed = true;
 	r->begun = r->select_sent = r->selected = r->xlist_sent = false;
+	r->unselect_sent = false;
+	r->remove_owed = 0;
 	return STORE_TEMPFAIL;
 }
 
@@ -653,28 +655,41 @@ r_body_close(void *impl, struct punt_body *b)
 /*
  * "VERB id id ..." lines, LINK_IDS_PER_LINE ids each, all sent before any
  * answer is read: one round trip for a QUIT's RD or DELE, however many
- * lines.  Every answer is read, so the link stays in step.
+ * lines.  The number of lines sent (answers owed), or -1 (failed).
  */
-static enum store_res
-r_ids(struct remote *r, const char *verb, const uint64_t *ids, size_t n)
+static ssize_t
+r_ids_send(struct remote *r, const char *verb, const uint64_t *ids,
+    size_t n)
 {
 	char		 line[LINK_LINE_MAX];
-	enum store_res	 res = STORE_OK, one;
-	char		*text;
-	size_t		 i, k, lines = 0;
+	size_t		 i, k;
+	ssize_t		 lines = 0;
 	int		 o;
 
 	if (r->failed || r->l == NULL || !r->selected)
-		return STORE_TEMPFAIL;
+		return -1;
 	link_set_deadline(r->l, 0);
 	for (i = 0; i < n; i += k, lines++) {
 		o = snprintf(line, sizeof(line), "%s", verb);
 		for (k = 0; k < LINK_IDS_PER_LINE && i + k < n; k++)
 			o += snprintf(line + o, sizeof(line) - (size_t)o,
 			    " %" PRIu64, ids[i + k]);
-		if (link_send(r->l, "%s", line) == -1)
-			return r_fail(r, verb);
+		if (link_send(r->l, "%s", line) == -1) {
+			r_fail(r, verb);
+			return -1;
+		}
 	}
+	return lines;
+}
+
+/* Every answer owed is read, so the link stays in step; the first
+ * refusal is the result. */
+static enum store_res
+r_answers(struct remote *r, const char *verb, size_t lines)
+{
+	enum store_res	 res = STORE_OK, one;
+	char		*text;
+
 	if (link_flush(r->l) == -1)
 		return r_fail(r, verb);
 	while (lines-- > 0) {
@@ -690,25 +705,53 @@ r_ids(struct remote *r, const char *verb, const uint64_t *ids, size_t n)
 static enum store_res
 r_mark_read(void *impl, const uint64_t *ids, size_t n)
 {
-	return r_ids(impl, "RD", ids, n);
+	struct remote	*r = impl;
+	ssize_t		 lines;
+
+	if ((lines = r_ids_send(r, "RD", ids, n)) == -1)
+		return STORE_TEMPFAIL;
+	return r_answers(r, "RD", (size_t)lines);
 }
 
-/* DELE lines, then UPDATE, which also releases the lock.  A link that
- * dies before UPDATE's reply: not known to be removed (TEMPFAIL), which
- * is the safe side (docs/punt-protocol.md, UPDATE). */
+/*
+ * QUIT's removal, first half: the DELE lines and UPDATE sent without
+ * waiting, so update_remove reaches every punt in one round trip.
+ * UPDATE releases the lock at the punt.
+ */
+static void
+r_remove_begin(void *impl, const uint64_t *ids, size_t n, const char *user)
+{
+	struct remote	*r = impl;
+	ssize_t		 lines;
+
+	(void)user;	/* the punt knows the selection's user */
+	if (r->remove_owed != 0 || (lines = r_ids_send(r, "DELE", ids, n))
+	    == -1)
+		return;
+	if (link_send(r->l, "UPDATE") == -1 || link_flush(r->l) == -1) {
+		r_fail(r, "UPDATE");
+		return;
+	}
+	r->remove_owed = (size_t)lines + 1;
+	r->selected = false;
+}
+
+/* Second half: the answers.  A link that dies before UPDATE's reply:
+ * not known to be removed (TEMPFAIL), which is the safe side
+ * (docs/punt-protocol.md, UPDATE). */
 static enum store_res
 r_remove(void *impl, const uint64_t *ids, size_t n, const char *user)
 {
 	struct remote	*r = impl;
-	enum store_res	 res;
-	char		*text;
+	size_t		 owed;
 
-	(void)user;
-	if ((res = r_ids(r, "DELE", ids, n)) != STORE_OK)
-		return res;
-	res = r_res(r, link_cmd(r->l, &text, "UPDATE"), "UPDATE");
-	r->selected = false;
-	return res == STORE_OK ? STORE_OK : STORE_TEMPFAIL;
+	if (r->remove_owed == 0)
+		r_remove_begin(impl, ids, n, user);
+	if ((owed = r->remove_owed) == 0)
+		return STORE_TEMPFAIL;
+	r->remove_owed = 0;
+	return r_answers(r, "UPDATE", owed) == STORE_OK ? STORE_OK :
+	    STORE_TEMPFAIL;
 }
 
 /* The SMTP agent runs on the punt's own machine (its local punt). */
@@ -772,6 +815,7 @@ static const struct punt_ops remote_ops = {
 	.body_close = r_body_close,
 	.mark_read = r_mark_read,
 	.remove = r_remove,
+	.remove_begin = r_remove_begin,
 	.claim = r_no_agent,
 	.release = r_no_agent2,
 	.done = r_no_agent2,

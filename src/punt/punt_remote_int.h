@@ -30,6 +30,7 @@ struct remote {
 	bool			  select_sent, selected, xlist_sent;
 	bool			  xclient_sent;
 	bool			  unselect_sent;	/* answer unread */
+	size_t			  remove_owed;	/* DELE+UPDATE answers */
 	uint64_t		  deadline_us;	/* the login's connect part */
 	uint64_t		  reply_deadline_us;
 	char			  host[UTIL_HOST_MAX + 1];
