@@ -213,3 +213,30 @@ class Spool:
                 return p
         raise FileNotFoundError("no spool file for %s:%d in %s"
                                 % (punt, msg_id, d))
+
+
+# master.cf of the private Postfix instances the tests run (test_postfix.py,
+# netlab.py): every service in-process (no chroot), smtpd on {smtpd_addr}.
+POSTFIX_MASTER_CF = """\
+{smtpd_addr} inet n - n - - smtpd
+pickup    unix  n - n 60 1 pickup
+cleanup   unix  n - n - 0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+rewrite   unix  - - n - - trivial-rewrite
+bounce    unix  - - n - 0 bounce
+defer     unix  - - n - 0 bounce
+trace     unix  - - n - 0 bounce
+verify    unix  - - n - 1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n - - proxymap
+smtp      unix  - - n - - smtp
+relay     unix  - - n - - smtp
+showq     unix  n - n - - showq
+error     unix  - - n - - error
+retry     unix  - - n - - error
+discard   unix  - - n - - discard
+lmtp      unix  - - n - - lmtp
+anvil     unix  - - n - 1 anvil
+scache    unix  - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+"""

@@ -578,30 +578,6 @@ class NsSdpsd:
 
 # ------------------------------------------------------------ Postfix --
 
-POSTFIX_MASTER_CF = """\
-{smtpd_addr} inet n - n - - smtpd
-pickup    unix  n - n 60 1 pickup
-cleanup   unix  n - n - 0 cleanup
-qmgr      unix  n - n 300 1 qmgr
-rewrite   unix  - - n - - trivial-rewrite
-bounce    unix  - - n - 0 bounce
-defer     unix  - - n - 0 bounce
-trace     unix  - - n - 0 bounce
-verify    unix  - - n - 1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n - - proxymap
-smtp      unix  - - n - - smtp
-relay     unix  - - n - - smtp
-showq     unix  n - n - - showq
-error     unix  - - n - - error
-retry     unix  - - n - - error
-discard   unix  - - n - - discard
-lmtp      unix  - - n - - lmtp
-anvil     unix  - - n - 1 anvil
-scache    unix  - - n - 1 scache
-postlog   unix-dgram n - n - 1 postlogd
-"""
-
 POSTFIX_MAIN_CF = """\
 compatibility_level = 3.6
 queue_directory = {root}/queue
@@ -675,7 +651,8 @@ class NsPostfix:
                 routes=", ".join("%s=%s" % kv for kv in
                                  sorted(routes.items()))))
         with open(os.path.join(self.conf, "master.cf"), "w") as f:
-            f.write(POSTFIX_MASTER_CF.format(smtpd_addr="%s:25" % addr))
+            f.write(harness.POSTFIX_MASTER_CF.format(
+                smtpd_addr="%s:25" % addr))
 
     def postfix(self, *args, timeout=60):
         return self.lab.run(self.role, ["postfix", "-c", self.conf] +

@@ -18,6 +18,8 @@ signed by another CA (a front end the punt must refuse).  ECDSA P-256,
 import os
 import subprocess
 
+import tlsutil
+
 
 def _run(*args):
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL,
@@ -42,18 +44,8 @@ def _ca(d, name):
 
 
 def _leaf(d, name, ca, ca_key, san, usage, prefix=""):
-    base = os.path.join(d, prefix + name)
-    key, csr, crt, ext = (base + ".key", base + ".csr", base + ".pem",
-                          base + ".ext")
-    _key(key)
-    _run("openssl", "req", "-new", "-key", key, "-out", csr,
-         "-subj", "/CN=" + name)
-    with open(ext, "w") as f:
-        f.write("subjectAltName=%s\nbasicConstraints=CA:FALSE\n"
-                "keyUsage=digitalSignature\nextendedKeyUsage=%s\n"
-                % (san, usage))
-    _run("openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
-         "-CAcreateserial", "-out", crt, "-days", "30", "-extfile", ext)
+    crt, key = tlsutil.sign_leaf(d, prefix + name, ca, ca_key, name, san,
+                                 usage)
     return {"cert": crt, "key": key}
 
 

@@ -12,33 +12,10 @@ import tempfile
 import pytest
 
 import daemon as D
+import harness
 
 FSCK_AFTER = True
 HOST = D.HOST
-
-MASTER_CF = """\
-{smtpd_addr} inet n - n - - smtpd
-pickup    unix  n - n 60 1 pickup
-cleanup   unix  n - n - 0 cleanup
-qmgr      unix  n - n 300 1 qmgr
-rewrite   unix  - - n - - trivial-rewrite
-bounce    unix  - - n - 0 bounce
-defer     unix  - - n - 0 bounce
-trace     unix  - - n - 0 bounce
-verify    unix  - - n - 1 verify
-flush     unix  n - n 1000? 0 flush
-proxymap  unix  - - n - - proxymap
-smtp      unix  - - n - - smtp
-relay     unix  - - n - - smtp
-showq     unix  n - n - - showq
-error     unix  - - n - - error
-retry     unix  - - n - - error
-discard   unix  - - n - - discard
-lmtp      unix  - - n - - lmtp
-anvil     unix  - - n - 1 anvil
-scache    unix  - - n - 1 scache
-postlog   unix-dgram n - n - 1 postlogd
-"""
 
 MAIN_CF = """\
 compatibility_level = 3.6
@@ -98,7 +75,7 @@ class Postfix:
             f.write(MAIN_CF.format(root=self.root, host=HOST,
                                    lmtp_port=lmtp_port, lmtp_sock=lmtp_sock))
         with open(os.path.join(self.conf, "master.cf"), "w") as f:
-            f.write(MASTER_CF.format(
+            f.write(harness.POSTFIX_MASTER_CF.format(
                 smtpd_addr="127.0.0.1:%d" % self.port))
 
     def run(self, *args, timeout=60):

@@ -29,21 +29,7 @@ MAX_OCTETS = 8192
 
 def _client_leaf(d, name, ca, ca_key, cn, san):
     """A client certificate (extendedKeyUsage clientAuth) signed by ca."""
-    key = os.path.join(d, name + ".key")
-    csr = os.path.join(d, name + ".csr")
-    crt = os.path.join(d, name + ".pem")
-    ext = os.path.join(d, name + ".ext")
-    tlsutil._ec_key(key)
-    tlsutil._run("openssl", "req", "-new", "-key", key, "-out", csr,
-                 "-subj", "/CN=" + cn)
-    with open(ext, "w") as f:
-        f.write("%sbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"
-                "extendedKeyUsage=clientAuth\n"
-                % ("subjectAltName=%s\n" % san if san else ""))
-    tlsutil._run("openssl", "x509", "-req", "-in", csr, "-CA", ca,
-                 "-CAkey", ca_key, "-CAcreateserial", "-out", crt,
-                 "-days", "30", "-extfile", ext)
-    return crt, key
+    return tlsutil.sign_leaf(d, name, ca, ca_key, cn, san, "clientAuth")
 
 
 class Certs:

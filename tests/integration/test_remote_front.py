@@ -32,22 +32,7 @@ ALICE = "alice@" + HOST
 
 def _leaf(d, name, ca, ca_key, eku, san, cn):
     """A leaf with the given extendedKeyUsage (tlsutil's are servers)."""
-    key = os.path.join(d, name + ".key")
-    csr = os.path.join(d, name + ".csr")
-    crt = os.path.join(d, name + ".pem")
-    ext = os.path.join(d, name + ".ext")
-    tlsutil._ec_key(key)
-    tlsutil._run("openssl", "req", "-new", "-key", key, "-out", csr,
-                 "-subj", "/CN=" + cn)
-    with open(ext, "w") as f:
-        f.write("subjectAltName=%s\nbasicConstraints=CA:FALSE\n"
-                "keyUsage=digitalSignature\nextendedKeyUsage=%s\n"
-                % (san, eku))
-    tlsutil._run("openssl", "x509", "-req", "-in", csr, "-CA", ca,
-                 "-CAkey", ca_key, "-CAcreateserial", "-out", crt,
-                 "-days", "30", "-extfile", ext)
-    os.chmod(key, 0o600)
-    return crt, key
+    return tlsutil.sign_leaf(d, name, ca, ca_key, cn, san, eku)
 
 
 class Certs:

@@ -44,29 +44,39 @@ def make_ca(d, cn="sdps test CA"):
     return crt, key
 
 
-def make_leaf(d, name, ca, ca_key, cn="localhost",
-              san="DNS:localhost,IP:127.0.0.1"):
-    """A leaf signed by ca: (chain path, key path); the chain file holds
-    the leaf then the CA, as an operator's fullchain.pem does."""
+def sign_leaf(d, name, ca, ca_key, cn, san, usage):
+    """A certificate for cn signed by ca, with extendedKeyUsage usage
+    (serverAuth, clientAuth) and subjectAltName san (None: no SAN, for a
+    CN-only identity): (cert path, key path), files d/name.*, the key
+    0600.  The one recipe of the tests' certificates (tlsutil, pki and
+    the punt tests)."""
     key = os.path.join(d, name + ".key")
     csr = os.path.join(d, name + ".csr")
-    leaf = os.path.join(d, name + ".leaf.pem")
-    chain = os.path.join(d, name + ".pem")
+    crt = os.path.join(d, name + ".leaf.pem")
     ext = os.path.join(d, name + ".ext")
     _ec_key(key)
     _run("openssl", "req", "-new", "-key", key, "-out", csr,
          "-subj", "/CN=" + cn)
     with open(ext, "w") as f:
-        f.write("subjectAltName=%s\nbasicConstraints=CA:FALSE\n"
-                "keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
-                % san)
+        f.write("%sbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n"
+                "extendedKeyUsage=%s\n"
+                % ("subjectAltName=%s\n" % san if san else "", usage))
     _run("openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
-         "-CAcreateserial", "-out", leaf, "-days", "30", "-extfile", ext)
+         "-CAcreateserial", "-out", crt, "-days", "30", "-extfile", ext)
+    os.chmod(key, 0o600)
+    return crt, key
+
+
+def make_leaf(d, name, ca, ca_key, cn="localhost",
+              san="DNS:localhost,IP:127.0.0.1"):
+    """A server leaf signed by ca: (chain path, key path); the chain file
+    holds the leaf then the CA, as an operator's fullchain.pem does."""
+    leaf, key = sign_leaf(d, name, ca, ca_key, cn, san, "serverAuth")
+    chain = os.path.join(d, name + ".pem")
     with open(chain, "w") as out:
         for p in (leaf, ca):
             with open(p) as f:
                 out.write(f.read())
-    os.chmod(key, 0o600)
     return chain, key
 
 
