@@ -135,11 +135,4 @@ void	link_data_expect(struct link *l, uint64_t n); /* after "+OK N" */
 int	link_write(struct link *l, const void *buf, size_t len);
 int	link_send_file(struct link *l, int fd, uint64_t len);
 
-/* Thin wrappers of xtext.h (kept for the callers written against this
- * header).  xtext (RFC 3461 §4) of s into buf (NUL-terminated; "<>" for an empty
- * sender is the caller's).  -1 if it does not fit. */
-int	link_xtext_encode(const char *s, char *buf, size_t len);
-/* Decode in place; -1 if malformed. */
-int	link_xtext_decode(char *s);
-
 #endif

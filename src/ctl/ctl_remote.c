@@ -18,6 +18,7 @@
 #include "sdps/util.h"
 
 #include "sdps/tls_client.h"
+#include "sdps/xtext.h"
 
 #include "ctl_remote.h"
 
@@ -138,7 +139,7 @@ parse_rec(char *line, struct store_msg *m, char ***rcpts)
 	    num(tok[4], &flags) == -1 || flags > UINT32_MAX ||
 	    num(tok[5], &m->claim_us) == -1 ||
 	    strlen(tok[6]) > UTIL_HOST_MAX ||
-	    link_xtext_decode(tok[7]) == -1 ||
+	    xtext_decode(tok[7]) == -1 ||
 	    strlen(tok[7]) > STORE_AGENT_MAX)
 		return -1;
 	m->flags = (uint32_t)flags;
@@ -147,14 +148,14 @@ parse_rec(char *line, struct store_msg *m, char ***rcpts)
 	if ((t = strtok_r(NULL, " ", &save)) == NULL)
 		return -1;
 	m->sender = strcmp(t, "<>") == 0 ? "" : t;
-	if (m->sender[0] != '\0' && link_xtext_decode(t) == -1)
+	if (m->sender[0] != '\0' && xtext_decode(t) == -1)
 		return -1;
 	/* Each recipient is a token: at most one per two octets left. */
 	cap = strlen(save != NULL ? save : "") / 2 + 1;
 	if ((*rcpts = calloc(cap, sizeof(**rcpts))) == NULL)
 		return -1;
 	while ((t = strtok_r(NULL, " ", &save)) != NULL && m->nrcpts < cap) {
-		if (link_xtext_decode(t) == -1)
+		if (xtext_decode(t) == -1)
 			return -1;
 		(*rcpts)[m->nrcpts++] = t;
 	}

@@ -30,7 +30,6 @@
 #include "sdps/link.h"
 #include "sdps/log.h"
 #include "sdps/util.h"
-#include "sdps/xtext.h"
 
 #define KEEP_IDLE_S	10
 #define KEEP_INTVL_S	5
@@ -690,17 +689,4 @@ link_send_file(struct link *l, int fd, uint64_t len)
 	if (conn_send_file(l->c, fd, 0, (size_t)len) == -1)
 		return lfail(l, "send: %s", conn_res_name(conn_werr(l->c)));
 	return 0;
-}
-
-/* xtext: the one implementation is xtext.c's (both ends of the link). */
-int
-link_xtext_encode(const char *s, char *buf, size_t len)
-{
-	return xtext_encode(s, buf, len);
-}
-
-int
-link_xtext_decode(char *s)
-{
-	return xtext_decode(s);
 }

@@ -28,6 +28,7 @@
 #include "sdps/scoreboard.h"
 #include "sdps/tls_client.h"
 #include "sdps/util.h"
+#include "sdps/xtext.h"
 
 #include "punt_remote_int.h"
 
@@ -482,10 +483,10 @@ xlist_line(char *line, const char *user, struct store_entry *e,
 	e->flags = (uint32_t)flags;
 	if (strcmp(f[4], "<>") == 0)
 		f[4][0] = '\0';
-	else if (link_xtext_decode(f[4]) == -1)
+	else if (xtext_decode(f[4]) == -1)
 		return -1;
 	for (i = 0; i < nrc; i++)
-		if (link_xtext_decode(rc[i]) == -1)
+		if (xtext_decode(rc[i]) == -1)
 			return -1;
 	/* The punt lists a user's maildrop already; this keeps the rule
 	 * (only messages for the user) even if it did not. */

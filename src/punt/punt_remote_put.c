@@ -11,6 +11,7 @@
 
 #include "sdps/link.h"
 #include "sdps/store.h"
+#include "sdps/xtext.h"
 #include "punt_remote_int.h"
 
 /* "DELIVER host sender N body_octets rcpt ..." into line. */
@@ -24,7 +25,7 @@ deliver_line(const struct store_envelope *env, uint64_t wire_len,
 
 	if (env->sender[0] == '\0')
 		snprintf(xt, sizeof(xt), "<>");
-	else if (link_xtext_encode(env->sender, xt, sizeof(xt)) == -1)
+	else if (xtext_encode(env->sender, xt, sizeof(xt)) == -1)
 		return -1;
 	n = snprintf(line, len, "DELIVER %s %s %" PRIu64 " %" PRIu64,
 	    env->host, xt, wire_len, body_octets);
@@ -32,7 +33,7 @@ deliver_line(const struct store_envelope *env, uint64_t wire_len,
 		return -1;
 	o = (size_t)n;
 	for (i = 0; i < env->nrcpts; i++) {
-		if (link_xtext_encode(env->rcpts[i], xt, sizeof(xt)) == -1)
+		if (xtext_encode(env->rcpts[i], xt, sizeof(xt)) == -1)
 			return -1;
 		n = snprintf(line + o, len - o, " %s", xt);
 		if (n < 0 || (size_t)n >= len - o)
